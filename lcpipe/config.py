@@ -1,0 +1,371 @@
+"""Schema of a pipeline YAML: typed, validated, with ``--set a.b=c`` overrides.
+
+Errors name the file and the key path, e.g.
+``pipelines/v2.yaml: stages[3].quantize.presett: unknown key (did you mean 'preset'?)``.
+Paths written in the YAML are relative to the YAML file; paths given with ``--set`` are
+relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lcpipe.errors import ConfigError
+from lcpipe.stages.base import StageOptions, get_stage
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Filesystem paths: each model lists them in ``path_fields`` so they are resolved against
+# the YAML's folder (and against the current directory when given with --set).
+PathStr = str
+
+SourceFormat = Literal["pdparams", "torch", "safetensors", "paddle_inference", "onnx"]
+StrideEntry = int | tuple[int, int]
+
+
+class SourceConfig(Strict):
+    path_fields: ClassVar[frozenset[str]] = frozenset({"path"})
+    format: SourceFormat
+    path: PathStr | None = None
+    url: str | None = None
+    sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _path_or_url(self) -> SourceConfig:
+        if not self.path and not self.url:
+            raise ValueError("give 'path' (local file) or 'url' (+ 'sha256')")
+        return self
+
+
+class ModelOptionsConfig(Strict):
+    """PaddleClas constructor options; None means the architecture's default or auto-detected."""
+
+    class_num: int | None = Field(None, gt=0)
+    class_expand: int | None = Field(None, gt=0)
+    use_last_conv: bool | None = None
+    stride_list: list[StrideEntry] | None = None
+    act: Literal["hardswish", "relu", "relu6"] | None = None
+    dropout_prob: float | None = Field(None, ge=0.0, lt=1.0)
+
+    @field_validator("stride_list")
+    @classmethod
+    def _five(cls, v: list[StrideEntry] | None) -> list[StrideEntry] | None:
+        if v is not None and len(v) != 5:
+            raise ValueError(f"needs 5 entries (stem, blocks3..blocks6), got {len(v)}")
+        return v
+
+
+class ModelConfig(Strict):
+    source: SourceConfig
+    arch: str = "auto"
+    options: ModelOptionsConfig = ModelOptionsConfig()
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        from lcpipe.models.spec import ARCHS
+
+        if v != "auto" and v not in ARCHS:
+            close = difflib.get_close_matches(v, list(ARCHS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"unknown arch {v!r}{hint}; one of auto, {', '.join(ARCHS)}")
+        return v
+
+
+class PreprocessConfig(Strict):
+    """How an image becomes the network input (declared once; used by data, export metadata, deploy).
+
+    paddleclas: RGB, resize short side to ``resize_short`` (cv2 INTER_LINEAR), center crop ``crop``.
+    timm: resize short side to crop/crop_pct (bicubic), center crop ``crop``.
+    resize: plain resize to ``size`` [h, w] (PULC models, e.g. 80x160).
+    Then /255, (x - mean) / std, HWC -> CHW.
+    """
+
+    mode: Literal["paddleclas", "timm", "resize"] = "paddleclas"
+    resize_short: int = Field(256, gt=0)
+    crop: int = Field(224, gt=0)
+    crop_pct: float = Field(0.875, gt=0, le=1)
+    size: tuple[int, int] | None = None
+    interpolation: Literal["bilinear", "bicubic"] | None = None
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @model_validator(mode="after")
+    def _size_for_resize(self) -> PreprocessConfig:
+        if self.mode == "resize" and self.size is None:
+            raise ValueError("mode 'resize' needs size: [height, width]")
+        return self
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return tuple(self.size) if self.mode == "resize" else (self.crop, self.crop)  # type: ignore[return-value]
+
+    @property
+    def resolved_interpolation(self) -> str:
+        return self.interpolation or ("bicubic" if self.mode == "timm" else "bilinear")
+
+
+class DatasetConfig(Strict):
+    """Images + labels. ``labels``: lines ``<file> <class_index>`` (files relative to ``images``).
+    ``paddleclas_root``: a PaddleClas ImageNet layout (``val/`` + ``val_list.txt``).
+    Neither: an unlabeled folder (calibration only)."""
+
+    path_fields: ClassVar[frozenset[str]] = frozenset({"images", "labels", "paddleclas_root"})
+
+    images: PathStr | None = None
+    labels: PathStr | None = None
+    paddleclas_root: PathStr | None = None
+    count: int | None = Field(None, gt=0)  # None: all
+    seed: int = 0
+    # Make one sample per listed rotation (degrees, counter-clockwise); its label is the
+    # rotation's index. For orientation models on upright images.
+    rotations: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetConfig:
+        if not self.images and not self.paddleclas_root:
+            raise ValueError("give 'images' (folder) or 'paddleclas_root'")
+        return self
+
+
+class DataConfig(Strict):
+    path_fields: ClassVar[frozenset[str]] = frozenset({"label_names"})
+    calib: DatasetConfig | None = None
+    eval: DatasetConfig | None = None
+    label_names: PathStr | None = None  # lines "<index> <name>" or "<name>"
+    cache_preprocessed: bool = True
+
+
+IsaThresholds = dict[Literal["amx", "avx512_vnni", "avx512", "avx2", "default"], float]
+Threshold = float | IsaThresholds
+
+
+class GatesConfig(Strict):
+    """Pass/fail limits; accuracies and drops are fractions in [0, 1]."""
+
+    max_top1_drop: Threshold | None = None
+    max_top1_flips: Threshold | None = None  # images whose top-1 correctness changed for the worse
+    min_agreement: Threshold | None = None
+    min_cosine: Threshold | None = None
+    max_rel_logit_error: Threshold | None = None
+    min_fp32_top1: Threshold | None = None
+    min_int8_top1: Threshold | None = None
+    min_latency_speedup: Threshold | None = None
+    min_throughput_speedup: Threshold | None = None
+
+
+class RuntimeConfig(Strict):
+    threads: int | None = Field(None, gt=0)  # None: all cores of this machine
+    seed: int = 0
+
+
+class StageEntry(Strict):
+    name: str
+    options: StageOptions
+
+
+class PipelineConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    model: ModelConfig
+    preprocess: PreprocessConfig = PreprocessConfig()
+    data: DataConfig = DataConfig()
+    gates: GatesConfig = GatesConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    stages: list[StageEntry]
+    source_file: str | None = None  # the YAML this came from (informational)
+
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    def stage_options(self, name: str) -> Any:
+        for s in self.stages:
+            if s.name == name:
+                return s.options
+        return None
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        d = self.model_dump(mode="json", exclude={"stages", "source_file"})
+        d["stages"] = [{s.name: s.options.model_dump(mode="json")} for s in self.stages]
+        return d
+
+
+# ---------------------------------------------------------------- loading
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such pipeline file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    raw = _resolve_paths(raw, PipelineConfig, path.parent.resolve(), [])
+    for ov in overrides:
+        raw = apply_override(raw, ov, str(path))
+    return validate_config(raw, str(path))
+
+
+def validate_config(raw: dict[str, Any], where: str = "<config>") -> PipelineConfig:
+    raw = dict(raw)
+    stages_raw = raw.pop("stages", None)
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise ConfigError(f"{where}: stages: required, a non-empty list of {{stage name: options}}")
+    entries: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(stages_raw):
+        if isinstance(item, str):
+            item = {item: {}}
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(f"{where}: stages[{i}]: expected a one-key mapping {{stage name: options}}")
+        ((name, opts),) = item.items()
+        try:
+            stage = get_stage(str(name))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: stages[{i}]: {exc}") from None
+        if name in seen:
+            raise ConfigError(f"{where}: stages[{i}]: stage {name!r} listed twice")
+        seen.add(name)
+        try:
+            options = stage.Options.model_validate(opts or {})
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, where, f"stages[{i}].{name}", stage.Options)) from None
+        entries.append({"name": name, "options": options})
+    raw["stages"] = entries
+    raw.setdefault("source_file", where)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, where, "", PipelineConfig)) from None
+
+
+def _format_errors(exc: ValidationError, where: str, prefix: str, model: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = _loc_str(err["loc"], prefix)
+        if err["type"] == "extra_forbidden":
+            known = _known_keys(model, [p for p in err["loc"][:-1] if isinstance(p, str)])
+            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})" if known else ""
+            msg = f"unknown key{hint}"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if "input" in err and not isinstance(err["input"], dict):
+                msg += f", got {err['input']!r}"
+        lines.append(f"{where}: {loc}: {msg}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _loc_str(loc: tuple[Any, ...], prefix: str) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("tuple[int, int]", "int") or "[" in str(part) or "function-" in str(part):
+            continue  # pydantic union branch labels, not user keys
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<top>"
+
+
+def _known_keys(model: type[BaseModel], path: list[str]) -> list[str]:
+    current: Any = model
+    for key in path:
+        sub = _sub_model(current, key)
+        if sub is None:
+            return []
+        current = sub
+    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def _sub_model(model: Any, key: str) -> type[BaseModel] | None:
+    if not (isinstance(model, type) and issubclass(model, BaseModel)) or key not in model.model_fields:
+        return None
+    ann = model.model_fields[key].annotation
+    for cand in (ann, *getattr(ann, "__args__", ())):
+        if isinstance(cand, type) and issubclass(cand, BaseModel):
+            return cand
+    return None
+
+
+def _is_path_field(model: type[BaseModel], key: str) -> bool:
+    return key in getattr(model, "path_fields", ())
+
+
+def _resolve_paths(raw: Any, model: type[BaseModel] | None, base: Path, path: list[str]) -> Any:
+    """Make every path-typed value absolute against ``base`` (the YAML's folder)."""
+    if not isinstance(raw, dict) or model is None:
+        return raw
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, str) and _is_path_field(model, key):
+            value = str((base / Path(value).expanduser()).resolve())
+        elif isinstance(value, dict):
+            value = _resolve_paths(value, _sub_model(model, key), base, path + [key])
+        out[key] = value
+    return out
+
+
+def apply_override(raw: dict[str, Any], override: str, where: str = "--set") -> dict[str, Any]:
+    """``a.b.c=value``; value parsed as YAML; ``stages.<name>.key`` addresses a stage's options."""
+    if "=" not in override:
+        raise ConfigError(f"--set {override!r}: expected key.path=value")
+    key, _, text = override.partition("=")
+    keys = [k for k in key.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"--set {override!r}: empty key path")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {override!r}: value is not valid YAML: {exc}") from None
+    raw = _deep_copy(raw)
+    if keys[0] == "stages":
+        if len(keys) < 3:
+            raise ConfigError(f"--set {override!r}: use stages.<stage name>.<option>=value")
+        stages = raw.get("stages") or []
+        for i, item in enumerate(stages):
+            name = item if isinstance(item, str) else next(iter(item), None)
+            if name == keys[1]:
+                opts = {} if isinstance(item, str) else dict(item[name] or {})
+                _set_in(opts, keys[2:], value)
+                stages[i] = {name: opts}
+                return raw
+        raise ConfigError(f"--set {override!r}: no stage named {keys[1]!r} in {where} "
+                          f"(stages: {', '.join(str(s if isinstance(s, str) else next(iter(s))) for s in stages)})")
+    # paths given on the command line are relative to the current directory
+    model: type[BaseModel] | None = PipelineConfig
+    for k in keys[:-1]:
+        model = _sub_model(model, k) if model else None
+    if isinstance(value, str) and model is not None and _is_path_field(model, keys[-1]):
+        value = str(Path(value).expanduser().resolve())
+    _set_in(raw, keys, value)
+    return raw
+
+
+def _set_in(d: dict[str, Any], keys: list[str], value: Any) -> None:
+    for k in keys[:-1]:
+        nxt = d.get(k)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            d[k] = nxt
+        d = nxt
+    d[keys[-1]] = value
+
+
+def _deep_copy(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _deep_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deep_copy(v) for v in obj]
+    return obj

@@ -1,0 +1,37 @@
+"""One error family: the CLI catches LcpipeError, prints one line and exits with its code."""
+
+from __future__ import annotations
+
+
+class LcpipeError(Exception):
+    """Base of every error lcpipe raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(LcpipeError):
+    """The pipeline YAML (or a --set override) is wrong; the message names file and key path."""
+
+    exit_code = 2
+
+
+class InputError(LcpipeError):
+    """A weights file, model or dataset cannot be used; the message names the file."""
+
+    exit_code = 2
+
+
+class UnsafePickleError(InputError):
+    """A pickle asked to build something other than plain arrays and dicts."""
+
+
+class MissingDependencyError(LcpipeError):
+    """An optional package is not installed; the message names the pip extra."""
+
+    exit_code = 2
+
+
+class GateFailedError(LcpipeError):
+    """At least one quality/speed gate failed (distinct exit code so CI can tell)."""
+
+    exit_code = 3
