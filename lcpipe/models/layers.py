@@ -7,7 +7,6 @@ against; it is the single description of the topology (no framework needed).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from lcpipe.models.spec import ModelSpec, Stride, make_divisible
 
@@ -81,7 +80,7 @@ class Block:
     """A sequence of layers with an optional residual around all of them (V2 stage4)."""
 
     name: str
-    layers: tuple[Union[ConvBN, RepDW, SE], ...]
+    layers: tuple[ConvBN | RepDW | SE, ...]
     shortcut: bool = False
 
 
@@ -139,7 +138,7 @@ def _build_v2(spec: ModelSpec) -> Network:
         Block("stem.1", (ConvBN("stem.1.dw_conv", c32, c32, 3, (1, 1), c32, act),
                          ConvBN("stem.1.pw_conv", c32, c64, 1, (1, 1), 1, act))),
     ]
-    for si, (row, depth) in enumerate(zip(V2_NET_CONFIG, spec.info.depths)):
+    for si, (row, depth) in enumerate(zip(V2_NET_CONFIG, spec.info.depths, strict=True)):
         for i in range(depth):
             cin = make_divisible((row.in_channels if i == 0 else row.in_channels * 2) * s)
             cout = make_divisible(row.in_channels * 2 * s)

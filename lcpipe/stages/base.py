@@ -61,8 +61,9 @@ def register(cls: type[Stage]) -> type[Stage]:
 
 
 def get_stage(name: str) -> type[Stage]:
-    from lcpipe import stages as _all  # noqa: F401  (imports every stage module, which registers it)
+    from lcpipe.stages import load_all
 
+    load_all()
     try:
         return STAGES[name]
     except KeyError:

@@ -1,0 +1,3 @@
+from lcpipe.cli import main
+
+main()

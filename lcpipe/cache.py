@@ -1,0 +1,101 @@
+"""Content-addressed stage cache.
+
+An entry is a directory ``<root>/stages/<key>/`` holding a stage's outputs and
+``stage.json``. It is built under a temp name and renamed into place, so a reader never
+sees a half-written entry and two concurrent runs cannot corrupt one (the loser of the
+rename race discards its copy). ``NullCache`` is "off" (--no-cache).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("LCPIPE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lcpipe"))
+
+
+@dataclass
+class CacheEntry:
+    key: str
+    path: Path
+    meta: dict[str, Any]
+
+
+class StageCache:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.stages = self.root / "stages"
+
+    def get(self, key: str) -> CacheEntry | None:
+        path = self.stages / key
+        meta_file = path / "stage.json"
+        if not meta_file.is_file():
+            return None
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return CacheEntry(key, path, meta)
+
+    def put(self, key: str, src_dir: Path) -> None:
+        """Copy a finished stage directory into the cache (atomic, first writer wins)."""
+        self.stages.mkdir(parents=True, exist_ok=True)
+        final = self.stages / key
+        if final.exists():
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=self.stages))
+        try:
+            shutil.copytree(src_dir, tmp, dirs_exist_ok=True)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                pass  # another run stored the same key first; its copy is equivalent
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def entries(self) -> list[CacheEntry]:
+        if not self.stages.is_dir():
+            return []
+        out = []
+        for p in sorted(self.stages.iterdir()):
+            if p.name.startswith("."):
+                continue
+            entry = self.get(p.name)
+            if entry:
+                out.append(entry)
+        return out
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file()) if self.root.exists() else 0
+
+    def clean(self) -> int:
+        n = len(self.entries())
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        return n
+
+
+class NullCache(StageCache):
+    def __init__(self) -> None:
+        super().__init__(Path(os.devnull))
+
+    def get(self, key: str) -> CacheEntry | None:
+        return None
+
+    def put(self, key: str, src_dir: Path) -> None:
+        return None

@@ -1,0 +1,308 @@
+"""Datasets: list samples (labels file / PaddleClas layout / plain folder), subset, rotate, load + cache.
+
+Labels file lines: ``<file> <class_index>`` (file relative to ``images``); blank lines and ``#``
+comments are skipped. A file with only ``<file>`` lines is a plain file list (labels None) —
+handy with ``rotations``, where the label is the rotation's index anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from lcpipe.data import preprocess as _pre
+from lcpipe.errors import ConfigError, InputError
+from lcpipe.fileio import atomic_path, sha256_json, write_json
+
+if TYPE_CHECKING:
+    from lcpipe.config import DataConfig, DatasetConfig, PreprocessConfig
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+CACHE_FORMAT = 1  # bump when the cached array layout or preprocessing code changes meaning
+_MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int | None
+    rotate: int = 0  # degrees counter-clockwise, applied before resizing
+
+
+@dataclass
+class Split:
+    x: np.ndarray  # [N, 3, H, W] float32
+    labels: np.ndarray | None  # [N] int64, or None for unlabeled data
+    samples: list[Sample]
+
+
+# ---------------------------------------------------------------- listing
+
+def list_samples(ds: DatasetConfig, where: str = "data") -> list[Sample]:
+    """Samples of one dataset entry, subset and rotations applied. ``where`` prefixes messages."""
+    entries = _list_entries(ds)
+    if not entries:
+        raise InputError(f"{_source_name(ds)}: no images found")
+    entries = _subset(entries, ds.count, ds.seed, _source_name(ds))
+    if not ds.rotations:
+        return [Sample(p, label) for p, label in entries]
+    rotations = _check_rotations(ds.rotations, where)
+    return [Sample(p, i, rot) for p, _ in entries for i, rot in enumerate(rotations)]
+
+
+def _source_name(ds: DatasetConfig) -> str:
+    return str(ds.labels or ds.paddleclas_root or ds.images)
+
+
+def _list_entries(ds: DatasetConfig) -> list[tuple[Path, int | None]]:
+    if ds.paddleclas_root:
+        root = _existing_dir(ds.paddleclas_root, "paddleclas_root")
+        list_file = Path(ds.labels) if ds.labels else root / "val_list.txt"
+        return _read_labels_file(list_file, root)
+    images = _existing_dir(ds.images, "images")  # type: ignore[arg-type]
+    if ds.labels:
+        return _read_labels_file(Path(ds.labels), images)
+    return [(p, None) for p in _image_files(images)]
+
+
+def _existing_dir(path: str, what: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError(f"{p}: {what} folder does not exist" if not p.exists() else f"{p}: {what} is not a folder")
+    return p
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file())
+
+
+def _read_labels_file(path: Path, base: Path) -> list[tuple[Path, int | None]]:
+    if not path.is_file():
+        raise InputError(f"{path}: labels file does not exist")
+    entries: list[tuple[Path, int | None]] = []
+    with_label: bool | None = None
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, label = _parse_label_line(line, path, lineno)
+        if with_label is None:
+            with_label = label is not None
+        elif with_label != (label is not None):
+            raise InputError(f"{path}: line {lineno}: {line.strip()!r}: mixes '<file>' and "
+                             "'<file> <class_index>' lines")
+        entries.append((base / name, label))
+    _check_unique(entries, path)
+    _check_exist(entries, path)
+    return entries
+
+
+def _parse_label_line(line: str, path: Path, lineno: int) -> tuple[str, int | None]:
+    parts = line.split()
+    if len(parts) == 1:
+        return parts[0], None
+    if len(parts) == 2 and re.fullmatch(r"\d+", parts[1]):
+        return parts[0], int(parts[1])
+    raise InputError(f"{path}: line {lineno}: {line.strip()!r}: expected '<file> <class_index>' "
+                     "(class_index a non-negative integer)")
+
+
+def _check_unique(entries: list[tuple[Path, int | None]], list_file: Path) -> None:
+    seen: set[Path] = set()
+    dups: list[Path] = []
+    for p, _ in entries:
+        (dups.append if p in seen else seen.add)(p)
+    if dups:
+        raise InputError(f"{list_file}: {len(dups)} file(s) listed more than once: {_names(dups)}")
+
+
+def _check_exist(entries: list[tuple[Path, int | None]], list_file: Path) -> None:
+    missing = [p for p, _ in entries if not p.is_file()]
+    if missing:
+        raise InputError(f"{list_file}: {len(missing)} listed image(s) missing, e.g. {_names(missing, full=True)}")
+
+
+def _names(paths: Iterable[Path], full: bool = False) -> str:
+    items = list(paths)
+    shown = ", ".join(str(p) if full else p.name for p in items[:_MAX_LISTED])
+    return shown + (f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
+
+
+def _subset(entries: list[tuple[Path, int | None]], count: int | None, seed: int,
+            source: str) -> list[tuple[Path, int | None]]:
+    """Deterministic subset: sort, permute with ``seed``, take ``count``, sort again."""
+    entries = sorted(entries, key=lambda e: str(e[0]))
+    if count is None:
+        return entries
+    if count > len(entries):
+        raise InputError(f"{source}: count {count} is larger than the {len(entries)} images available")
+    idx = np.random.default_rng(seed).permutation(len(entries))[:count]
+    return [entries[i] for i in sorted(idx.tolist())]
+
+
+def _check_rotations(rotations: list[int], where: str) -> list[int]:
+    bad = [r for r in rotations if r not in _pre.ROTATIONS]
+    if bad:
+        raise ConfigError(f"{where}.rotations: {bad[0]!r} is not one of {list(_pre.ROTATIONS)}")
+    if len(set(rotations)) != len(rotations):
+        raise ConfigError(f"{where}.rotations: {rotations} lists a rotation twice")
+    return list(rotations)
+
+
+def check_disjoint(calib: list[Sample], eval: list[Sample]) -> None:
+    """Calibration and evaluation must not share a file (any rotation of it counts)."""
+    calib_files = {s.path.resolve() for s in calib}
+    both = sorted({s.path.resolve() for s in eval} & calib_files)
+    if both:
+        raise InputError(f"data.calib and data.eval share {len(both)} image file(s): "
+                         f"{_names(both, full=True)}; calibration images must not be evaluated")
+
+
+# ---------------------------------------------------------------- loading
+
+def load_split(data: DataConfig, split: Literal["calib", "eval"], pre: PreprocessConfig,
+               cache_dir: Path | None, progress: bool = True) -> Split:
+    """Preprocessed arrays of one split; cached under ``cache_dir/data/`` when enabled."""
+    samples = _split_samples(data, split)
+    labels = _labels_array(samples)
+    key = _cache_key(samples, pre)
+    cache = Path(cache_dir) / "data" if cache_dir is not None and data.cache_preprocessed else None
+    x = _read_cache(cache, key, len(samples), pre) if cache else None
+    if x is None:
+        x = _decode_all(samples, pre, progress, f"preprocessing data.{split}")
+        if cache:
+            _write_cache(cache, key, x, samples, pre, split)
+    return Split(x=x, labels=labels, samples=samples)
+
+
+def _split_samples(data: DataConfig, split: str) -> list[Sample]:
+    if split not in ("calib", "eval"):
+        raise ValueError(f"split must be 'calib' or 'eval', got {split!r}")
+    ds = getattr(data, split)
+    if ds is None:
+        raise ConfigError(f"data.{split}: not configured (this pipeline needs a {split} dataset)")
+    samples = list_samples(ds, f"data.{split}")
+    other = "eval" if split == "calib" else "calib"
+    other_ds = getattr(data, other)
+    if other_ds is not None:
+        other_samples = list_samples(other_ds, f"data.{other}")
+        calib, ev = (samples, other_samples) if split == "calib" else (other_samples, samples)
+        check_disjoint(calib, ev)
+    return samples
+
+
+def _labels_array(samples: list[Sample]) -> np.ndarray | None:
+    if any(s.label is None for s in samples):
+        return None
+    return np.asarray([s.label for s in samples], dtype=np.int64)
+
+
+def _decode_all(samples: list[Sample], pre: PreprocessConfig, progress: bool, title: str) -> np.ndarray:
+    h, w = pre.input_hw
+    x = np.empty((len(samples), 3, h, w), dtype=np.float32)
+
+    def one(i: int) -> int:
+        s = samples[i]
+        x[i] = _pre.load_image(s.path, pre, s.rotate)  # module lookup so tests can patch it
+        return i
+
+    # cv2 releases the GIL while decoding/resizing, so threads give a real speed-up.
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with _progress(progress, title, len(samples)) as advance, ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(one, range(len(samples))):
+            advance()
+    return x
+
+
+@contextmanager
+def _progress(enabled: bool, title: str, total: int) -> Iterator[Callable[[], None]]:
+    """rich progress bar; silent when disabled or stdout is not a terminal (CI logs stay clean)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console()
+    with Progress(console=console, transient=True, disable=not (enabled and console.is_terminal)) as bar:
+        task = bar.add_task(title, total=total)
+        yield lambda: bar.advance(task)
+
+
+# ---------------------------------------------------------------- cache + fingerprint
+
+def _file_stamp(path: Path) -> list[Any]:
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def _samples_desc(samples: list[Sample]) -> list[Any]:
+    return [[*_file_stamp(s.path), s.rotate] for s in samples]
+
+
+def _cache_key(samples: list[Sample], pre: PreprocessConfig) -> str:
+    return sha256_json({"format": CACHE_FORMAT, "preprocess": _pre.preprocess_dict(pre),
+                        "samples": _samples_desc(samples)})
+
+
+def _read_cache(cache: Path, key: str, n: int, pre: PreprocessConfig) -> np.ndarray | None:
+    path = cache / f"{key}.npy"
+    if not path.is_file():
+        return None
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None  # truncated or foreign file: rebuild it
+    if x.dtype != np.float32 or x.shape != (n, 3, *pre.input_hw):
+        return None
+    return x
+
+
+def _write_cache(cache: Path, key: str, x: np.ndarray, samples: list[Sample],
+                 pre: PreprocessConfig, split: str) -> None:
+    # A file object keeps np.save from appending ".npy" to the temp name.
+    with atomic_path(cache / f"{key}.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, x, allow_pickle=False)
+    write_json(cache / f"{key}.json", {
+        "format": CACHE_FORMAT, "split": split, "shape": list(x.shape), "preprocess": _pre.preprocess_dict(pre),
+        "count": len(samples), "first": str(samples[0].path) if samples else None,
+    })
+
+
+def fingerprint(data: DataConfig, pre: PreprocessConfig, split: str | None = None) -> str:
+    """Stable hash of what ``load_split`` would read (files, sizes, mtimes, labels, preprocessing).
+
+    ``split`` None covers every configured split plus the label-names file.
+    """
+    splits = [split] if split else [s for s in ("calib", "eval") if getattr(data, s) is not None]
+    desc: dict[str, Any] = {"format": CACHE_FORMAT, "preprocess": _pre.preprocess_dict(pre)}
+    for name in splits:
+        samples = _split_samples(data, name)
+        desc[name] = [[*d, s.label] for d, s in zip(_samples_desc(samples), samples, strict=True)]
+    if split is None and data.label_names:
+        p = Path(data.label_names)
+        desc["label_names"] = _file_stamp(p) if p.is_file() else str(p)
+    return sha256_json(desc)
+
+
+def load_label_names(path: str | Path) -> list[str]:
+    """Class names from ``<index> <name>`` lines (PaddleClas label list) or one name per line."""
+    path = Path(path)
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except FileNotFoundError:
+        raise InputError(f"{path}: label names file does not exist") from None
+    if not lines:
+        raise InputError(f"{path}: label names file is empty")
+    indexed = [re.fullmatch(r"(\d+)\s+(.+)", ln) for ln in lines]
+    if all(indexed):
+        by_index = {int(m[1]): m[2].strip() for m in indexed if m}
+        # Only trust the numbers if they are exactly 0..N-1; otherwise they are part of the names.
+        if sorted(by_index) == list(range(len(lines))):
+            return [by_index[i] for i in range(len(lines))]
+    return lines

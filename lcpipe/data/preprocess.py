@@ -1,0 +1,173 @@
+"""Image -> network input (float32 CHW), matching the reference pipelines bit for bit where we can.
+
+paddleclas: PaddleClas eval ops DecodeImage(to_rgb) -> ResizeImage(resize_short) -> CropImage(crop)
+            -> NormalizeImage(order='') -> ToCHWImage.
+timm:       timm's eval transform (resize short side to floor(crop / crop_pct), center crop).
+resize:     PaddleClas/PaddleX ResizeImage(size=[w, h]) -> NormalizeImage -> ToCHWImage (PULC models).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lcpipe.deps import require
+from lcpipe.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from lcpipe.config import PreprocessConfig
+
+# PaddleClas NormalizeImage keeps the scale as float32 and computes (x * scale - mean) / std.
+_SCALE = np.float32(1.0 / 255.0)
+ROTATIONS = (0, 90, 180, 270)
+
+
+def _cv2() -> ModuleType:
+    return require("cv2", "image decoding and resizing")
+
+
+def _interp(name: str) -> int:
+    cv2 = _cv2()
+    return {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}[name]
+
+
+def load_image(path: str | Path, cfg: PreprocessConfig, rotate: int = 0) -> np.ndarray:
+    """Decode ``path`` and preprocess it per ``cfg``; ``rotate`` degrees counter-clockwise first."""
+    img = decode_image(path)
+    img = rotate_image(img, rotate)
+    return preprocess_array(img, cfg)
+
+
+def decode_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 HWC. cv2 first (same call as PaddleClas DecodeImage), PIL as a fallback."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read image file: {exc.strerror or exc}") from None
+    if data.size == 0:
+        raise InputError(f"{path}: image file is empty")
+    # imdecode on the bytes (not imread) = PaddleClas DecodeImage, and works for non-ASCII paths.
+    cv2 = _cv2()
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is not None and bgr.ndim == 3 and bgr.shape[2] == 3:
+        return np.ascontiguousarray(bgr[:, :, ::-1])
+    return _decode_with_pil(path)
+
+
+def _decode_with_pil(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)  # cv2 applies EXIF orientation too
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"{path}: not a readable image (corrupt or unsupported format: {exc})") from None
+
+
+def rotate_image(img: np.ndarray, rotate: int) -> np.ndarray:
+    """Rotate counter-clockwise by a multiple of 90 degrees (np.rot90 turns CCW on HWC arrays)."""
+    if rotate not in ROTATIONS:
+        raise ValueError(f"rotate must be one of {ROTATIONS}, got {rotate!r}")
+    if rotate == 0:
+        return img
+    return np.ascontiguousarray(np.rot90(img, k=rotate // 90))
+
+
+def preprocess_array(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """RGB uint8 HWC -> float32 CHW per ``cfg``."""
+    interp = _interp(cfg.resolved_interpolation)
+    if cfg.mode == "paddleclas":
+        _check_crop(cfg.resize_short, cfg.crop, "resize_short")
+        img = _resize_short(img, cfg.resize_short, interp, _paddleclas_size)
+        img = _center_crop(img, cfg.crop, _floor_offset)
+    elif cfg.mode == "timm":
+        # timm resizes with PIL bicubic (antialiased); cv2 INTER_CUBIC is close but not identical.
+        img = _resize_short(img, timm_scale_size(cfg), interp, _torchvision_size)
+        img = _center_crop(img, cfg.crop, _round_offset)
+    else:
+        h, w = cfg.input_hw
+        img = _cv2().resize(img, (w, h), interpolation=interp)
+    return _normalize_chw(img, cfg.mean, cfg.std)
+
+
+def timm_scale_size(cfg: PreprocessConfig) -> int:
+    return math.floor(cfg.crop / cfg.crop_pct)
+
+
+def _check_crop(short: int, crop: int, key: str) -> None:
+    if short < crop:
+        raise ConfigError(f"preprocess.{key} ({short}) must be >= preprocess.crop ({crop})")
+
+
+def _paddleclas_size(w: int, h: int, short: int) -> tuple[int, int]:
+    # PaddleClas ResizeImage(resize_short): both sides scaled and rounded (Python round).
+    percent = float(short) / min(w, h)
+    return round(w * percent), round(h * percent)
+
+
+def _torchvision_size(w: int, h: int, short: int) -> tuple[int, int]:
+    # torchvision Resize(int): short side = short, long side truncated.
+    if w <= h:
+        return short, int(short * h / w)
+    return int(short * w / h), short
+
+
+def _resize_short(img: np.ndarray, short: int, interp: int, size_fn: Any) -> np.ndarray:
+    h, w = img.shape[:2]
+    new_w, new_h = size_fn(w, h, short)
+    return _cv2().resize(img, (new_w, new_h), interpolation=interp)
+
+
+def _floor_offset(extra: int) -> int:
+    return extra // 2  # PaddleClas CropImage
+
+
+def _round_offset(extra: int) -> int:
+    return round(extra / 2.0)  # torchvision center_crop
+
+
+def _center_crop(img: np.ndarray, size: int, offset_fn: Any) -> np.ndarray:
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        raise ConfigError(f"preprocess: image resized to {w}x{h} is smaller than crop {size}")
+    top, left = offset_fn(h - size), offset_fn(w - size)
+    return img[top : top + size, left : left + size, :]
+
+
+def _normalize_chw(img: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    # Same op order and dtypes as PaddleClas NormalizeImage(order='') so results match exactly.
+    m = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
+    s = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
+    out = (img.astype(np.float32) * _SCALE - m) / s
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def preprocess_dict(cfg: PreprocessConfig) -> dict[str, Any]:
+    """JSON-able description for ONNX metadata, OpenVINO rt_info and the deploy bundle."""
+    h, w = cfg.input_hw
+    d: dict[str, Any] = {
+        "mode": cfg.mode,
+        "color": "RGB",
+        "layout": "NCHW",
+        "dtype": "float32",
+        "input_hw": [h, w],
+        "interpolation": cfg.resolved_interpolation,
+        "scale": 1.0 / 255.0,
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+    }
+    if cfg.mode == "paddleclas":
+        d.update(resize_short=cfg.resize_short, resize_rounding="round", crop=cfg.crop,
+                 crop_offset="floor((W-crop)/2)")
+    elif cfg.mode == "timm":
+        d.update(resize_short=timm_scale_size(cfg), resize_rounding="truncate", crop=cfg.crop,
+                 crop_pct=cfg.crop_pct, crop_offset="round((W-crop)/2)")
+    else:
+        d.update(size=[h, w])
+    return d

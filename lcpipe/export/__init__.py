@@ -1,0 +1,1 @@
+"""Exporters consume the canonical form."""

@@ -1,0 +1,1 @@
+"""Importers: turn a weights file into the canonical form (ModelSpec + named numpy tensors)."""

@@ -1,0 +1,198 @@
+"""Run a pipeline: stages in order, each cached under a key hashed from its options, the
+config sections it depends on, its input artifacts' hashes and the lcpipe version.
+
+Each stage writes into ``<out>/<stage>/`` (built under a temp name, swapped in on success)
+and records ``stage.json``; ``<out>/manifest.json`` records the resolved config, versions,
+CPU, input/output sha256 and timings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lcpipe import __version__
+from lcpipe.cache import CACHE_FORMAT, NullCache, StageCache, default_cache_dir
+from lcpipe.config import PipelineConfig, load_config
+from lcpipe.errors import ConfigError, InputError
+from lcpipe.fileio import atomic_dir, sha256_json, sha256_path, write_json
+from lcpipe.stages.base import Stage, StageContext, get_stage, stage_cache_salt
+from lcpipe.sysinfo import cpu_info, versions
+
+log = logging.getLogger("lcpipe")
+
+
+@dataclass
+class StageRecord:
+    name: str
+    key: str
+    cached: bool
+    seconds: float
+    inputs: dict[str, str] = field(default_factory=dict)  # kind -> sha256
+    outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> {path, sha256}
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    artifacts: dict[str, Path]
+    records: list[StageRecord]
+    metrics: dict[str, Any] | None = None
+
+    @property
+    def failed_gates(self) -> list[dict[str, Any]]:
+        gates = (self.metrics or {}).get("gates") or []
+        return [g for g in gates if not g.get("passed")]
+
+
+def run_pipeline(config: PipelineConfig | str | Path, *, out: str | Path | None = None,
+                 overrides: tuple[str, ...] | list[str] = (), from_stage: str | None = None,
+                 until: str | None = None, force: bool = False, cache_dir: str | Path | None = None,
+                 no_cache: bool = False) -> RunResult:
+    if not isinstance(config, PipelineConfig):
+        config = load_config(config, overrides)
+    names = config.stage_names()
+    for flag, value in (("--from", from_stage), ("--until", until)):
+        if value is not None and value not in names:
+            raise ConfigError(f"{flag} {value}: not a stage of this pipeline ({', '.join(names)})")
+    run_dir = Path(out) if out else Path("runs") / config.name
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache: StageCache = NullCache() if no_cache else StageCache(cache_root)
+    start_idx = names.index(from_stage) if from_stage else 0
+    stop_idx = names.index(until) if until else len(names) - 1
+    _check_artifact_flow(config)
+
+    artifacts: dict[str, Path] = {}
+    records: list[StageRecord] = []
+    manifest = _manifest_head(config, run_dir, cache_root, no_cache)
+    metrics_file = run_dir / "metrics.json"
+    for idx, entry in enumerate(config.stages):
+        stage = get_stage(entry.name)()
+        if idx < start_idx:
+            artifacts.update(_load_previous(run_dir, entry.name))
+            continue
+        if idx > stop_idx:
+            break
+        if idx == len(names) - 1 and stage.name == "report" and metrics_file.exists():
+            metrics_file.unlink()  # a stale verdict must not survive a failed report
+        record = _run_stage(stage, entry.options, config, artifacts, run_dir, cache_root, cache, force)
+        records.append(record)
+        manifest["stages"].append(record.__dict__)
+        manifest["finished"] = False
+        write_json(run_dir / "manifest.json", manifest)
+    manifest["finished"] = True
+    write_json(run_dir / "manifest.json", manifest)
+    metrics = None
+    if "report" in names[start_idx:stop_idx + 1] and metrics_file.exists():
+        metrics = json.loads(metrics_file.read_text())
+    return RunResult(run_dir, artifacts, records, metrics)
+
+
+def _check_artifact_flow(config: PipelineConfig) -> None:
+    """Every required input of a stage must be produced by an earlier stage."""
+    available: set[str] = set()
+    for i, entry in enumerate(config.stages):
+        stage = get_stage(entry.name)
+        missing = [k for k in stage.consumes if k not in available and not _alternative(stage, k, available)]
+        if missing:
+            raise ConfigError(f"{config.source_file}: stages[{i}].{entry.name}: needs {', '.join(missing)}, "
+                              f"which no earlier stage produces (order: {', '.join(config.stage_names())})")
+        available.update(stage.produces)
+
+
+def _alternative(stage: type[Stage], kind: str, available: set[str]) -> bool:
+    alts = getattr(stage, "alternatives", {}).get(kind, ())
+    return any(a in available for a in alts)
+
+
+def _stage_key(stage: Stage, options: Any, config: PipelineConfig, inputs: dict[str, str]) -> str:
+    sections = {s: getattr(config, s).model_dump(mode="json") for s in stage.uses_config}
+    return sha256_json({
+        "stage": stage.name, "options": options.model_dump(mode="json"), "config": sections,
+        "inputs": inputs, "salt": stage_cache_salt(stage, config), "lcpipe": __version__,
+        "cache_format": CACHE_FORMAT,
+    })
+
+
+def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: dict[str, Path], run_dir: Path,
+               cache_root: Path, cache: StageCache, force: bool) -> StageRecord:
+    wanted = [k for k in (*stage.consumes, *stage.optional_consumes) if k in artifacts]
+    for k in getattr(stage, "alternatives", {}).values():
+        wanted += [a for a in k if a in artifacts and a not in wanted]
+    inputs = {k: artifacts[k] for k in wanted}
+    input_hashes = {k: sha256_path(p) for k, p in inputs.items()}
+    key = _stage_key(stage, options, config, input_hashes)
+    stage_dir = run_dir / stage.name
+    t0 = time.perf_counter()
+    hit = None if force or not stage.cacheable else cache.get(key)
+    if hit is not None:
+        with atomic_dir(stage_dir) as tmp:
+            shutil.copytree(hit.path, tmp, dirs_exist_ok=True)
+        outputs = hit.meta["outputs"]
+        log.info("%s: cached result reused (key %s), skipped", stage.name, key[:12])
+        cached = True
+    else:
+        log.info("%s: running", stage.name)
+        with atomic_dir(stage_dir) as tmp:
+            ctx = StageContext(config=config, workdir=tmp, run_dir=run_dir, cache_dir=cache_root, log=log)
+            produced = stage.run(ctx, options, inputs)
+            outputs = {}
+            for kind, path in produced.items():
+                rel = Path(path).resolve().relative_to(tmp.resolve())
+                outputs[kind] = {"path": rel.as_posix(), "sha256": sha256_path(path)}
+            write_json(tmp / "stage.json", {"stage": stage.name, "key": key, "inputs": input_hashes,
+                                            "outputs": outputs, "lcpipe": __version__})
+        if stage.cacheable:
+            cache.put(key, stage_dir)
+        cached = False
+    seconds = time.perf_counter() - t0
+    for kind, info in outputs.items():
+        artifacts[kind] = stage_dir / info["path"]
+    for name in getattr(stage, "publish", ()):
+        _publish(stage_dir / name, run_dir / name)
+    log.info("%s: done in %.1f s", stage.name, seconds)
+    return StageRecord(stage.name, key, cached, round(seconds, 3), input_hashes, outputs)
+
+
+def _publish(src: Path, dest: Path) -> None:
+    """Copy a stage output to the top of the run dir (report, metrics, deploy bundle)."""
+    if not src.exists():
+        return
+    if src.is_dir():
+        with atomic_dir(dest) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+    else:
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dest)
+
+
+def _load_previous(run_dir: Path, name: str) -> dict[str, Path]:
+    meta_file = run_dir / name / "stage.json"
+    if not meta_file.is_file():
+        raise InputError(f"--from: stage {name!r} has no finished output in {run_dir / name}; "
+                         "run the pipeline without --from first")
+    meta = json.loads(meta_file.read_text())
+    return {kind: run_dir / name / info["path"] for kind, info in meta["outputs"].items()}
+
+
+def _manifest_head(config: PipelineConfig, run_dir: Path, cache_root: Path, no_cache: bool) -> dict[str, Any]:
+    return {
+        "pipeline": config.name,
+        "source_file": config.source_file,
+        "config": config.to_yaml_dict(),
+        "lcpipe": __version__,
+        "versions": versions(),
+        "cpu": cpu_info(),
+        "run_dir": str(run_dir),
+        "cache_dir": None if no_cache else str(cache_root),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "stages": [],
+    }

@@ -1,0 +1,78 @@
+"""import: weights file / inference model / ONNX -> canonical model (or an adopted ONNX)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lcpipe.config import PipelineConfig
+from lcpipe.fileio import sha256_path, write_json
+from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+
+
+class ImportOptions(StageOptions):
+    paddle2onnx_opset: int = 17  # for paddle_inference sources (>= 14 keeps HardSwish native)
+    strip_softmax: bool = True  # adopted ONNX / inference models: validate on logits
+
+
+def resolve_source(config: PipelineConfig, cache_dir: Path | None) -> Path:
+    src = config.model.source
+    if src.path:  # a local path wins over url (so --set model.source.path=... works offline)
+        path = Path(src.path)
+        if not path.exists():
+            from lcpipe.errors import InputError
+
+            raise InputError(f"model.source.path: {path} does not exist")
+        return path
+    from lcpipe.sources import fetch_source
+
+    return fetch_source(src, cache_dir)
+
+
+@register
+class ImportStage(Stage):
+    name = "import"
+    Options = ImportOptions
+    produces = ("canonical", "source_onnx", "model_info")
+    uses_config = ("model",)
+    summary = "read weights (pdparams | torch | safetensors | paddle_inference | onnx) into lcpipe's canonical form"
+
+    def cache_salt(self, config: PipelineConfig) -> str:
+        from lcpipe.cache import default_cache_dir
+
+        return sha256_path(resolve_source(config, default_cache_dir()))
+
+    def run(self, ctx: StageContext, options: ImportOptions, inputs: dict[str, Path]) -> dict[str, Path]:
+        cfg = ctx.config.model
+        path = resolve_source(ctx.config, ctx.cache_dir)
+        fmt = cfg.source.format
+        opts = cfg.options.model_dump(exclude_none=True)
+        info: dict[str, Any] = {"source": str(path), "format": fmt, "sha256": sha256_path(path)}
+        out: dict[str, Path] = {}
+        if fmt in ("pdparams", "torch", "safetensors"):
+            from lcpipe.importers.checkpoint import import_checkpoint
+
+            model = import_checkpoint(path, fmt, cfg.arch, opts)
+        elif fmt == "paddle_inference":
+            from lcpipe.importers.paddle_inference import import_paddle_inference
+
+            model, onnx_path, meta = import_paddle_inference(
+                path, opset=options.paddle2onnx_opset, arch=cfg.arch, options=opts, work_dir=ctx.workdir)
+            info.update(meta)
+            out["source_onnx"] = Path(onnx_path)
+        else:  # onnx: adopt as the FP32 model
+            from lcpipe.importers.onnx_model import adopt_onnx
+
+            model = None
+            adopted = ctx.workdir / "model.onnx"
+            info.update(adopt_onnx(path, strip_softmax=options.strip_softmax, out_path=adopted))
+            out["source_onnx"] = adopted
+        if model is not None:
+            model.save(ctx.workdir / "canonical")
+            out["canonical"] = ctx.workdir / "canonical"
+            info["spec"] = model.spec.to_dict()
+            ctx.log.info("import: %s (%d classes, %d tensors) from %s", model.spec.arch, model.spec.class_num,
+                         len(model.tensors), path.name)
+        write_json(ctx.workdir / "model_info.json", info)
+        out["model_info"] = ctx.workdir / "model_info.json"
+        return out
