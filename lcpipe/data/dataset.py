@@ -48,13 +48,13 @@ class Split:
 
 def list_samples(ds: DatasetConfig, where: str = "data") -> list[Sample]:
     """Samples of one dataset entry, subset and rotations applied. ``where`` prefixes messages."""
+    rotations = _check_rotations(ds.rotations, where) if ds.rotations else None
     entries = _list_entries(ds)
     if not entries:
         raise InputError(f"{_source_name(ds)}: no images found")
     entries = _subset(entries, ds.count, ds.seed, _source_name(ds))
-    if not ds.rotations:
+    if not rotations:
         return [Sample(p, label) for p, label in entries]
-    rotations = _check_rotations(ds.rotations, where)
     return [Sample(p, i, rot) for p, _ in entries for i, rot in enumerate(rotations)]
 
 
