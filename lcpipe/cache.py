@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 CACHE_FORMAT = 1
+# What lcpipe keeps under a cache root: stage results, downloads, unpacked archives, preprocessed
+# data. `clean` removes exactly these, never the root itself (it may be a user-chosen directory).
+CACHE_SUBDIRS = ("stages", "downloads", "extracted", "data")
 
 
 def default_cache_dir() -> Path:
@@ -85,8 +88,9 @@ class StageCache:
 
     def clean(self) -> int:
         n = len(self.entries())
-        if self.root.exists():
-            shutil.rmtree(self.root)
+        for sub in CACHE_SUBDIRS:
+            if (self.root / sub).is_dir():
+                shutil.rmtree(self.root / sub)
         return n
 
 

@@ -73,6 +73,12 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out: str | Path | None 
     records: list[StageRecord] = []
     manifest = _manifest_head(config, run_dir, cache_root, no_cache)
     metrics_file = run_dir / "metrics.json"
+    # What this run recomputes (and everything downstream of it) must not survive a failure
+    # looking complete: drop those stages' old outputs and mark the manifest unfinished first.
+    for entry in config.stages[start_idx:]:
+        _remove_stage_output(run_dir, get_stage(entry.name))
+    manifest["finished"] = False
+    write_json(run_dir / "manifest.json", manifest)
     for idx, entry in enumerate(config.stages):
         stage = get_stage(entry.name)()
         if idx < start_idx:
@@ -159,6 +165,19 @@ def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: di
         _publish(stage_dir / name, run_dir / name)
     log.info("%s: done in %.1f s", stage.name, seconds)
     return StageRecord(stage.name, key, cached, round(seconds, 3), input_hashes, outputs)
+
+
+def _remove_stage_output(run_dir: Path, stage: type[Stage]) -> None:
+    """Delete a stage's previous output in the run dir (only directories lcpipe wrote: with stage.json)."""
+    stage_dir = run_dir / stage.name
+    if (stage_dir / "stage.json").is_file():
+        shutil.rmtree(stage_dir)
+    for name in getattr(stage, "publish", ()):
+        published = run_dir / name
+        if published.is_dir() and not published.is_symlink():
+            shutil.rmtree(published)
+        elif published.exists():
+            published.unlink()
 
 
 def _publish(src: Path, dest: Path) -> None:

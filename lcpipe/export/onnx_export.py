@@ -93,7 +93,7 @@ def _emit_layer(g: _Graph, x: str, layer: ConvBN | RepDW | SE) -> str:
     n = layer.name
     s = g.node("GlobalAveragePool", [x], f"{n}.avg_pool")
     s = g.conv(s, f"{n}.conv1", f"{n}.conv1.weight", f"{n}.conv1.bias", 1, (1, 1), 1)
-    s = g.node("Relu", [s], f"{n}.relu")
+    s = g.node("Relu", [s], f"{n}.relu") if layer.act == "relu" else g.act(s, layer.act, f"{n}.conv1")
     s = g.conv(s, f"{n}.conv2", f"{n}.conv2.weight", f"{n}.conv2.bias", 1, (1, 1), 1)
     if layer.gate == "hardsigmoid":  # Paddle/torch hardsigmoid: slope 1/6 (ONNX default is 0.2)
         s = g.node("HardSigmoid", [s], f"{n}.hardsigmoid", alpha=1.0 / 6.0, beta=0.5)

@@ -124,11 +124,11 @@ def _candidate_spec(arch: str, tensors: dict[str, np.ndarray], options: dict[str
 
 
 def tensor_problems(spec: ModelSpec, tensors: dict[str, np.ndarray]) -> dict[str, list[str]]:
-    want = expected_shapes(spec)
-    missing = sorted(set(want) - set(tensors))
+    want = expected_shapes(spec)  # in network order: the first listed is where the graphs part
+    missing = [n for n in want if n not in tensors]
     unexpected = sorted(set(tensors) - set(want))
-    shape = sorted(f"{n} {tuple(tensors[n].shape)} != expected {want[n]}"
-                   for n in set(want) & set(tensors) if tuple(tensors[n].shape) != want[n])
+    shape = [f"{n} {tuple(tensors[n].shape)} != expected {want[n]}"
+             for n in want if n in tensors and tuple(tensors[n].shape) != want[n]]
     return {"missing": missing, "unexpected": unexpected, "shape mismatch": shape}
 
 

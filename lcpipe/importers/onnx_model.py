@@ -497,7 +497,6 @@ def expected_tokens(spec: ModelSpec) -> tuple[list[tuple[str, Any]], int]:
     net = build_network(spec)
     toks: list[tuple[str, Any]] = []
     adds = 0
-    se_act = "relu"  # V1 SEModule uses nn.ReLU; V2 SEModule uses the model act (ReLU)
 
     def convbn(prefix: str, cin: int, cout: int, k: int, stride: tuple[int, int], groups: int) -> None:
         toks.append(("conv", _ExpConv(prefix, "convbn", (cout, cin // groups, k, k), stride, groups, False)))
@@ -524,7 +523,7 @@ def expected_tokens(spec: ModelSpec) -> tuple[list[tuple[str, Any]], int]:
                 c, m = layer.channels, layer.mid
                 toks += [("pool", None),
                          ("conv", _ExpConv(f"{layer.name}.conv1", "plain", (m, c, 1, 1), (1, 1), 1, True)),
-                         ("act", se_act),
+                         ("act", layer.act),
                          ("conv", _ExpConv(f"{layer.name}.conv2", "plain", (c, m, 1, 1), (1, 1), 1, True)),
                          ("act", layer.gate), ("mul", None)]
     head = net.head

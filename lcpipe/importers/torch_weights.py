@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from lcpipe.deps import require
-from lcpipe.errors import InputError
+from lcpipe.errors import InputError, UnsafePickleError
 
 # timm stage index -> (Paddle stage, offset of first block)
 _TIMM_STAGE = {0: ("blocks2", 0), 1: ("blocks3", 0), 2: ("blocks4", 0), 3: ("blocks5", 0),
@@ -25,7 +25,10 @@ def load_torch_state_dict(path: Path) -> dict[str, np.ndarray]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types: UnpicklingError, RuntimeError, EOFError
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = _load_error_detail(exc)
+        if "GLOBAL" in text:  # the weights-only unpickler refused a class or function
+            raise UnsafePickleError(f"{path}: refusing to load: {text} (torch files are loaded with "
+                                    "weights_only=True; a weights file may only hold tensors)") from None
         raise InputError(f"{path}: cannot load as a torch state dict with weights_only=True ({text})") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
@@ -39,6 +42,17 @@ def load_torch_state_dict(path: Path) -> dict[str, np.ndarray]:
         out[str(k).removeprefix("module.")] = v.detach().cpu().float().numpy() if v.is_floating_point() \
             else v.detach().cpu().numpy()
     return out
+
+
+def _load_error_detail(exc: Exception) -> str:
+    """The informative line of a torch.load error (torch wraps it in paragraphs of advice that
+    do not apply here, such as retrying with weights_only=False)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln]
+    for ln in lines:
+        if "GLOBAL" in ln:
+            return ln.removeprefix("WeightsUnpickler error: ").split(". Please use")[0].rstrip(".")
+    return lines[0] if lines else type(exc).__name__
 
 
 def load_safetensors(path: Path) -> dict[str, np.ndarray]:

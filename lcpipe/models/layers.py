@@ -73,6 +73,7 @@ class SE:
     channels: int
     mid: int
     gate: str  # "hardsigmoid" (V1, slope 1/6) or "sigmoid" (V2)
+    act: str = "relu"  # between conv1 and conv2: ReLU in V1, the model's activation in V2
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,13 @@ def _build_v1(spec: ModelSpec) -> Network:
 
 def _build_v2(spec: ModelSpec) -> Network:
     s, act = spec.scale, spec.act
+    # PaddleClas builds the non-rep depthwise ConvBNLayer without passing `act`, so it is
+    # always ReLU (its default), whatever the model's activation.
+    dw_act = "relu"
     c32, c64 = make_divisible(32 * s), make_divisible(64 * s)
     blocks = [
         Block("stem.0", (ConvBN("stem.0", 3, c32, 3, (2, 2), 1, act),)),
-        Block("stem.1", (ConvBN("stem.1.dw_conv", c32, c32, 3, (1, 1), c32, act),
+        Block("stem.1", (ConvBN("stem.1.dw_conv", c32, c32, 3, (1, 1), c32, dw_act),
                          ConvBN("stem.1.pw_conv", c32, c64, 1, (1, 1), 1, act))),
     ]
     for si, (row, depth) in enumerate(zip(V2_NET_CONFIG, spec.info.depths, strict=True)):
@@ -149,9 +153,9 @@ def _build_v2(spec: ModelSpec) -> Network:
                 kernels = tuple(k for k in range(row.kernel, 0, -2) if not (k == 1 and stride != 1))
                 layers.append(RepDW(name, cin, kernels, (stride, stride), act))
             else:
-                layers.append(ConvBN(f"{name}.dw_conv", cin, cin, row.kernel, (stride, stride), cin, act))
+                layers.append(ConvBN(f"{name}.dw_conv", cin, cin, row.kernel, (stride, stride), cin, dw_act))
             if row.use_se:
-                layers.append(SE(f"{name}.se", cin, cin // 4, "sigmoid"))
+                layers.append(SE(f"{name}.se", cin, cin // 4, "sigmoid", act))
             if row.split_pw:
                 half = int(cout * 0.5)
                 layers.append(ConvBN(f"{name}.pw_conv_1", cin, half, 1, (1, 1), 1, act))

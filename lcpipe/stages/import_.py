@@ -60,13 +60,18 @@ class ImportStage(Stage):
                 path, opset=options.paddle2onnx_opset, arch=cfg.arch, options=opts, work_dir=ctx.workdir)
             info.update(meta)
             out["source_onnx"] = Path(onnx_path)
-        else:  # onnx: adopt as the FP32 model
-            from lcpipe.importers.onnx_model import adopt_onnx
+        else:  # onnx: rebuild a PP-LCNet graph into the canonical form, else adopt it as is
+            from lcpipe.importers.onnx_model import adopt_onnx, canonical_from_onnx, load_onnx
 
-            model = None
             adopted = ctx.workdir / "model.onnx"
             info.update(adopt_onnx(path, strip_softmax=options.strip_softmax, out_path=adopted))
-            out["source_onnx"] = adopted
+            model, rebuilt = canonical_from_onnx(load_onnx(path), arch=cfg.arch, options=opts)
+            info.update(rebuilt)
+            if model is None:
+                out["source_onnx"] = adopted
+                ctx.log.info("import: %s", rebuilt.get("adopted_reason", "adopted as is"))
+            else:
+                adopted.unlink()
         if model is not None:
             model.save(ctx.workdir / "canonical")
             out["canonical"] = ctx.workdir / "canonical"
