@@ -130,6 +130,25 @@ def inspect(path: Path, fmt: str, arch: str, input_size: str, as_json: bool) -> 
             click.echo(f"{k:>18}: {v}")
 
 
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--threads", type=click.IntRange(min=1), help="Inference threads [all cores].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | None, as_json: bool) -> None:
+    """Classify IMAGES with MODEL.xml (preprocessing + labels from its rt_info or files beside it)."""
+    from lcpipe.predict import format_predictions
+    from lcpipe.predict import predict as run_predict
+
+    preds = run_predict(model, list(images), top_k=top_k, threads=threads)
+    if as_json:
+        click.echo(json.dumps([{"image": str(p.image), "top": [{"index": i, "label": lab, "probability": pr}
+                                                                for i, lab, pr in p.top]} for p in preds], indent=2))
+    else:
+        click.echo(format_predictions(preds))
+
+
 @cli.group()
 def cache() -> None:
     """Inspect or clean the stage cache."""

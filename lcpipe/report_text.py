@@ -1,35 +1,75 @@
-"""Plain-text run summary printed by `lcpipe run` (the report stage writes md/html/json)."""
+"""Plain-text run summary printed by `lcpipe run` (the report stage writes md/html/json).
+
+Reads the metrics.json layout written by lcpipe.stages.report (keys documented in the README).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+NAN = float("nan")
+
 
 def render_summary(metrics: dict[str, Any]) -> str:
-    lines = []
-    acc = metrics.get("accuracy") or {}
-    if acc:
-        f, i = acc.get("fp32", {}), acc.get("int8", {})
-        n = acc.get("images")
-        lines.append(f"accuracy ({n} images): FP32 top-1 {_pct(f.get('top1'))}, INT8 top-1 {_pct(i.get('top1'))}, "
-                     f"agreement {_pct(acc.get('agreement'))}, cosine {acc.get('cosine', float('nan')):.5f}")
-    lat = metrics.get("latency_ms") or {}
-    sp = metrics.get("speedup") or {}
-    if lat:
-        lines.append(f"latency p50 (batch 1): FP32 {lat.get('fp32', {}).get('p50', float('nan')):.2f} ms, "
-                     f"INT8 {lat.get('int8', {}).get('p50', float('nan')):.2f} ms, "
-                     f"speedup {sp.get('latency_p50', float('nan')):.2f}x; throughput speedup "
-                     f"{sp.get('throughput', float('nan')):.2f}x")
+    lines = [*_accuracy_lines(metrics), *_speed_lines(metrics), *_quantize_lines(metrics)]
     cpu = metrics.get("cpu") or {}
     if cpu:
         lines.append(f"cpu: {cpu.get('model')} ({cpu.get('isa')}), threads {metrics.get('threads')}")
     gates = metrics.get("gates") or []
     if gates:
-        lines.append(f"{'gate':<24} {'value':>10} {'limit':>10}  result")
+        lines.append(f"{'gate':<24} {'value':>10} {'limit':>10} {'isa key':>12}  result")
         for g in gates:
-            lines.append(f"{g['name']:<24} {_num(g['value']):>10} {_num(g['threshold']):>10}  "
-                         f"{'PASS' if g['passed'] else 'FAIL'}")
+            note = f"  ({g['note']})" if g.get("note") else ""
+            lines.append(f"{g['name']:<24} {_num(g['value']):>10} {_num(g['threshold']):>10} "
+                         f"{str(g.get('isa_key')):>12}  {'PASS' if g['passed'] else 'FAIL'}{note}")
     return "\n".join(lines)
+
+
+def _accuracy_lines(metrics: dict[str, Any]) -> list[str]:
+    acc = metrics.get("accuracy") or {}
+    if not acc:
+        return []
+    f, i = acc.get("fp32", {}), acc.get("int8", {})
+    n = acc.get("images")
+    cos = acc.get("cosine")
+    return [f"accuracy ({n} images): FP32 top-1 {_pct(f.get('top1'))}, INT8 top-1 {_pct(i.get('top1'))}, "
+            f"agreement {_pct(acc.get('agreement'))}, cosine {NAN if cos is None else cos:.5f}"]
+
+
+def _speed_lines(metrics: dict[str, Any]) -> list[str]:
+    lat = metrics.get("latency_ms") or {}
+    sp = metrics.get("speedup") or {}
+    if not lat:
+        return []
+    line = (f"latency p50 (batch 1): FP32 {_ms(lat, 'fp32')} ms, INT8 {_ms(lat, 'int8')} ms, "
+            f"speedup {_x(sp.get('latency_p50'))}; throughput speedup {_x(sp.get('throughput'))}")
+    out = [line]
+    if "fp32_default" in lat:
+        out.append(f"  FP32 at the plugin default precision ({metrics.get('default_precision')}): "
+                   f"{_ms(lat, 'fp32_default')} ms, INT8 speedup over it {_x(sp.get('latency_p50_vs_default'))}")
+    return out
+
+
+def _quantize_lines(metrics: dict[str, Any]) -> list[str]:
+    q = metrics.get("quantize") or {}
+    if not q:
+        return []
+    out = [f"quantize: preset {q.get('preset')}, {q.get('subset_size')} calibration images, "
+           f"{q.get('quantized_ops')}/{q.get('quantizable_ops')} convs+matmuls INT8, {q.get('seconds')} s"]
+    ac = q.get("accuracy_control")
+    if ac:
+        out.append(f"  accuracy control reverted {ac.get('reverted_ops')} of {ac.get('ptq_quantized_ops')} quantized "
+                   f"ops to floating point{' - MOST OF THE MODEL' if ac.get('mostly_reverted') else ''}")
+    return out
+
+
+def _ms(lat: dict[str, Any], name: str) -> str:
+    v = (lat.get(name) or {}).get("p50")
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _x(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.2f}x"
 
 
 def _pct(v: Any) -> str:

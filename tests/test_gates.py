@@ -1,0 +1,188 @@
+"""Gate evaluation, per-ISA threshold choice and the metrics.json layout (fast, no models)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lcpipe.config import GatesConfig
+from lcpipe.report_text import render_summary
+from lcpipe.stages.report import GATES, REVERTED_GATE, build_metrics, evaluate_gates, get_path
+from lcpipe.stages.validate import accuracy, compare_logits
+from lcpipe.sysinfo import isa_level, pick_threshold
+
+# Keys the README documents; a rename here is a breaking change for CI scripts reading metrics.json.
+METRIC_KEYS = [
+    "schema", "pipeline", "model.arch", "model.classes",
+    "accuracy.images", "accuracy.labeled", "accuracy.top_k", "accuracy.fp32.top1", "accuracy.fp32.topk",
+    "accuracy.int8.top1", "accuracy.int8.topk", "accuracy.top1_drop", "accuracy.agreement", "accuracy.cosine",
+    "accuracy.cosine_min", "accuracy.max_abs_logit_diff", "accuracy.mean_abs_logit_diff",
+    "accuracy.rel_logit_error", "accuracy.flips.lost", "accuracy.flips.gained",
+    "latency_ms.fp32.p50", "latency_ms.fp32.p90", "latency_ms.fp32.mean", "latency_ms.int8.p50",
+    "throughput_ips.fp32", "throughput_ips.int8",
+    "speedup.latency_p50", "speedup.throughput", "speedup.size",
+    "size_mb.fp32", "size_mb.int8", "quantize.preset", "quantize.seconds", "quantize.quantized_ops",
+    "cpu.model", "cpu.isa", "threads", "versions",
+]
+
+
+def _validation(labeled: bool = True, latency: bool = True, isa: str = "avx2") -> dict[str, Any]:
+    def top1(v: float) -> float | None:
+        return v if labeled else None
+
+    v: dict[str, Any] = {
+        "images": 100, "labeled": labeled, "classes": 10, "top_k": 5, "threads": 2,
+        "inference_precision": {"fp32": "f32", "int8": "f32"}, "default_precision": "f32",
+        "accuracy": {"fp32": {"top1": top1(0.80), "topk": top1(0.95)}, "int8": {"top1": top1(0.78),
+                                                                              "topk": top1(0.95)}},
+        "fidelity": {"int8_vs_fp32": {"agreement": 0.96, "max_abs_logit_diff": 0.3, "mean_abs_logit_diff": 0.05,
+                                      "rel_logit_error": 0.03, "cosine": 0.995, "cosine_min": 0.98,
+                                      "flips": {"lost": 3 if labeled else None, "gained": 1 if labeled else None}}},
+        "groups": None, "sizes_bytes": {"fp32": 12_000_000, "int8": 3_500_000},
+        "cpu": {"model": "Test CPU", "isa": isa, "flags": ["avx2"], "cores": 2, "machine": "x86_64"},
+        "versions": {"openvino": "x"},
+    }
+    if latency:
+        v["latency_ms"] = {"fp32": {"p50": 4.0, "p90": 4.4, "mean": 4.1},
+                           "int8": {"p50": 2.5, "p90": 2.9, "mean": 2.6}}
+        v["throughput"] = {"fp32": {"images_per_s": 250.0}, "int8": {"images_per_s": 400.0}}
+    return v
+
+
+def _quantize(reverted: float | None = None) -> dict[str, Any]:
+    q: dict[str, Any] = {"preset": "mixed", "preset_reason": "act hardswish", "subset_size": 300, "seconds": 12.0,
+                         "int8": {"fake_quantize": 38, "quantized": 32, "quantizable": 33}}
+    if reverted is not None:
+        q["accuracy_control"] = {"reverted_ops": int(32 * reverted), "ptq_quantized_ops": 32,
+                                 "reverted_fraction": reverted, "mostly_reverted": reverted > 0.5}
+    return q
+
+
+def _metrics(**kw: Any) -> dict[str, Any]:
+    reverted = kw.pop("reverted", None)
+    return build_metrics("t", _validation(**kw), _quantize(reverted), {"spec": {"arch": "PPLCNet_x1_0"}})
+
+
+def _by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in rows}
+
+
+def test_every_config_gate_has_a_metric():
+    assert set(GatesConfig.model_fields) == set(GATES)
+
+
+def test_metrics_layout_has_documented_keys():
+    m = _metrics()
+    missing = [k for k in METRIC_KEYS if get_path(m, k) is None]
+    assert not missing
+    assert m["accuracy"]["top1_drop"] == pytest.approx(0.02)
+    assert m["speedup"]["latency_p50"] == pytest.approx(1.6)
+    assert m["speedup"]["throughput"] == pytest.approx(1.6)
+
+
+def test_min_and_max_gates_compare_in_the_right_direction():
+    m = _metrics()
+    rows = _by_name(evaluate_gates({"min_cosine": 0.99, "max_top1_drop": 0.01, "max_top1_flips": 3,
+                                    "min_latency_speedup": 1.5, "max_rel_logit_error": 0.05}, m))
+    assert rows["min_cosine"]["passed"] and rows["min_cosine"]["value"] == pytest.approx(0.995)
+    assert not rows["max_top1_drop"]["passed"]  # 0.02 > 0.01
+    assert rows["max_top1_flips"]["passed"]  # 3 <= 3: the limit itself passes
+    assert rows["min_latency_speedup"]["passed"]
+    assert rows["max_rel_logit_error"]["passed"]
+    assert all(r["isa_key"] == "any" for r in rows.values())
+
+
+@pytest.mark.parametrize(("isa", "expected", "key"), [
+    ("amx", 2.0, "amx"), ("avx512_vnni", 1.5, "avx512_vnni"), ("avx512", 1.2, "default"), ("avx2", 1.2, "default"),
+])
+def test_speed_threshold_is_picked_for_the_measuring_isa(isa: str, expected: float, key: str):
+    gates = {"min_latency_speedup": {"amx": 2.0, "avx512_vnni": 1.5, "default": 1.2}}
+    row = evaluate_gates(gates, _metrics(isa=isa))[0]
+    assert (row["threshold"], row["isa_key"]) == (expected, key)
+    assert row["passed"] == (1.6 >= expected)
+
+
+def test_pick_threshold_falls_back_to_lower_isa_keys():
+    assert pick_threshold({"avx2": 1.1, "default": 1.0}, "amx") == (1.1, "avx2")
+    assert pick_threshold(0.5, "amx") == (0.5, "any")
+    with pytest.raises(KeyError):
+        pick_threshold({"amx": 2.0}, "avx2")
+
+
+def test_isa_level_ordering():
+    assert isa_level(frozenset({"avx2", "avx512f", "avx512_vnni", "amx_tile"})) == "amx"
+    assert isa_level(frozenset({"avx2", "avx512f", "avx512_vnni"})) == "avx512_vnni"
+    assert isa_level(frozenset({"avx2", "avx512f"})) == "avx512"
+    assert isa_level(frozenset({"avx2"})) == "avx2"
+    assert isa_level(frozenset()) == "default"
+
+
+def test_threshold_missing_for_this_isa_fails_the_gate_instead_of_raising():
+    row = evaluate_gates({"min_latency_speedup": {"amx": 2.0}}, _metrics(isa="avx2"))[0]
+    assert not row["passed"] and "no threshold" in row["note"]
+
+
+def test_unmeasured_figures_fail_their_gates():
+    m = _metrics(labeled=False, latency=False)
+    rows = _by_name(evaluate_gates({"max_top1_drop": 0.02, "min_latency_speedup": 1.0, "min_cosine": 0.9}, m))
+    assert not rows["max_top1_drop"]["passed"] and rows["max_top1_drop"]["note"] == "not measured"
+    assert not rows["min_latency_speedup"]["passed"]
+    assert rows["min_cosine"]["passed"]  # fidelity needs no labels
+
+
+def test_mostly_reverted_accuracy_control_is_a_failure():
+    rows = _by_name(evaluate_gates({}, _metrics(reverted=0.9)))
+    assert not rows[REVERTED_GATE]["passed"] and rows[REVERTED_GATE]["isa_key"] == "builtin"
+    rows = _by_name(evaluate_gates({}, _metrics(reverted=0.1)))
+    assert rows[REVERTED_GATE]["passed"]
+    assert evaluate_gates({}, _metrics()) == []  # no accuracy control: no built-in gate
+
+
+def test_summary_prints_gate_table():
+    m = _metrics()
+    m["gates"] = evaluate_gates({"min_cosine": 1.01}, m)
+    text = render_summary(m)
+    assert "min_cosine" in text and "FAIL" in text and "Test CPU" in text
+    unlabeled = _metrics(labeled=False, latency=False)
+    unlabeled["gates"] = []
+    assert "n/a" in render_summary(unlabeled)
+
+
+def test_compare_logits_counts_flips_and_errors():
+    ref = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [1.0, 0.0, 2.0]])
+    got = copy.deepcopy(ref)
+    got[1] = [0.0, 1.0, 2.0]  # image 1: was right (label 1), now wrong
+    labels = np.array([0, 1, 1])
+    out = compare_logits(ref, got, labels)
+    assert out["agreement"] == pytest.approx(2 / 3)
+    assert out["flips"] == {"lost": 1, "gained": 0}
+    assert out["max_abs_logit_diff"] == pytest.approx(1.0)
+    assert out["rel_logit_error"] == pytest.approx(1.0 / 3.0)
+    assert compare_logits(ref, ref, None)["cosine"] == pytest.approx(1.0)
+    assert compare_logits(ref, ref, None)["flips"] == {"lost": None, "gained": None}
+
+
+def test_accuracy_topk():
+    logits = np.array([[0.1, 0.5, 0.4], [0.9, 0.05, 0.05]])
+    assert accuracy(logits, np.array([2, 0]), 2) == {"top1": 0.5, "topk": 1.0}
+    assert accuracy(logits, None, 2) == {"top1": None, "topk": None}
+
+
+@pytest.mark.parametrize("pre", [
+    {"mode": "paddleclas", "resize_short": 256, "crop": 224},
+    {"mode": "timm", "crop": 224, "crop_pct": 0.9, "interpolation": "bicubic"},
+    {"mode": "resize", "size": (80, 160)},
+])
+def test_predict_rebuilds_preprocessing_from_ir_metadata(pre: dict[str, Any]):
+    """`lcpipe predict` rebuilds the PreprocessConfig from preprocess_dict (rt_info / preprocess.json)."""
+    from lcpipe.config import PreprocessConfig
+    from lcpipe.data import preprocess_dict
+    from lcpipe.predict import preprocess_from_dict
+
+    cfg = PreprocessConfig(**pre, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    back = preprocess_from_dict(preprocess_dict(cfg))
+    assert preprocess_dict(back) == preprocess_dict(cfg)
+    assert back.input_hw == cfg.input_hw

@@ -1,0 +1,177 @@
+"""End to end, offline: PaddleClas checkpoints with random weights and randomized BN -> the INT8
+pipelines (import .. report) on the shipped ImageNet images, with small counts.
+
+Random 1000-class networks have nearly tied logits, so these tests check fidelity (cosine,
+relative logit error) and the artifacts, never top-1 agreement or accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import helpers
+import pytest
+from click.testing import CliRunner
+
+import lcpipe
+from lcpipe.cli import cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.paddleclas]
+
+V1_INT8 = helpers.PIPELINES / "v1_int8.yaml"
+V2_INT8 = helpers.PIPELINES / "v2_int8.yaml"
+IMAGENET = helpers.REPO / "calib_data" / "imagenet"
+# Small counts and short timing loops keep the whole file within a few minutes on 2 cores.
+SMALL = ("data.calib.count=32", "data.eval.count=64", "stages.validate.rounds=2", "stages.validate.iterations=20",
+         "stages.validate.warmup=5", "stages.validate.throughput_seconds=0.3", "stages.validate.progress=false")
+METRIC_KEYS = ("accuracy.fp32.top1", "accuracy.int8.top1", "accuracy.top1_drop", "accuracy.agreement",
+               "accuracy.cosine", "accuracy.images", "latency_ms.fp32.p50", "latency_ms.int8.p50",
+               "speedup.latency_p50", "speedup.throughput", "cpu.model", "cpu.isa", "threads", "versions", "gates")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory, image_paths: dict[str, list[Path]]) -> dict[str, Path]:
+    """PaddleClas .pdparams with random weights, BN statistics from 8 real images then perturbed."""
+    pytest.importorskip("paddleclas")
+    pytest.importorskip("nncf")
+    if not (IMAGENET / "val.txt").is_file():
+        pytest.skip("calib_data/imagenet is not available")
+    from lcpipe.config import PreprocessConfig
+
+    batch = helpers.load_batch(image_paths["calib"], PreprocessConfig())
+    root = tmp_path_factory.mktemp("int8-checkpoints")
+    out = {}
+    for arch in ("PPLCNetV2_base", "PPLCNet_x1_0", "PPLCNet_x0_25"):
+        out[arch] = helpers.save_pdparams(helpers.build_paddleclas(arch, batch), root / f"{arch}.pdparams")
+    return out
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        assert isinstance(d, dict) and part in d, f"metrics.json: missing {dotted}"
+        d = d[part]
+    return d
+
+
+def _run(yaml: Path, weights: Path, out: Path, *extra: str, **kw: str) -> lcpipe.runner.RunResult:
+    return lcpipe.run_pipeline(yaml, out=out, overrides=[f"model.source.path={weights}", *SMALL, *extra], **kw)
+
+
+def _assert_ir(xml: Path) -> dict:
+    """Both files exist and the xml's rt_info names its .bin (the runner's cache keys hash only the xml)."""
+    import openvino as ov
+
+    from lcpipe.fileio import sha256_file
+    from lcpipe.stages.convert import read_lcpipe_rt_info
+
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    rt = read_lcpipe_rt_info(ov.Core().read_model(str(xml)))
+    assert rt["weights_sha256"] == sha256_file(xml.with_suffix(".bin"))
+    return rt
+
+
+def test_v2_base_int8_pipeline_end_to_end(checkpoints: dict[str, Path], tmp_path: Path):
+    out = tmp_path / "run"
+    result = _run(V2_INT8, checkpoints["PPLCNetV2_base"], out)
+
+    # artifacts: FP32 + INT8 IRs, published report, deploy bundle
+    rt = _assert_ir(out / "convert" / "model.xml")
+    assert rt["precision"] == "fp32" and rt["preprocess"]["input_hw"] == [224, 224] and len(rt["labels"]) == 1000
+    assert _assert_ir(out / "quantize" / "model.xml")["quantization"]["preset"] == "performance"
+    for name in ("model_int8.xml", "model_int8.bin", "model_fp32.xml", "model_fp32.bin", "preprocess.json",
+                 "metrics.json", "README.txt"):
+        assert (out / "deploy" / name).is_file(), name
+    labels = (out / "deploy" / "labels.txt").read_text().splitlines()
+    assert len(labels) == 1000 and labels[0].startswith("tench")
+    html = (out / "report.html").read_text()
+    assert '<img class="chart"' in html and "data:image/png;base64," in html
+    assert result.metrics["cpu"]["model"] in html and "openvino" in html
+    assert (out / "report.md").read_text().startswith("# lcpipe report: v2_base_int8")
+
+    # metrics: documented keys, fidelity of INT8 vs FP32, measured speed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == result.metrics
+    for key in METRIC_KEYS:
+        _get(metrics, key)
+    acc = metrics["accuracy"]
+    assert acc["images"] == 64 and acc["labeled"]
+    assert acc["cosine"] >= 0.95
+    assert acc["rel_logit_error"] < 0.5
+    assert metrics["latency_ms"]["fp32"]["p50"] > 0 and metrics["latency_ms"]["int8"]["p50"] > 0
+    assert metrics["quantize"]["preset"] == "performance"  # V2 is a ReLU net
+    assert metrics["quantize"]["quantized_ops"] >= 30
+    assert {g["name"] for g in metrics["gates"]} == {"min_cosine", "max_top1_drop", "min_latency_speedup"}
+    assert metrics["size_mb"]["int8"] < 0.5 * metrics["size_mb"]["fp32"]
+
+    # a rerun is fully cached
+    again = _run(V2_INT8, checkpoints["PPLCNetV2_base"], out)
+    assert [r.name for r in again.records if not r.cached] == []
+    assert again.metrics["latency_ms"] == metrics["latency_ms"]
+
+    # an impossible gate makes `lcpipe run` exit 3 (only the report stage reruns)
+    cli_args = ["run", str(V2_INT8), "--out", str(out), "--set", f"model.source.path={checkpoints['PPLCNetV2_base']}"]
+    for s in SMALL:
+        cli_args += ["--set", s]
+    res = CliRunner().invoke(cli, [*cli_args, "--set", "gates.min_cosine=1.01"])
+    assert res.exit_code == 3, res.output
+    assert "min_cosine" in res.output and "FAIL" in res.output
+    failed = [g for g in json.loads((out / "metrics.json").read_text())["gates"] if not g["passed"]]
+    assert [g["name"] for g in failed] == ["min_cosine"]
+
+    # lcpipe predict reads preprocessing + labels from the IR's rt_info
+    image = helpers.real_image_paths(1)[0]
+    res = CliRunner().invoke(cli, ["predict", str(out / "deploy" / "model_int8.xml"), str(image), "--top-k", "3"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("%") == 3 and any(name in res.output for name in labels)
+
+
+def test_v1_int8_pipeline_unlabeled_eval_dynamic_batch_onnxruntime(checkpoints: dict[str, Path], tmp_path: Path):
+    """V1 x1.0 (hardswish: mixed preset), dynamic-batch IR, ORT reference, eval list without labels."""
+    names = [line.split()[0] for line in (IMAGENET / "val.txt").read_text().splitlines() if line.strip()][:64]
+    unlabeled = tmp_path / "eval_files.txt"
+    unlabeled.write_text("\n".join(names) + "\n")
+    out = tmp_path / "run"
+    result = _run(V1_INT8, checkpoints["PPLCNet_x1_0"], out, f"data.eval.labels={unlabeled}",
+                  "stages.convert.batch=null", "stages.validate.onnxruntime=true")
+    m = result.metrics
+    assert m["quantize"]["preset"] == "mixed"
+    acc = m["accuracy"]
+    assert not acc["labeled"] and acc["fp32"]["top1"] is None and acc["top1_drop"] is None
+    assert acc["cosine"] >= 0.9 and acc["rel_logit_error"] < 1.0
+    # ONNX Runtime and OpenVINO FP32 compute the same function
+    assert acc["onnxruntime_vs_fp32"]["rel_logit_error"] < 1e-3
+    assert "onnxruntime" in m["latency_ms"]
+    gates = {g["name"]: g for g in m["gates"]}
+    assert not gates["max_top1_drop"]["passed"] and gates["max_top1_drop"]["note"] == "not measured"
+    assert gates["min_cosine"]["value"] == acc["cosine"]
+    validation = json.loads((out / "validate" / "validation.json").read_text())
+    assert validation["static_batch"] == {"fp32": False, "int8": False}
+
+
+def test_accuracy_control_records_reverted_ops(checkpoints: dict[str, Path], tmp_path: Path):
+    """Labels = the FP32 model's own predictions, so INT8 loses top-1 and the search must revert ops."""
+    from lcpipe.bench import compile_ir, infer_ov
+    from lcpipe.data import load_split
+
+    weights, out = checkpoints["PPLCNet_x0_25"], tmp_path / "run"
+    small = ["model.arch=auto", "stages.validate.latency=false", "stages.validate.throughput=false"]
+    first = _run(V1_INT8, weights, out, *small, until="convert")
+    cfg = lcpipe.load_config(V1_INT8, [f"model.source.path={weights}", *SMALL, *small])
+    ev = load_split(cfg.data, "eval", cfg.preprocess, None, progress=False)
+    pred = infer_ov(compile_ir(first.artifacts["ir_fp32"], "THROUGHPUT", 2), ev.x, show=False).argmax(1)
+    labels = tmp_path / "fp32_labels.txt"
+    labels.write_text("".join(f"{s.path.name} {p}\n" for s, p in zip(ev.samples, pred, strict=True)))
+
+    result = _run(V1_INT8, weights, out, *small, f"data.eval.labels={labels}",
+                  "stages.quantize.accuracy_control.max_drop=0.02")
+    q = json.loads((out / "quantize" / "quantize.json").read_text())
+    ac = q["accuracy_control"]
+    assert ac["ptq_quantized_ops"] >= 25 and ac["reverted_ops"] == ac["ptq_quantized_ops"] - q["int8"]["quantized"]
+    assert ac["reverted_fraction"] == pytest.approx(ac["reverted_ops"] / ac["ptq_quantized_ops"], abs=1e-4)
+    _assert_ir(out / "quantize" / "ptq" / "model.xml")
+    m = result.metrics
+    assert m["accuracy"]["fp32"]["top1"] == 1.0 and "int8_ptq" in m["accuracy"]
+    gate = {g["name"]: g for g in m["gates"]}["max_reverted_fraction"]
+    assert gate["passed"] == (not ac["mostly_reverted"])
+    assert "reverted to floating point" in (out / "report.md").read_text()
