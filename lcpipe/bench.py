@@ -68,22 +68,17 @@ def static_batch(compiled: Any) -> int | None:
 # ---------------------------------------------------------------- inference over a dataset
 
 def infer_ov(compiled: Any, x: np.ndarray, title: str = "", show: bool = True) -> np.ndarray:
-    """Logits of every sample, one sample per request through an AsyncInferQueue (works for static
-    batch-1 and dynamic IRs alike; the THROUGHPUT hint keeps all cores busy)."""
-    ov = require("openvino")
-    queue = ov.AsyncInferQueue(compiled)
-    out: list[np.ndarray | None] = [None] * len(x)
-
-    def done(request: Any, idx: int) -> None:
-        out[idx] = request.get_output_tensor(0).data[0].copy()
-
-    queue.set_callback(done)
+    """Logits of every sample, one synchronous batch-1 request at a time (works for static batch-1
+    and dynamic IRs alike). No AsyncInferQueue callback: a Python completion callback can deadlock
+    against the GIL when OpenVINO frees a compiled model (seen as an intermittent hang)."""
+    request = compiled.create_infer_request()
+    out: list[np.ndarray] = []
     with progress(title or "inference", len(x), show) as advance:
         for i in range(len(x)):
-            queue.start_async({0: x[i : i + 1]}, i)
+            request.infer({0: x[i : i + 1]})
+            out.append(request.get_output_tensor(0).data[0].copy())
             advance(1)
-        queue.wait_all()
-    return np.stack(out)  # type: ignore[arg-type]
+    return np.stack(out) if out else np.zeros((0, 0), np.float32)
 
 
 def ort_session(onnx_path: Path, threads: int) -> Any:
@@ -166,34 +161,47 @@ def _stats(ms: list[float], round_p50: list[float]) -> LatencyStats:
 
 def measure_throughput(compiled: dict[str, Any], x: np.ndarray, *, seconds: float = 1.0, rounds: int = 3,
                        show: bool = True) -> dict[str, dict[str, Any]]:
-    """Images/s with an AsyncInferQueue at the plugin's optimal number of requests, interleaved rounds
+    """Images/s with the plugin's optimal number of async requests kept busy, interleaved rounds
     of ``seconds`` each; reports the median round."""
-    ov = require("openvino")
     names = list(compiled)
-    queues = {n: ov.AsyncInferQueue(compiled[n]) for n in names}
+    pools = {n: _request_pool(compiled[n]) for n in names}
     sample = {0: np.ascontiguousarray(x[:1])}
     for n in names:  # warm-up: one pass through every request
-        _run_queue(queues[n], sample, min(0.2, seconds))
+        _run_pool(pools[n], sample, min(0.2, seconds))
     per_round: dict[str, list[float]] = {n: [] for n in names}
     with progress("throughput", rounds * len(names), show) as advance:
         for r in range(rounds):
             for n in names if r % 2 == 0 else reversed(names):
-                count, elapsed = _run_queue(queues[n], sample, seconds)
+                count, elapsed = _run_pool(pools[n], sample, seconds)
                 per_round[n].append(round(count / elapsed, 2))
                 advance(1)
     return {n: {"images_per_s": float(np.median(per_round[n])), "round_images_per_s": per_round[n],
-                "requests": len(queues[n])} for n in names}
+                "requests": len(pools[n])} for n in names}
 
 
-def _run_queue(queue: Any, sample: dict[int, np.ndarray], seconds: float) -> tuple[int, float]:
-    done = [0]
+def _request_pool(compiled: Any) -> list[Any]:
+    try:
+        n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    except RuntimeError:  # property missing on some devices
+        n = 2
+    return [compiled.create_infer_request() for _ in range(max(1, n))]
 
-    def cb(_request: Any, _userdata: Any) -> None:
-        done[0] += 1
 
-    queue.set_callback(cb)
+def _run_pool(requests: list[Any], sample: dict[int, np.ndarray], seconds: float) -> tuple[int, float]:
+    """Keep every request busy for ``seconds``, round robin with start_async/wait. No Python
+    completion callbacks (they can deadlock against the GIL, see infer_ov)."""
+    busy = [False] * len(requests)
+    done, i = 0, 0
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        queue.start_async(sample)  # blocks while every request is busy
-    queue.wait_all()
-    return done[0], time.perf_counter() - t0
+        if busy[i]:
+            requests[i].wait()
+            done += 1
+        requests[i].start_async(sample)
+        busy[i] = True
+        i = (i + 1) % len(requests)
+    for k, req in enumerate(requests):
+        if busy[k]:
+            req.wait()
+            done += 1
+    return done, time.perf_counter() - t0

@@ -54,15 +54,25 @@ class StageCache:
             return None
         return CacheEntry(key, path, meta)
 
-    def put(self, key: str, src_dir: Path) -> None:
-        """Copy a finished stage directory into the cache (atomic, first writer wins)."""
+    def put(self, key: str, src_dir: Path, *, replace: bool = False) -> None:
+        """Copy a finished stage directory into the cache (atomic, first writer wins).
+
+        ``replace`` (--force) swaps a fresh result in over an existing entry, so a forced
+        recomputation also refreshes what later runs reuse."""
         self.stages.mkdir(parents=True, exist_ok=True)
         final = self.stages / key
-        if final.exists():
+        if final.exists() and not replace:
             return
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=self.stages))
         try:
             shutil.copytree(src_dir, tmp, dirs_exist_ok=True)
+            if replace and final.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", suffix=".old", dir=self.stages))
+                try:
+                    os.rename(final, old / "entry")  # readers see the old or the new entry, never half
+                except OSError:
+                    pass  # a concurrent replace moved it already
+                shutil.rmtree(old, ignore_errors=True)
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -101,5 +111,5 @@ class NullCache(StageCache):
     def get(self, key: str) -> CacheEntry | None:
         return None
 
-    def put(self, key: str, src_dir: Path) -> None:
+    def put(self, key: str, src_dir: Path, *, replace: bool = False) -> None:
         return None

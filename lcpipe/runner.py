@@ -156,7 +156,7 @@ def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: di
             write_json(tmp / "stage.json", {"stage": stage.name, "key": key, "inputs": input_hashes,
                                             "outputs": outputs, "lcpipe": __version__})
         if stage.cacheable:
-            cache.put(key, stage_dir)
+            cache.put(key, stage_dir, replace=force)
         cached = False
     seconds = time.perf_counter() - t0
     for kind, info in outputs.items():

@@ -59,6 +59,7 @@ class ImportStage(Stage):
             model, onnx_path, meta = import_paddle_inference(
                 path, opset=options.paddle2onnx_opset, arch=cfg.arch, options=opts, work_dir=ctx.workdir)
             info.update(meta)
+            info.update(format=fmt, paddle_format=meta.get("format"), paddle2onnx_onnx=Path(onnx_path).name)
             out["source_onnx"] = Path(onnx_path)
         else:  # onnx: rebuild a PP-LCNet graph into the canonical form, else adopt it as is
             from lcpipe.importers.onnx_model import adopt_onnx, canonical_from_onnx, load_onnx

@@ -100,6 +100,8 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
     }
     if "onnxruntime_vs_fp32" in v["fidelity"]:
         accuracy["onnxruntime_vs_fp32"] = v["fidelity"]["onnxruntime_vs_fp32"]
+    if v.get("routes"):
+        accuracy["routes"] = v["routes"]
     lat, thr = v.get("latency_ms"), v.get("throughput")
     sizes = v.get("sizes_bytes", {})
     spec = info.get("spec") or {}
@@ -264,6 +266,11 @@ def report_tables(m: dict[str, Any]) -> dict[str, list[list[str]]]:
         cols = [k for k in next(iter(acc["groups"].values())) if k != "images"]
         tables["groups"] = [["group", "images", *cols]] + [
             [g, str(r["images"]), *(_fmt(r[c], "pct") for c in cols)] for g, r in acc["groups"].items()]
+    routes = {k: r for k, r in (acc.get("routes") or {}).items() if isinstance(r, dict) and "max_abs_diff" in r}
+    if routes:
+        tables["routes"] = [["route vs lcpipe FP32 IR", "compared on", "max abs diff", "argmax agreement"]] + [
+            [k, acc["routes"]["compared_on"], f"{r['max_abs_diff']:.3g}", _fmt(r["argmax_agreement"], "pct")]
+            for k, r in routes.items()]
     return tables
 
 
@@ -302,7 +309,7 @@ def render_markdown(m: dict[str, Any]) -> str:
              f"- speed-up: {h['speedup']}", f"- quantization: {h['quantize']}",
              f"- images: {m['accuracy']['images']}{'' if m['accuracy']['labeled'] else ' (unlabeled)'}", ""]
     titles = {"gates": "Gates", "accuracy": "Accuracy", "fidelity": "INT8 fidelity", "speed": "Speed (batch 1)",
-              "groups": "Per-group top-1"}
+              "groups": "Per-group top-1", "routes": "Other conversion routes"}
     for key, rows in report_tables(m).items():
         parts += [f"## {titles[key]}", "", _md_table(rows), ""]
     ac = (m.get("quantize") or {}).get("accuracy_control")

@@ -37,6 +37,9 @@ class ValidateOptions(StageOptions):
     groups: str | None = None  # TSV (header row) mapping image file name -> group; relative to the YAML
     group_column: str = "script"
     progress: bool = True  # rich progress bars (silent anyway when stderr is not a terminal)
+    # Paddle inference sources: also run Paddle Inference itself and OpenVINO on the raw paddle2onnx
+    # ONNX, and compare both with lcpipe's FP32 IR (route check; needs paddle).
+    paddle_reference: bool = False
 
 
 @register
@@ -44,7 +47,7 @@ class ValidateStage(Stage):
     name = "validate"
     Options = ValidateOptions
     consumes = ("ir_fp32", "ir_int8")
-    optional_consumes = ("onnx", "ir_int8_ptq")
+    optional_consumes = ("onnx", "ir_int8_ptq", "model_info", "source_onnx")
     produces = ("validation",)
     uses_config = ("preprocess", "runtime")
     cacheable = True
@@ -91,6 +94,8 @@ class ValidateStage(Stage):
         result["fidelity"] = {f"{n}_vs_fp32": compare_logits(logits["fp32"], v, ev.labels)
                               for n, v in logits.items() if n != "fp32"}
         result["groups"] = _group_accuracy(ctx, options, ev, logits)
+        if options.paddle_reference:
+            result["routes"] = _routes(inputs, ev.x, logits["fp32"], threads, ctx)
         result["sizes_bytes"] = {n: ir_size(p) for n, p in models.items()}
         if "onnx" in inputs:
             result["sizes_bytes"]["onnx"] = Path(inputs["onnx"]).stat().st_size
@@ -139,6 +144,59 @@ def compare_logits(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None) 
 def ir_size(xml: Path) -> int:
     xml = Path(xml)
     return xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+
+
+# ---------------------------------------------------------------- other routes
+
+def _routes(inputs: dict[str, Path], x: np.ndarray, fp32: np.ndarray, threads: int, ctx: StageContext
+            ) -> dict[str, Any]:
+    """Paddle Inference and the paddle2onnx -> OpenVINO route vs lcpipe's FP32 IR on the eval images."""
+    import json
+
+    info = json.loads(Path(inputs["model_info"]).read_text()) if "model_info" in inputs else {}
+    if info.get("format") != "paddle_inference":
+        return {"skipped": "paddle_reference needs a paddle_inference source"}
+    # exported Paddle inference models usually end in softmax; compare like with like
+    ours = _softmax(fp32) if info.get("softmax") else fp32
+    routes: dict[str, Any] = {"compared_on": "softmax" if info.get("softmax") else "logits"}
+    from lcpipe.peers import compile_engine, paddle_engine, predict_all
+
+    engine = paddle_engine(Path(info["model_file"]), Path(info["params_file"]), threads)
+    fn = compile_engine(engine, 1)
+    routes["paddle_inference"] = (_route_diff(ours, predict_all(fn, x, 1)) if fn is not None
+                                  else {"skipped": engine.reason})
+    if "source_onnx" in inputs:
+        from lcpipe.bench import compile_ir, infer_ov
+
+        p2o = ctx.workdir / "paddle2onnx_fp32.xml"
+        _convert_onnx(Path(inputs["source_onnx"]), p2o)
+        got = infer_ov(compile_ir(p2o, "LATENCY", threads, "f32"), x, show=False)
+        routes["paddle2onnx_openvino"] = _route_diff(ours, got)
+        p2o.unlink()
+        p2o.with_suffix(".bin").unlink()
+    for name, r in routes.items():
+        if isinstance(r, dict) and "max_abs_diff" in r:
+            ctx.log.info("validate: %s vs lcpipe FP32 IR: max abs diff %.2e, argmax agreement %.4f",
+                         name, r["max_abs_diff"], r["argmax_agreement"])
+    return routes
+
+
+def _convert_onnx(onnx_path: Path, xml: Path) -> None:
+    import openvino as ov
+
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _route_diff(ours: np.ndarray, theirs: np.ndarray) -> dict[str, Any]:
+    theirs = theirs.reshape(ours.shape)
+    diff = np.abs(ours.astype(np.float64) - theirs)
+    return {"max_abs_diff": float(diff.max()), "max_abs_value": float(np.abs(theirs).max()),
+            "argmax_agreement": float(np.mean(ours.argmax(1) == theirs.argmax(1))), "images": len(ours)}
 
 
 # ---------------------------------------------------------------- inference

@@ -1,0 +1,275 @@
+"""Sweeps: the sweep file schema, points as cached pipeline runs (in-process and on local Ray),
+failed points reported without stopping the others, resume from the cache, result tables, the
+Pareto front, and sharded evaluation merged exactly."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from fractions import Fraction
+from pathlib import Path
+
+import helpers
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lcpipe.cli import cli
+from lcpipe.errors import ConfigError
+from lcpipe.shards import EvalCounts, counts_from_logits, merge, shard_ranges
+from lcpipe.sweep import load_sweep, pareto_front, run_sweep
+
+IMAGENET = helpers.REPO / "calib_data" / "imagenet"
+TEXT_LINES = helpers.REPO / "calib_data" / "text_lines"
+TEXTLINE_MODEL = helpers.PIPELINES / "models" / "PP-LCNet_x0_25_textline_ori"
+# Few images and short timing loops: the 4-point sweep stays well under the 3 minutes it may take.
+FAST_VALIDATE = "{warmup: 3, rounds: 2, iterations: 20, throughput_seconds: 0.2, progress: false}"
+
+
+def _base_yaml(path: Path, stages: str) -> Path:
+    return helpers.write_yaml(path, f"""
+        name: sweep_base
+        model:
+          source: {{format: pdparams, path: missing.pdparams}}
+          arch: auto
+        data:
+          calib: {{images: {IMAGENET / 'images'}, labels: {IMAGENET / 'calib.txt'}, count: 16}}
+          eval: {{images: {IMAGENET / 'images'}, labels: {IMAGENET / 'val.txt'}, count: 32}}
+        stages:
+        {stages}
+        """)
+
+
+EXPORT_ONLY = """
+          - import: {}
+          - fuse: {}
+          - export: {opset: 17}"""
+INT8 = EXPORT_ONLY + f"""
+          - convert: {{batch: 1}}
+          - quantize: {{subset_size: 16}}
+          - validate: {FAST_VALIDATE}
+          - report: {{deploy: false}}"""
+
+
+@pytest.fixture
+def scales(synthetic_weights, tmp_path: Path) -> dict[str, Path]:
+    """Two V1 scales with random weights, copied beside the sweep file (paths relative to it)."""
+    out = {}
+    for arch in ("PPLCNet_x0_25", "PPLCNet_x0_5"):
+        out[arch] = tmp_path / f"{arch}.pdparams"
+        out[arch].write_bytes(synthetic_weights(arch).read_bytes())
+    return out
+
+
+def _sweep_yaml(tmp_path: Path, base: str, extra: str = "") -> Path:
+    path = helpers.write_yaml(tmp_path / "sweep.yaml", f"""
+        base: {base}
+        grid:
+          model.arch: [PPLCNet_x0_25, PPLCNet_x0_5]
+          stages.quantize.preset: [performance, mixed]
+        sources:
+          PPLCNet_x0_25: {{format: pdparams, path: PPLCNet_x0_25.pdparams}}
+          PPLCNet_x0_5: {{format: pdparams, path: PPLCNet_x0_5.pdparams}}
+        out: out
+        """)
+    path.write_text(path.read_text() + textwrap.dedent(extra).lstrip("\n"))
+    return path
+
+
+# ------------------------------------------------------------------ the sweep file
+
+def test_sweep_file_expands_grid_then_points_with_sources_and_set(tmp_path: Path, scales) -> None:
+    _base_yaml(tmp_path / "base.yaml", INT8)
+    path = _sweep_yaml(tmp_path, "base.yaml", """
+        points:
+          - {model.source.path: other/weights.pdparams, stages.quantize.preset: mixed}
+        set: {data.eval.count: 8}
+        """)
+    (tmp_path / "other").mkdir()
+    sweep = load_sweep(path)
+    assert [p.id for p in sweep.points] == ["p00-PPLCNet_x0_25-performance", "p01-PPLCNet_x0_25-mixed",
+                                            "p02-PPLCNet_x0_5-performance", "p03-PPLCNet_x0_5-mixed",
+                                            "p04-weights.pdparams-mixed"]
+    cfgs = [p.config for p in sweep.points]
+    assert cfgs[2].model.source.path == str(scales["PPLCNet_x0_5"])  # from `sources`, relative to the sweep file
+    assert cfgs[1].stage_options("quantize").preset == "mixed"
+    assert all(c.data.eval.count == 8 for c in cfgs)  # `set` reaches every point
+    assert cfgs[4].model.source.path == str(tmp_path / "other" / "weights.pdparams")  # a point's own path wins
+    assert all(p.measures_latency for p in sweep.points)
+    assert sweep.out == tmp_path / "out"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("base: base.yaml\ngridd: {model.arch: [PPLCNet_x0_25]}\n", "gridd: unknown key (did you mean 'grid'?)"),
+    ("base: base.yaml\ngrid: {stages.quantize.presett: [mixed]}\n", "point 0 (stages.quantize.presett=mixed)"),
+    ("base: base.yaml\ngrid: {model.arch: []}\n", "grid: model.arch: needs at least one value"),
+    ("base: nope.yaml\ngrid: {model.arch: [PPLCNet_x0_25]}\n", "nope.yaml does not exist"),
+    ("base: base.yaml\nsources: {PPLCNet_x9: {format: pdparams, path: a}}\n", "PPLCNet_x9: unknown arch"),
+    ("base: base.yaml\n", "no points"),
+])
+def test_bad_sweep_file_names_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    _base_yaml(tmp_path / "base.yaml", INT8)
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_sweep(tmp_path / "s.yaml")
+    assert needle in str(err.value) and "s.yaml" in str(err.value)
+
+
+def test_pareto_front_keeps_points_nothing_beats() -> None:
+    # (latency, accuracy): lower latency and higher accuracy are better
+    pts = [(1.0, 0.50), (2.0, 0.70), (1.5, 0.40), (3.0, 0.70), (2.5, 0.80), (1.0, 0.50)]
+    assert pareto_front(pts) == [0, 5, 1, 4]
+
+
+# ------------------------------------------------------------------ export-only points, in-process
+
+def test_export_only_sweep_in_process(tmp_path: Path, scales) -> None:
+    _base_yaml(tmp_path / "base.yaml", EXPORT_ONLY)
+    path = helpers.write_yaml(tmp_path / "sweep.yaml", """
+        base: base.yaml
+        grid: {model.arch: [PPLCNet_x0_25, PPLCNet_x0_5], stages.export.opset: [17]}
+        sources:
+          PPLCNet_x0_25: {format: pdparams, path: PPLCNet_x0_25.pdparams}
+          PPLCNet_x0_5: {format: pdparams, path: PPLCNet_x0_5.pdparams}
+        out: out
+        """)
+    result = run_sweep(path, local=True)
+    rows = {r["point"]: r for r in result.rows}
+    small, big = rows["p00-PPLCNet_x0_25-17"], rows["p01-PPLCNet_x0_5-17"]
+    assert small["status"] == big["status"] == "ok" and small["cpus"] is None  # in-process
+    assert small["arch"] == "PPLCNet_x0_25" and big["arch"] == "PPLCNet_x0_5"
+    assert 0 < small["params"] < big["params"] and 0 < small["flops"] < big["flops"]
+    assert small["size_onnx"] > 0 and small["fp32_top1"] is None
+    assert (Path(small["run_dir"]) / "export" / "model.onnx").is_file()
+    html = result.files["html"].read_text()
+    assert "No scatter" in html and "PPLCNet_x0_5" in html
+    header = result.files["csv"].read_text().splitlines()[0].split(",")
+    assert header[:3] == ["point", "model.arch", "stages.export.opset"] and "flops" in header
+
+
+# ------------------------------------------------------------------ INT8 points on local Ray
+
+@pytest.mark.slow
+def test_int8_sweep_on_ray_reports_failures_and_resumes_from_cache(tmp_path: Path, scales,
+                                                                   lcpipe_cache_dir: Path) -> None:
+    pytest.importorskip("ray")
+    pytest.importorskip("nncf")
+    _base_yaml(tmp_path / "base.yaml", INT8)
+    path = _sweep_yaml(tmp_path, "base.yaml", "points:\n  - {model.source.path: no/such/weights.pdparams}\n"
+                                             "eval_shards: 2\n")
+    cache = tmp_path / "cache"
+    result = run_sweep(path, cache_dir=cache, num_cpus=2)
+
+    rows = {r["point"]: r for r in result.rows}
+    assert len(rows) == 5
+    failed = rows["p04-weights.pdparams"]
+    assert failed["status"] == "failed" and failed["error_class"] == "input" and failed["exit_code"] == 2
+    assert "no/such/weights.pdparams does not exist" in failed["error"]
+    ok = [r for r in result.rows if r["status"] == "ok"]
+    assert len(ok) == 4
+    for r in ok:
+        assert r["cpus"] == 2  # a point that measures latency holds the whole node
+        assert r["latency_p50_fp32_ms"] > 0 and r["latency_p50_int8_ms"] > 0 and r["throughput_int8"] > 0
+        assert 0.9 < r["cosine"] <= 1.0 and r["images"] == 32 and r["size_int8"] < r["size_fp32"]
+        assert (Path(r["run_dir"]) / "metrics.json").is_file() and (Path(r["run_dir"]) / "point.log").is_file()
+        # eval_shards: the same eval set again in 2 Ray tasks, merged: the validate stage's figures exactly
+        assert r["sharded_images"] == 32 and r["sharded_agreement"] == r["agreement"]
+        assert r["sharded_int8_top1"] == r["int8_top1"] and r["sharded_fp32_top1"] == r["fp32_top1"]
+    assert {r["preset"] for r in ok} == {"performance", "mixed"}
+    # identical upstream stages are computed once: each scale converts once for its two presets
+    for arch in ("PPLCNet_x0_25", "PPLCNet_x0_5"):
+        pair = [r for r in ok if r["arch"] == arch]
+        assert sum("convert" in r["computed_stages"] for r in pair) == 1
+        assert all("quantize" in r["computed_stages"] for r in pair)
+
+    doc = json.loads(result.files["json"].read_text())
+    assert doc["machine"]["model"] and doc["machine"]["isa"] and doc["machine"]["executor"]["kind"] == "ray"
+    assert doc["swept"] == ["model.arch", "stages.quantize.preset", "model.source.path"]
+    html = result.files["html"].read_text()
+    assert re.search(r"data:image/png;base64,[A-Za-z0-9+/]{1000}", html)
+    assert doc["machine"]["model"] in html and "Pareto front" in html and "&#9733;" in html
+    assert len(result.files["csv"].read_text().splitlines()) == 6
+
+    # resumed (through the CLI): every stage of the finished points is a cache hit; the failed point
+    # is reported again and sets the exit code, the others still finish
+    res = CliRunner().invoke(cli, ["sweep", str(path), "--cache-dir", str(cache), "--num-cpus", "2"])
+    assert res.exit_code == 1, res.output
+    assert "1 of 5 point(s) failed: p04-weights.pdparams" in res.output
+    again = {r["point"]: r for r in json.loads(result.files["json"].read_text())["points"]}
+    for name, r in again.items():
+        if name != "p04-weights.pdparams":
+            assert r["status"] == "ok" and r["computed_stages"] == [], name
+            assert r["cached_stages"] == ["import", "fuse", "export", "convert", "quantize", "validate", "report"]
+            assert r["int8_top1"] == rows[name]["int8_top1"]
+
+
+# ------------------------------------------------------------------ shards
+
+def test_shard_counts_merge_exactly_whatever_the_grouping() -> None:
+    rng = np.random.default_rng(0)
+    fp32 = rng.normal(size=(50, 7)).astype(np.float32)
+    int8 = (fp32 + rng.normal(scale=0.3, size=fp32.shape)).astype(np.float32)
+    labels = rng.integers(0, 7, 50)
+    whole = counts_from_logits(fp32, int8, labels, top_k=3)
+    for k in (1, 2, 3, 7, 50):
+        parts = [counts_from_logits(fp32[a:b], int8[a:b], labels[a:b], 3) for a, b in shard_ranges(50, k)]
+        assert merge(parts) == whole
+        assert merge(reversed(parts)) == whole
+    assert whole.images == 50 and whole.agree == int(np.sum(fp32.argmax(1) == int8.argmax(1)))
+    s = whole.summary()
+    assert s["int8_top1"] == np.mean(int8.argmax(1) == labels)  # rates from counts, not averaged averages
+    assert isinstance(whole.cosine_sum, Fraction)
+    assert EvalCounts.from_dict(json.loads(json.dumps(whole.to_dict()))) == whole
+
+
+def test_shard_ranges_cover_everything_once() -> None:
+    assert shard_ranges(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert shard_ranges(2, 5) == [(0, 1), (1, 2)]
+    assert shard_ranges(0, 3) == [(0, 0)]
+
+
+def _textline_yaml(path: Path) -> Path:
+    if not (TEXTLINE_MODEL / "inference.json").is_file() or not (TEXT_LINES / "eval.txt").is_file():
+        pytest.skip("shipped text-line model / data not available")
+    lines = TEXT_LINES / "lines"
+    return helpers.write_yaml(path, f"""
+        name: textline_small
+        model:
+          source: {{format: paddle_inference, path: {TEXTLINE_MODEL}}}
+        preprocess: {{mode: resize, size: [80, 160]}}
+        data:
+          calib: {{images: {lines}, labels: {TEXT_LINES / 'calib.txt'}, rotations: [0, 180], count: 8}}
+          eval: {{images: {lines}, labels: {TEXT_LINES / 'eval.txt'}, rotations: [0, 180]}}
+        stages:
+          - import: {{}}
+          - fuse: {{}}
+          - export: {{opset: 17}}
+          - convert: {{batch: 1}}
+          - quantize: {{subset_size: 16}}
+          - validate: {FAST_VALIDATE}
+        """)
+
+
+@pytest.mark.slow
+def test_sharded_eval_equals_unsharded_on_real_eval_set(tmp_path: Path) -> None:
+    """The shipped text-line model on its real eval set (39 crops x 2 rotations)."""
+    pytest.importorskip("nncf")
+    import lcpipe
+    from lcpipe.shards import eval_samples, evaluate_shard, evaluate_sharded
+
+    cfg = lcpipe.load_config(_textline_yaml(tmp_path / "tl.yaml"))
+    run = lcpipe.run_pipeline(cfg, out=tmp_path / "run")
+    fp32, int8 = run.artifacts["ir_fp32"], run.artifacts["ir_int8"]
+    samples = eval_samples(cfg)
+    whole = evaluate_shard(fp32, int8, samples, cfg.preprocess)
+    assert whole.images == len(samples) == 78 and whole.labeled == 78
+    for shards in (2, 5):
+        assert evaluate_sharded(fp32, int8, cfg, shards=shards) == whole
+    # the merged figures are the validate stage's (same eval set, batch 1, f32 inference)
+    v = json.loads(run.artifacts["validation"].read_text())
+    s = whole.summary()
+    assert s["fp32_top1"] == v["accuracy"]["fp32"]["top1"] and s["int8_top1"] == v["accuracy"]["int8"]["top1"]
+    assert s["agreement"] == v["fidelity"]["int8_vs_fp32"]["agreement"]
+    assert s["cosine"] == pytest.approx(v["fidelity"]["int8_vs_fp32"]["cosine"], abs=1e-6)
+    assert s["fp32_top1"] > 0.6  # a real model on real data
