@@ -28,7 +28,7 @@ def image_paths() -> dict[str, list[Path]]:
     """Real ImageNet images: 8 to calibrate random BN statistics, 8 others to compare logits on."""
     calib, test = helpers.real_image_paths(8), helpers.real_image_paths(8, offset=8)
     if len(test) < 8:
-        pytest.skip("no real images (calib_data/imagenet/images or /work/shared/data/imagenet_val/images)")
+        pytest.skip("no real images in calib_data/imagenet/images")
     return {"calib": calib, "test": test}
 
 

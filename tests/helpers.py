@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 PIPELINES = REPO / "pipelines"
 V1_YAML = PIPELINES / "v1_export.yaml"
 V2_YAML = PIPELINES / "v2_export.yaml"
-_IMAGE_DIRS = (REPO / "calib_data" / "imagenet" / "images", Path("/work/shared/data/imagenet_val/images"))
+_IMAGE_DIRS = (REPO / "calib_data" / "imagenet" / "images",)
 
 # Exactness criterion of the issue: max |a - b| <= REL_TOL * max(1, max |logit|), same argmax.
 REL_TOL = 1e-4

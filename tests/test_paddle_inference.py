@@ -31,7 +31,7 @@ pytest.importorskip("paddle")
 pytest.importorskip("paddle2onnx")
 
 TEXTLINE = REPO / "pipelines" / "models" / "PP-LCNet_x0_25_textline_ori"
-_LINE_DIRS = (REPO / "calib_data" / "text_lines" / "lines", Path("/work/shared/data/text_images/lines"))
+_LINE_DIRS = (REPO / "calib_data" / "text_lines" / "lines",)
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
