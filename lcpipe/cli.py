@@ -107,7 +107,11 @@ def stages() -> None:
 
 
 def _type_name(ann: Any) -> str:
-    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+    import re
+
+    if getattr(ann, "__args__", None):  # Literal[...], X | None, list[...]: show the arguments
+        return re.sub(r"\b(?:[A-Za-z_]\w*\.)+(\w+)", r"\1", str(ann).replace("typing.", ""))
+    return getattr(ann, "__name__", None) or str(ann)
 
 
 @cli.command()
@@ -147,6 +151,135 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | No
                                                                 for i, lab, pr in p.top]} for p in preds], indent=2))
     else:
         click.echo(format_predictions(preds))
+
+
+@cli.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Sweep directory [the sweep file's out, or runs/sweeps/<name>/].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override for every point.")
+@click.option("--local", is_flag=True, help="Run the points one after another in this process (no Ray).")
+@click.option("--address", metavar="ADDR", help="Ray cluster to use [$RAY_ADDRESS; else a local Ray].")
+@click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the local Ray [all cores].")
+@click.option("--force", is_flag=True, help="Recompute every stage of every point, ignoring the cache.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Stage cache shared by the points [$LCPIPE_CACHE_DIR or the user cache dir].")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the stage cache.")
+def sweep(sweep_file: Path, out: Path | None, overrides: tuple[str, ...], local: bool, address: str | None,
+          num_cpus: int | None, force: bool, cache_dir: Path | None, no_cache: bool) -> None:
+    """Run SWEEP.yaml: a base pipeline over a grid/list of overrides, one run per point (on Ray).
+
+    Writes sweep.json, sweep.csv and sweep.html. Exit 0 all points ok, 3 only gates failed,
+    1 a point failed (the others still ran), 2 bad sweep file."""
+    from lcpipe.errors import GateFailedError
+    from lcpipe.sweep import SweepFailedError, format_table, load_sweep, run_sweep
+
+    spec = load_sweep(sweep_file, overrides)
+    result = run_sweep(spec, out=out, local=local, address=address, cache_dir=cache_dir, force=force,
+                       no_cache=no_cache, num_cpus=num_cpus)
+    click.echo(format_table(result.rows, list(dict.fromkeys(k for p in spec.points for k in p.overrides))))
+    click.echo(f"results: {result.files['html']} (+ sweep.json, sweep.csv) in {result.seconds:.0f} s")
+    if result.failed:
+        raise SweepFailedError(f"{len(result.failed)} of {len(result.rows)} point(s) failed: "
+                               + ", ".join(r["point"] for r in result.failed))
+    if result.gate_failed:
+        raise GateFailedError(f"{len(result.gate_failed)} point(s) failed a gate: "
+                              + ", ".join(r["point"] for r in result.gate_failed))
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="[runs/sensitivity/<name>/]")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=0),
+              help="Groups to put into the suggested ignored_scope.")
+@click.option("--group-by", "by", type=click.Choice(["layer", "block"]), default="layer", show_default=True)
+@click.option("--mode", type=click.Choice(["ignore", "only"]), default="ignore", show_default=True,
+              help="ignore: all INT8 but one group; only: one group INT8.")
+@click.option("--metric", type=click.Choice(["mse", "cosine", "agreement"]), default="mse", show_default=True)
+@click.option("--include", multiple=True, metavar="GLOB", help="Only these groups, e.g. 'blocks6.*' (repeatable).")
+@click.option("--images", default=32, show_default=True, type=click.IntRange(min=1), help="Eval images compared.")
+@click.option("--calib-images", type=click.IntRange(min=1), help="Calibration images [the quantize stage's].")
+@click.option("--accuracy-control", is_flag=True, help="Also run NNCF accuracy control and compare what it reverts.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
+def sensitivity(pipeline: Path, out: Path | None, overrides: tuple[str, ...], top: int, by: str, mode: str,
+                metric: str, include: tuple[str, ...], images: int, calib_images: int | None, accuracy_control: bool,
+                cache_dir: Path | None) -> None:
+    """Rank layers of PIPELINE's model by INT8 sensitivity; print the top as an ignored_scope."""
+    from lcpipe.sensitivity import analyze, format_suggestion, format_table
+
+    result = analyze(pipeline, overrides=overrides, out=out, cache_dir=cache_dir, by=by, mode=mode, metric=metric,
+                     include=include, images=images, calib_images=calib_images, top=top,
+                     accuracy_control=accuracy_control)
+    click.echo(format_table(result, limit=max(top, 10)))
+    click.echo(format_suggestion(result))
+    click.echo(f"written: {result.files['json']}, {result.files['md']}")
+
+
+@cli.command()
+@click.argument("pipeline", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory [runs/<name>/]; with --matrix: the matrix folder [runs/bench-matrix].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config key.")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads for every engine [runtime.threads or all cores].")
+@click.option("--batch", type=click.IntRange(min=1), help="Batch size of the throughput figure [8].")
+@click.option("--rounds", type=click.IntRange(min=1), help="Interleaved rounds [5].")
+@click.option("--iterations", type=click.IntRange(min=1), help="Timed batch-1 calls per engine per round [50].")
+@click.option("--engines", metavar="A,B", help="Subset of engines: ov_fp32, ov_int8, ov_fp32_default, "
+              "ov_p2o_fp32, ort_fp32, ort_int8, paddle_onednn.")
+@click.option("--paddle-model", type=click.Path(path_type=Path), help="Paddle inference model for the Paddle "
+              "Inference and paddle2onnx-route rows (pdparams sources have none).")
+@click.option("--int8-precision", type=click.Choice(["f32", "bf16", "f16", "default"]),
+              help="Precision of the INT8 IR's float ops [f32].")
+@click.option("--profile", is_flag=True, help="Also OpenVINO per-layer counters (profile.json, bench.md).")
+@click.option("--json", "as_json", is_flag=True, help="Print bench.json instead of the table.")
+@click.option("--force", is_flag=True, help="Recompute the pipeline stages, ignoring the cache.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Stage cache.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the stage cache.")
+@click.option("--matrix", is_flag=True, help="Benchmark the scale matrix (V1 x0.25-x2.5, V2 small-large, the "
+              "textline model) and write the scale table; tens of minutes.")
+@click.option("--models", metavar="A,B", help="--matrix: subset of matrix keys (e.g. v1_x1_0,v2_base).")
+@click.option("--docs", type=click.Path(dir_okay=False, path_type=Path),
+              help="--matrix: markdown file to write the generated tables into [docs/benchmarks.md].")
+def bench(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], threads: int | None,
+          batch: int | None, rounds: int | None, iterations: int | None, engines: str | None,
+          paddle_model: Path | None, int8_precision: str | None, profile: bool, as_json: bool, force: bool,
+          cache_dir: Path | None, no_cache: bool, matrix: bool, models: str | None, docs: Path | None) -> None:
+    """Benchmark PIPELINE's FP32/INT8 IRs against ONNX Runtime, Paddle Inference and the paddle2onnx route.
+
+    Runs the pipeline up to quantize (cached stages reused), then times every engine interleaved, same
+    input and threads. Writes bench.json/.md/.png into <run dir>/bench/."""
+    from lcpipe.errors import ConfigError
+
+    updates: dict[str, Any] = {k: v for k, v in (("threads", threads), ("batch", batch), ("rounds", rounds),
+                                                 ("iterations", iterations), ("int8_precision", int8_precision))
+                               if v is not None}
+    if engines:
+        updates["engines"] = [e.strip() for e in engines.split(",") if e.strip()]
+    if paddle_model:
+        updates["paddle_model"] = str(paddle_model.resolve())
+    if profile:
+        updates["profile"] = True
+    if matrix:
+        from lcpipe.benchmark_matrix import run_matrix
+
+        keys = [m.strip() for m in models.split(",")] if models else None
+        docs_path = run_matrix(out=out, keys=keys, docs=docs, updates=updates, cache_dir=cache_dir, force=force)
+        click.echo(f"scale table written to {docs_path}")
+        return
+    if pipeline is None:
+        raise ConfigError("lcpipe bench: give a PIPELINE.yaml (or --matrix)")
+    from lcpipe.stages.bench import bench_pipeline, render_rich
+
+    result, folder = bench_pipeline(pipeline, overrides=overrides, out=out, cache_dir=cache_dir, no_cache=no_cache,
+                                    force=force, updates=updates)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        from rich.console import Console
+
+        Console(width=max(160, Console().width)).print(render_rich(result))
+    click.echo(f"bench results: {folder}")
 
 
 @cli.group()

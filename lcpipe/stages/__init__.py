@@ -13,6 +13,7 @@ STAGE_MODULES = {
     "quantize": "quantize",
     "validate": "validate",
     "report": "report",
+    "bench": "bench",
 }
 
 
