@@ -13,8 +13,6 @@ import click
 from lcpipe import __version__
 from lcpipe.errors import LcpipeError
 
-STAGE_NAMES = ("import", "fuse", "export", "convert", "quantize", "validate", "report")
-
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
