@@ -349,3 +349,33 @@ stages:
   - fuse: {{}}
   - export: {{opset: 17}}
 """
+
+
+TEXT_LINES = REPO / "calib_data" / "text_lines"
+TEXTLINE_MODEL = REPO / "pipelines" / "models" / "PP-LCNet_x0_25_textline_ori"
+
+
+def textline_yaml(path: Path, extra_stages: str = "") -> Path:
+    """A small pipeline on the shipped real textline model (8 calibration lines), up to quantize
+    plus ``extra_stages`` (YAML list items, one per line)."""
+    import pytest
+
+    if not (TEXTLINE_MODEL / "inference.json").is_file() or not (TEXT_LINES / "eval.txt").is_file():
+        pytest.skip("shipped text-line model / data not available")
+    lines = TEXT_LINES / "lines"
+    extra = "".join(f"\n          {line.strip()}" for line in extra_stages.strip().splitlines())
+    return write_yaml(path, f"""
+        name: textline_small
+        model:
+          source: {{format: paddle_inference, path: {TEXTLINE_MODEL}}}
+        preprocess: {{mode: resize, size: [80, 160]}}
+        data:
+          calib: {{images: {lines}, labels: {TEXT_LINES / 'calib.txt'}, rotations: [0, 180], count: 8}}
+          eval: {{images: {lines}, labels: {TEXT_LINES / 'eval.txt'}, rotations: [0, 180]}}
+        stages:
+          - import: {{}}
+          - fuse: {{}}
+          - export: {{opset: 17}}
+          - convert: {{batch: 1}}
+          - quantize: {{subset_size: 16}}{extra}
+        """)

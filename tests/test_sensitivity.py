@@ -14,8 +14,6 @@ from lcpipe.cli import cli
 from lcpipe.errors import ConfigError
 from lcpipe.sensitivity import block_name, layer_groups, source_name
 
-TEXT_LINES = helpers.REPO / "calib_data" / "text_lines"
-TEXTLINE_MODEL = helpers.PIPELINES / "models" / "PP-LCNet_x0_25_textline_ori"
 # The last block of the shipped text-line model and its classifier: a handful of layers.
 INCLUDE = ("blocks6.1.*", "fc")
 
@@ -35,24 +33,7 @@ def test_groups_by_layer_and_block() -> None:
 
 
 def _textline_yaml(path: Path) -> Path:
-    if not (TEXTLINE_MODEL / "inference.json").is_file() or not (TEXT_LINES / "eval.txt").is_file():
-        pytest.skip("shipped text-line model / data not available")
-    lines = TEXT_LINES / "lines"
-    return helpers.write_yaml(path, f"""
-        name: textline_small
-        model:
-          source: {{format: paddle_inference, path: {TEXTLINE_MODEL}}}
-        preprocess: {{mode: resize, size: [80, 160]}}
-        data:
-          calib: {{images: {lines}, labels: {TEXT_LINES / 'calib.txt'}, rotations: [0, 180], count: 8}}
-          eval: {{images: {lines}, labels: {TEXT_LINES / 'eval.txt'}, rotations: [0, 180]}}
-        stages:
-          - import: {{}}
-          - fuse: {{}}
-          - export: {{opset: 17}}
-          - convert: {{batch: 1}}
-          - quantize: {{subset_size: 16}}
-        """)
+    return helpers.textline_yaml(path)
 
 
 @pytest.mark.slow

@@ -21,8 +21,6 @@ from lcpipe.shards import EvalCounts, counts_from_logits, merge, shard_ranges
 from lcpipe.sweep import load_sweep, pareto_front, run_sweep
 
 IMAGENET = helpers.REPO / "calib_data" / "imagenet"
-TEXT_LINES = helpers.REPO / "calib_data" / "text_lines"
-TEXTLINE_MODEL = helpers.PIPELINES / "models" / "PP-LCNet_x0_25_textline_ori"
 # Few images and short timing loops: the 4-point sweep stays well under the 3 minutes it may take.
 FAST_VALIDATE = "{warmup: 3, rounds: 2, iterations: 20, throughput_seconds: 0.2, progress: false}"
 
@@ -230,25 +228,7 @@ def test_shard_ranges_cover_everything_once() -> None:
 
 
 def _textline_yaml(path: Path) -> Path:
-    if not (TEXTLINE_MODEL / "inference.json").is_file() or not (TEXT_LINES / "eval.txt").is_file():
-        pytest.skip("shipped text-line model / data not available")
-    lines = TEXT_LINES / "lines"
-    return helpers.write_yaml(path, f"""
-        name: textline_small
-        model:
-          source: {{format: paddle_inference, path: {TEXTLINE_MODEL}}}
-        preprocess: {{mode: resize, size: [80, 160]}}
-        data:
-          calib: {{images: {lines}, labels: {TEXT_LINES / 'calib.txt'}, rotations: [0, 180], count: 8}}
-          eval: {{images: {lines}, labels: {TEXT_LINES / 'eval.txt'}, rotations: [0, 180]}}
-        stages:
-          - import: {{}}
-          - fuse: {{}}
-          - export: {{opset: 17}}
-          - convert: {{batch: 1}}
-          - quantize: {{subset_size: 16}}
-          - validate: {FAST_VALIDATE}
-        """)
+    return helpers.textline_yaml(path, f"- validate: {FAST_VALIDATE}")
 
 
 @pytest.mark.slow
