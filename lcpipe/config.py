@@ -199,16 +199,22 @@ class PipelineConfig(Strict):
 
 # ---------------------------------------------------------------- loading
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
-    path = Path(path)
+def read_yaml_mapping(path: Path, kind: str, keys_hint: str = "") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; ConfigError naming the file otherwise."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such pipeline file") from None
+        raise ConfigError(f"{path}: no such {kind} file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+        raise ConfigError(f"{path}: top level must be a mapping{f' ({keys_hint})' if keys_hint else ''}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    path = Path(path)
+    raw = read_yaml_mapping(path, "pipeline")
     raw = _resolve_paths(raw, PipelineConfig, path.parent.resolve(), [])
     for ov in overrides:
         raw = apply_override(raw, ov, str(path))

@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lcpipe.config import PipelineConfig, _format_errors, _is_path_field, _sub_model, load_config
+from lcpipe.config import PipelineConfig, _format_errors, _is_path_field, _sub_model, load_config, read_yaml_mapping
 from lcpipe.errors import ConfigError, LcpipeError, MissingDependencyError
 from lcpipe.fileio import write_json
 
@@ -139,14 +138,7 @@ def load_sweep(path: str | Path, extra: tuple[str, ...] | list[str] = ()) -> Swe
 
 
 def _read_spec(path: Path) -> SweepSpec:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such sweep file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping (base, grid, points, set, out)")
+    raw = read_yaml_mapping(path, "sweep", "base, grid, points, set, out")
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as exc:
