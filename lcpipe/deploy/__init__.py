@@ -1,0 +1,1 @@
+"""What ships: the deploy bundle (IRs, labels, preprocessing, serving snippet) and deployable IR variants."""
