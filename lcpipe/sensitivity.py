@@ -29,7 +29,8 @@ import numpy as np
 from lcpipe.config import PipelineConfig, load_config
 from lcpipe.errors import ConfigError
 from lcpipe.fileio import write_json
-from lcpipe.shards import infer_sync
+from lcpipe.measure.accuracy import counts_from_logits
+from lcpipe.measure.runtime import compile_ir, infer_ov, ov_config
 
 log = logging.getLogger("lcpipe")
 
@@ -190,7 +191,6 @@ def analyze(config: PipelineConfig | str | Path, *, overrides: tuple[str, ...] |
 
 def _prepare(config: PipelineConfig, out: Path, cache_dir: str | Path | None, images: int,
              calib_images: int | None) -> tuple[_Context, dict[str, Any]]:
-    from lcpipe.bench import compile_ir
     from lcpipe.cache import default_cache_dir
     from lcpipe.data import load_split
     from lcpipe.deps import require
@@ -213,7 +213,7 @@ def _prepare(config: PipelineConfig, out: Path, cache_dir: str | Path | None, im
     preset, reason = choose_preset(options.preset, run.artifacts.get("canonical"), fp32_model)
     params = _nncf_params(options, preset, len(calib))
     threads = config.runtime.threads or default_threads()
-    fp32_logits = infer_sync(compile_ir(fp32_xml, "LATENCY", threads, "f32"), x)
+    fp32_logits = infer_ov(compile_ir(fp32_xml, "LATENCY", threads, "f32"), x, show=False)
     scope = options.ignored_scope
     base_scope = {"names": list(scope.names), "patterns": list(scope.patterns), "types": list(scope.types)} \
         if scope is not None else {"names": [], "patterns": [], "types": []}
@@ -238,11 +238,9 @@ def _quantize(ctx: _Context, ignored: list[str]) -> Any:
 
 
 def _measure(ctx: _Context, model: Any) -> Measurement:
-    from lcpipe.bench import ov_config
-    from lcpipe.shards import counts_from_logits
 
     compiled = ctx.ov.Core().compile_model(model, "CPU", ov_config("LATENCY", ctx.threads, "f32"))
-    logits = infer_sync(compiled, ctx.x)
+    logits = infer_ov(compiled, ctx.x, show=False)
     s = counts_from_logits(ctx.fp32_logits, logits, None).summary()
     return Measurement(agreement=s["agreement"], cosine=s["cosine"], mse=s["logit_mse"],
                        top1=_top1(logits, ctx.labels), quantized_ops=len(quantized_ops(model)))
@@ -274,8 +272,6 @@ def _accuracy_control(ctx: _Context, baseline_model: Any, by: GroupBy, ranked: l
     labels); which ops it reverts, and how they rank here."""
     import nncf
 
-    from lcpipe.bench import ov_config
-
     fp32_top = ctx.fp32_logits.argmax(1)
 
     def agreement(compiled: Any, items: Any) -> tuple[float, list[float]]:
@@ -291,7 +287,7 @@ def _accuracy_control(ctx: _Context, baseline_model: Any, by: GroupBy, ranked: l
     reverted = sorted(set(quantized_ops(baseline_model)) - set(quantized_ops(model)))
     rank_of = {n: r.rank for r in ranked for n in r.group.nodes}
     compiled = ctx.ov.Core().compile_model(model, "CPU", ov_config("LATENCY", ctx.threads, "f32"))
-    ac_agree = float(np.mean(infer_sync(compiled, ctx.x).argmax(1) == fp32_top))
+    ac_agree = float(np.mean(infer_ov(compiled, ctx.x, show=False).argmax(1) == fp32_top))
     return {"max_drop": max_drop, "metric": "agreement with FP32 argmax", "seconds": round(time.perf_counter() - t0, 1),
             "reverted": [{"node": n, "group": source_name(n) if by == "layer" else block_name(source_name(n)),
                           "rank_here": rank_of.get(n)} for n in reverted],

@@ -360,7 +360,7 @@ def metrics_columns(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def _sharded_eval(config: PipelineConfig, result: Any, shards: int, run_dir: Path) -> dict[str, Any]:
     """Accuracy of this point's FP32/INT8 IRs on data.eval, as N shards merged exactly."""
-    from lcpipe.shards import evaluate_sharded, find_irs
+    from lcpipe.measure.shards import evaluate_sharded, find_irs
 
     fp32, int8 = find_irs(result)
     if fp32 is None or int8 is None or config.data.eval is None:

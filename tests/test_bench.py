@@ -13,7 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from lcpipe import benchmark_matrix as bm
-from lcpipe.peers import Engine, aggregate_profile, compile_engine, fixed_batch, predict_all
+from lcpipe.measure.engines import Engine, compile_engine, fixed_batch, measure_engines, predict_all
+from lcpipe.measure.profile import aggregate_profile
+from lcpipe.measure.timing import throughput_from
 from lcpipe.stages import bench as sb
 
 IMAGENET = helpers.REPO / "calib_data" / "imagenet"
@@ -69,7 +71,7 @@ def test_speedups_against_slowest_fp32_and_lcpipe_fp32() -> None:
 
 
 def test_throughput_from_batch_call_time() -> None:
-    t = sb.throughput_from({"p50": 16.0, "round_p50": [16.0, 20.0]}, 8)
+    t = throughput_from({"p50": 16.0, "round_p50": [16.0, 20.0]}, 8)
     assert t["images_per_s"] == 500.0 and t["round_images_per_s"] == [500.0, 400.0] and t["batch"] == 8
 
 
@@ -160,8 +162,8 @@ def test_measure_lists_failed_engine_with_reason() -> None:
     x = np.random.default_rng(0).standard_normal((10, 3, 4, 4)).astype(np.float32)
     labels = x.reshape(10, -1)[:, :5].argmax(1)
     engines = [_fake("ov_fp32", "fp32", 1.0), _fake("ort_fp32", "fp32", -1.0), _fake("ort_int8", "int8", 1, True)]
-    options = sb.BenchOptions(rounds=2, iterations=3, warmup=1, batch=4, progress=False)
-    rows = {r["name"]: r for r in sb.measure(engines, x, labels, options)}
+    rows = {r["name"]: r for r in measure_engines(engines, x, labels, batch=4, warmup=1, rounds=2, iterations=3,
+                                                  show=False)}
     assert rows["ov_fp32"]["accuracy"] == {"top1": 1.0, "agreement": 1.0, "images": 10}
     assert rows["ort_fp32"]["accuracy"]["agreement"] < 0.5  # negated logits: argmax differs
     assert rows["ort_fp32"]["latency_ms"]["samples"] == 6 and rows["ort_fp32"]["throughput"]["batch"] == 4
@@ -246,7 +248,7 @@ def test_lcpipe_bench_smoke(smoke_yaml: Path, tmp_path: Path, monkeypatch: pytes
     """`lcpipe bench`: pipeline up to quantize, every engine; paddle simulated absent -> listed with reason."""
     from lcpipe.cli import cli
 
-    monkeypatch.setattr("lcpipe.peers.has_module", lambda name: name != "paddle")
+    monkeypatch.setattr("lcpipe.measure.engines.has_module", lambda name: name != "paddle")
     out = tmp_path / "run"
     res = CliRunner().invoke(cli, ["bench", str(smoke_yaml), "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output

@@ -151,8 +151,8 @@ def test_v1_int8_pipeline_unlabeled_eval_dynamic_batch_onnxruntime(checkpoints: 
 
 def test_accuracy_control_records_reverted_ops(checkpoints: dict[str, Path], tmp_path: Path):
     """Labels = the FP32 model's own predictions, so INT8 loses top-1 and the search must revert ops."""
-    from lcpipe.bench import compile_ir, infer_ov
     from lcpipe.data import load_split
+    from lcpipe.measure.runtime import compile_ir, infer_ov
 
     weights, out = checkpoints["PPLCNet_x0_25"], tmp_path / "run"
     small = ["model.arch=auto", "stages.validate.latency=false", "stages.validate.throughput=false"]

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from lcpipe.cli import cli
 from lcpipe.errors import ConfigError
-from lcpipe.shards import EvalCounts, counts_from_logits, merge, shard_ranges
+from lcpipe.measure.accuracy import EvalCounts, counts_from_logits, merge
+from lcpipe.measure.shards import shard_ranges
 from lcpipe.sweep import load_sweep, pareto_front, run_sweep
 
 IMAGENET = helpers.REPO / "calib_data" / "imagenet"
@@ -236,7 +237,7 @@ def test_sharded_eval_equals_unsharded_on_real_eval_set(tmp_path: Path) -> None:
     """The shipped text-line model on its real eval set (39 crops x 2 rotations)."""
     pytest.importorskip("nncf")
     import lcpipe
-    from lcpipe.shards import eval_samples, evaluate_shard, evaluate_sharded
+    from lcpipe.measure.shards import eval_samples, evaluate_shard, evaluate_sharded
 
     cfg = lcpipe.load_config(_textline_yaml(tmp_path / "tl.yaml"))
     run = lcpipe.run_pipeline(cfg, out=tmp_path / "run")

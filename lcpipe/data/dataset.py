@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,6 +20,7 @@ import numpy as np
 from lcpipe.data import preprocess as _pre
 from lcpipe.errors import ConfigError, InputError
 from lcpipe.fileio import atomic_path, sha256_json, write_json
+from lcpipe.render.progress import progress as show_progress
 
 if TYPE_CHECKING:
     from lcpipe.config import DataConfig, DatasetConfig, PreprocessConfig
@@ -216,22 +216,10 @@ def _decode_all(samples: list[Sample], pre: PreprocessConfig, progress: bool, ti
 
     # cv2 releases the GIL while decoding/resizing, so threads give a real speed-up.
     workers = max(1, min(8, os.cpu_count() or 1))
-    with _progress(progress, title, len(samples)) as advance, ThreadPoolExecutor(workers) as pool:
+    with show_progress(title, len(samples), progress) as advance, ThreadPoolExecutor(workers) as pool:
         for _ in pool.map(one, range(len(samples))):
             advance()
     return x
-
-
-@contextmanager
-def _progress(enabled: bool, title: str, total: int) -> Iterator[Callable[[], None]]:
-    """rich progress bar; silent when disabled or stdout is not a terminal (CI logs stay clean)."""
-    from rich.console import Console
-    from rich.progress import Progress
-
-    console = Console()
-    with Progress(console=console, transient=True, disable=not (enabled and console.is_terminal)) as bar:
-        task = bar.add_task(title, total=total)
-        yield lambda: bar.advance(task)
 
 
 # ---------------------------------------------------------------- cache + fingerprint

@@ -1,2 +1,11 @@
 """Measurement: interleaved latency rounds, throughput, engine adapters (OpenVINO, ONNX Runtime, Paddle),
-profiling, accuracy/fidelity counting and exact shard merging. validate, bench, sweep and sensitivity call it."""
+profiling, accuracy/fidelity counting and exact shard merging. validate, bench, sweep and sensitivity call it.
+
+runtime   compile/run settings shared by every measurement (compile_ir, infer_ov, ort_session, ir_size)
+timing    interleaved batch-1 latency rounds, async-pool throughput (no Python completion callbacks)
+engines   peer engines (OpenVINO, ONNX Runtime FP32/INT8, Paddle oneDNN) measured side by side
+accuracy  top-1/top-k, INT8-vs-FP32 fidelity, EvalCounts (sums that merge exactly)
+shards    FP32 vs INT8 evaluation in slices, locally or as Ray tasks
+profile   OpenVINO per-layer counters
+routes    Paddle Inference and paddle2onnx routes vs lcpipe's FP32 IR
+"""

@@ -1,12 +1,12 @@
 """bench: lcpipe's FP32/INT8 IRs against other engines on this machine, side by side.
 
-Engines (see lcpipe.peers): OpenVINO FP32 IR (f32) and INT8 IR, the FP32 IR at the plugin's
+Engines (see lcpipe.measure.engines): OpenVINO FP32 IR (f32) and INT8 IR, the FP32 IR at the plugin's
 default precision (bf16 on AMX), the paddle2onnx -> OpenVINO route, ONNX Runtime FP32 and static
 INT8 (QDQ), Paddle Inference with oneDNN. Unavailable engines are listed with the reason.
 
 Definitions, the same for every engine, all with ``threads`` threads in one process:
 - latency: one synchronous batch-1 call (input copy in, output copy out), p50/p90 over all
-  interleaved rounds (lcpipe.bench.measure_latency: each round times every engine, order flips);
+  interleaved rounds (lcpipe.measure.timing.measure_latency: each round times every engine, order flips);
 - throughput: images/s of synchronous batch-``batch`` calls (batch / p50 of a call), interleaved
   the same way. OpenVINO engines are compiled with the LATENCY hint (one stream, all threads) and
   a static input shape for both batch sizes; ONNX Runtime and Paddle take the batch as it comes.
@@ -23,7 +23,6 @@ import io
 import json
 import os
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -128,6 +127,7 @@ def bench_pipeline(pipeline: Any, *, overrides: tuple[str, ...] | list[str] = ()
 
 
 def run_bench(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path]) -> dict[str, Any]:
+    from lcpipe.measure.engines import measure_engines
     from lcpipe.sysinfo import cpu_info, default_threads, versions
 
     t0 = time.perf_counter()
@@ -137,7 +137,9 @@ def run_bench(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path])
     x, labels, n_eval = _eval_data(ctx, options, hw)
     load_before = _loadavg()
     engines = build_engines(ctx, options, inputs, info, threads, hw)
-    measured = measure(engines, x, labels, options)
+    measured = measure_engines(engines, x, labels, batch=options.batch, warmup=options.warmup,
+                               rounds=options.rounds, iterations=options.iterations,
+                               batch_iterations=options.batch_iterations, show=options.progress)
     for row in measured:  # files written here: name them relative to the run dir (workdir is a temp name)
         if row["model"].startswith(str(ctx.workdir)):
             row["model"] = f"bench/{Path(row['model']).relative_to(ctx.workdir).as_posix()}"
@@ -214,7 +216,7 @@ def _eval_data(ctx: StageContext, options: BenchOptions, hw: tuple[int, ...]) ->
 def build_engines(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path], info: dict[str, Any],
                   threads: int, hw: tuple[int, ...]) -> list[Any]:
     """Every requested engine, available or with the reason it is not (never raises for a peer)."""
-    from lcpipe.peers import ENGINE_NAMES
+    from lcpipe.measure.engines import ENGINE_NAMES
 
     wanted = [n for n in ENGINE_NAMES if options.engines is None or n in options.engines or n == "ov_fp32"]
     makers = {
@@ -236,7 +238,7 @@ def build_engines(ctx: StageContext, options: BenchOptions, inputs: dict[str, Pa
 
 
 def _safe(name: str, make: Any) -> Any:
-    from lcpipe.peers import unavailable
+    from lcpipe.measure.engines import unavailable
 
     runtime = "openvino" if name.startswith("ov_") else "onnxruntime" if name.startswith("ort") else "paddle"
     precision = "int8" if "int8" in name else "fp32"
@@ -247,7 +249,7 @@ def _safe(name: str, make: Any) -> Any:
 
 
 def _ov(model: Path, name: str, threads: int, hw: tuple[int, ...], precision: str | None, label: str) -> Any:
-    from lcpipe.peers import openvino_engine
+    from lcpipe.measure.engines import openvino_engine
 
     return openvino_engine(name, Path(model), threads, hw, precision, label)  # type: ignore[arg-type]
 
@@ -259,7 +261,7 @@ def _ov_int8(xml: Path, threads: int, hw: tuple[int, ...], precision: str) -> An
 
 
 def _ov_default(xml: Path, threads: int, hw: tuple[int, ...]) -> Any:
-    from lcpipe.peers import plugin_default_precision, unavailable
+    from lcpipe.measure.engines import plugin_default_precision, unavailable
 
     default = plugin_default_precision(Path(xml), threads)
     if default == "f32":
@@ -271,7 +273,7 @@ def _ov_default(xml: Path, threads: int, hw: tuple[int, ...]) -> Any:
 def _p2o(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path], info: dict[str, Any], threads: int,
          hw: tuple[int, ...]) -> Any:
     """The raw paddle2onnx ONNX (from the import stage, or converted here from ``paddle_model``)."""
-    from lcpipe.peers import unavailable
+    from lcpipe.measure.engines import unavailable
 
     if _paddle_source(ctx, info) and "source_onnx" in inputs:
         onnx_path = Path(inputs["source_onnx"])
@@ -286,13 +288,13 @@ def _p2o(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path], info
 
 
 def _ort(onnx_path: Path, name: str, threads: int, precision: str) -> Any:
-    from lcpipe.peers import ort_engine
+    from lcpipe.measure.engines import ort_engine
 
     return ort_engine(name, Path(onnx_path), threads, precision)
 
 
 def _ort_int8(ctx: StageContext, options: BenchOptions, onnx_path: Path, threads: int) -> Any:
-    from lcpipe.peers import ort_quantize, unavailable
+    from lcpipe.measure.engines import ort_quantize, unavailable
 
     if ctx.config.data.calib is None:
         return unavailable("ort_int8", "onnxruntime", "int8", "no data.calib to calibrate with")
@@ -310,7 +312,7 @@ def _ort_int8(ctx: StageContext, options: BenchOptions, onnx_path: Path, threads
 
 
 def _paddle(ctx: StageContext, options: BenchOptions, info: dict[str, Any], threads: int) -> Any:
-    from lcpipe.peers import has_module, paddle_engine, paddle_files, unavailable
+    from lcpipe.measure.engines import has_module, paddle_engine, paddle_files, unavailable
 
     if not has_module("paddle"):
         return unavailable("paddle_onednn", "paddle", "fp32", "paddle (paddlepaddle) is not installed")
@@ -340,56 +342,6 @@ def _option_path(ctx: StageContext, value: str) -> Path:
         return p
     src = Path(ctx.config.source_file or ".")
     return (src.parent if src.suffix in (".yaml", ".yml") else Path.cwd()) / p
-
-
-# ---------------------------------------------------------------- measuring
-
-def measure(engines: list[Any], x: np.ndarray, labels: np.ndarray | None, options: BenchOptions) -> list[dict]:
-    """Build every engine at batch 1 and ``batch``, run the eval images, then the interleaved timings."""
-    from lcpipe.bench import measure_latency
-    from lcpipe.peers import compile_engine, fixed_batch, predict_all
-
-    b = options.batch
-    fns = {e.name: (compile_engine(e, 1), compile_engine(e, b)) for e in engines}
-    ready = [e for e in engines if e.available and all(fns[e.name])]
-    outputs = {e.name: predict_all(fns[e.name][1], x, b) for e in ready}
-    x1, xb = fixed_batch(x, 1), fixed_batch(x, b)
-    lat = measure_latency({e.name: partial(fns[e.name][0], x1) for e in ready}, warmup=options.warmup,
-                          rounds=options.rounds, iterations=options.iterations, show=options.progress)
-    n_batch = options.batch_iterations or options.iterations // b + 2
-    thr = measure_latency({e.name: partial(fns[e.name][1], xb) for e in ready}, warmup=options.warmup // b + 1,
-                          rounds=options.rounds, iterations=n_batch, show=options.progress)
-    ref = outputs.get("ov_fp32")
-    return [_row(e, lat.get(e.name), thr.get(e.name), outputs.get(e.name), ref, labels, b) for e in engines]
-
-
-def _row(engine: Any, lat: Any, thr: Any, out: np.ndarray | None, ref: np.ndarray | None,
-         labels: np.ndarray | None, batch: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"name": engine.name, "label": engine.label, "runtime": engine.runtime,
-                           "precision": engine.precision, "available": lat is not None, "reason": engine.reason,
-                           "model": engine.model, "info": engine.info}
-    if lat is None:
-        row["reason"] = " ".join((row["reason"] or "not measured").split())  # one line (markdown lists)
-        return row
-    row["latency_ms"] = lat.as_dict()
-    row["throughput"] = throughput_from(thr.as_dict(), batch)
-    row["accuracy"] = agreement(out, ref, labels)
-    return row
-
-
-def throughput_from(batch_stats: dict[str, Any], batch: int) -> dict[str, Any]:
-    """images/s from the p50 time of a batch call (and per round, to show the spread)."""
-    return {"images_per_s": round(batch * 1e3 / batch_stats["p50"], 2), "batch": batch,
-            "batch_ms_p50": batch_stats["p50"],
-            "round_images_per_s": [round(batch * 1e3 / t, 2) for t in batch_stats["round_p50"]]}
-
-
-def agreement(out: np.ndarray | None, ref: np.ndarray | None, labels: np.ndarray | None) -> dict[str, Any]:
-    if out is None or ref is None or len(out) == 0:
-        return {"top1": None, "agreement": None, "images": 0}
-    pred = out.argmax(1)
-    return {"top1": None if labels is None else float(np.mean(pred == labels)),
-            "agreement": float(np.mean(pred == ref.argmax(1))), "images": int(len(out))}
 
 
 # ---------------------------------------------------------------- speedups, goals, noise (pure)
@@ -626,7 +578,7 @@ def render_html_fragment(result: dict[str, Any], png: bytes) -> str:
 
 def _profiles(engines: list[Any], threads: int, hw: tuple[int, ...], x: np.ndarray,
               options: BenchOptions) -> dict[str, Any]:
-    from lcpipe.peers import profile_ov
+    from lcpipe.measure.profile import profile_ov
 
     out = {}
     for e in engines:

@@ -1,4 +1,4 @@
-"""Latency / throughput measurement and batched inference on OpenVINO (and ONNX Runtime).
+"""Latency and throughput: interleaved rounds, batch-1 synchronous calls, an async request pool.
 
 Timings on small shared VMs drift by tens of percent between rounds, so every figure comes from
 interleaved rounds: each round times every model once, in alternating order, and the statistics
@@ -8,90 +8,17 @@ pool all rounds. openvino is imported inside the functions (``lcpipe --help`` st
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lcpipe.deps import require
+from lcpipe.measure.runtime import compile_ir, ort_session
+from lcpipe.render.progress import progress
 
 Runner = Callable[[], Any]  # one synchronous batch-1 inference on a fixed input
-
-
-# ---------------------------------------------------------------- progress
-
-@contextmanager
-def progress(title: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """rich progress bar that stays silent when stderr is not a terminal (CI logs stay clean)."""
-    from rich.console import Console
-    from rich.progress import Progress
-
-    console = Console(stderr=True)
-    with Progress(console=console, transient=True, disable=not (enabled and console.is_terminal)) as bar:
-        task = bar.add_task(title, total=total)
-        yield lambda n=1: bar.advance(task, n)
-
-
-# ---------------------------------------------------------------- OpenVINO compile
-
-def ov_config(hint: str, threads: int, precision: str | None = "f32") -> dict[str, Any]:
-    """Compile properties. ``precision`` None keeps the device default (bf16 on AMX CPUs)."""
-    cfg: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": threads}
-    if precision:
-        cfg["INFERENCE_PRECISION_HINT"] = precision
-    return cfg
-
-
-def compile_ir(xml: Path, hint: str, threads: int, precision: str | None = "f32") -> Any:
-    ov = require("openvino")
-    core = ov.Core()
-    return core.compile_model(core.read_model(str(xml)), "CPU", ov_config(hint, threads, precision))
-
-
-def compiled_precision(compiled: Any) -> str:
-    """What the plugin actually runs float ops in (f32, bf16, f16)."""
-    try:
-        return compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-    except (RuntimeError, AttributeError):  # property unsupported by some plugin version: informational only
-        return "unknown"
-
-
-def static_batch(compiled: Any) -> int | None:
-    """The input's batch size when static, else None."""
-    shape = compiled.inputs[0].get_partial_shape()
-    return shape[0].get_length() if shape[0].is_static else None
-
-
-# ---------------------------------------------------------------- inference over a dataset
-
-def infer_ov(compiled: Any, x: np.ndarray, title: str = "", show: bool = True) -> np.ndarray:
-    """Logits of every sample, one synchronous batch-1 request at a time (works for static batch-1
-    and dynamic IRs alike). No AsyncInferQueue callback: a Python completion callback can deadlock
-    against the GIL when OpenVINO frees a compiled model (seen as an intermittent hang)."""
-    request = compiled.create_infer_request()
-    out: list[np.ndarray] = []
-    with progress(title or "inference", len(x), show) as advance:
-        for i in range(len(x)):
-            request.infer({0: x[i : i + 1]})
-            out.append(request.get_output_tensor(0).data[0].copy())
-            advance(1)
-    return np.stack(out) if out else np.zeros((0, 0), np.float32)
-
-
-def ort_session(onnx_path: Path, threads: int) -> Any:
-    ort = require("onnxruntime")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-
-
-def infer_ort(session: Any, x: np.ndarray, batch: int = 16) -> np.ndarray:
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
 
 
 # ---------------------------------------------------------------- latency
@@ -139,6 +66,28 @@ def measure_latency(runners: dict[str, Runner], *, warmup: int = 20, rounds: int
                 per_round[name].append(round(float(np.median(t)), 4))
                 advance(iterations)
     return {n: _stats(times[n], per_round[n]) for n in names}
+
+
+def time_irs(irs: dict[str, Path], x: np.ndarray, *, threads: int, precision: str | None,
+             default_precision_of: Path | None = None, onnx: Path | None = None, warmup: int = 20, rounds: int = 5,
+             iterations: int = 100, show: bool = True) -> dict[str, dict[str, Any]]:
+    """Batch-1 latency of IRs compiled with the LATENCY hint, interleaved; optionally also
+    ``fp32_default`` (``default_precision_of`` at the plugin's default precision) and ``onnxruntime``
+    (``onnx`` in ONNX Runtime). Returns LatencyStats.as_dict() per name."""
+    runners = {n: ov_runner(compile_ir(p, "LATENCY", threads, precision), x) for n, p in irs.items()}
+    if default_precision_of is not None:
+        runners["fp32_default"] = ov_runner(compile_ir(default_precision_of, "LATENCY", threads, None), x)
+    if onnx is not None:
+        runners["onnxruntime"] = ort_runner(ort_session(onnx, threads), x)
+    stats = measure_latency(runners, warmup=warmup, rounds=rounds, iterations=iterations, show=show)
+    return {n: s.as_dict() for n, s in stats.items()}
+
+
+def throughput_from(batch_stats: dict[str, Any], batch: int) -> dict[str, Any]:
+    """images/s from the p50 time of a synchronous batch call (and per round, to show the spread)."""
+    return {"images_per_s": round(batch * 1e3 / batch_stats["p50"], 2), "batch": batch,
+            "batch_ms_p50": batch_stats["p50"],
+            "round_images_per_s": [round(batch * 1e3 / t, 2) for t in batch_stats["round_p50"]]}
 
 
 def _time_calls(fn: Runner, n: int) -> list[float]:
@@ -189,7 +138,7 @@ def _request_pool(compiled: Any) -> list[Any]:
 
 def _run_pool(requests: list[Any], sample: dict[int, np.ndarray], seconds: float) -> tuple[int, float]:
     """Keep every request busy for ``seconds``, round robin with start_async/wait. No Python
-    completion callbacks (they can deadlock against the GIL, see infer_ov)."""
+    completion callbacks (they can deadlock against the GIL, see runtime.infer_ov)."""
     busy = [False] * len(requests)
     done, i = 0, 0
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Inference engines benchmarked side by side with lcpipe's IRs (``lcpipe bench``).
 
 Every engine is built for a fixed batch size and exposes one callable: a batch of exactly that
-size in, the first output (logits or probabilities) out. Timing then reuses lcpipe.bench's
+size in, the first output (logits or probabilities) out. Timing then reuses measure.timing's
 interleaved rounds, so every engine sees the same machine noise. An engine that cannot run here
 (package missing, no Paddle model, build error) is kept with the reason instead of raising.
 
@@ -22,13 +22,17 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lcpipe.measure.accuracy import agreement
+from lcpipe.measure.runtime import compile_ir, compiled_precision, ort_session, ov_config
+from lcpipe.measure.timing import measure_latency, throughput_from
 
 BatchFn = Callable[[np.ndarray], np.ndarray]  # a batch of the engine's fixed size -> first output
 Builder = Callable[[int], BatchFn]  # batch size -> BatchFn
@@ -82,7 +86,6 @@ def openvino_engine(name: str, model: Path, threads: int, input_hw: tuple[int, i
     """An IR or ONNX file compiled on CPU with the LATENCY hint (one stream, ``threads`` threads) and
     its input reshaped to a static [batch, 3, H, W]; ``precision`` None keeps the plugin default.
     Inputs are passed zero-copy (``share_inputs``)."""
-    from lcpipe.bench import compiled_precision, ov_config
     from lcpipe.deps import require
 
     ov = require("openvino")
@@ -109,7 +112,6 @@ def openvino_engine(name: str, model: Path, threads: int, input_hw: tuple[int, i
 
 def plugin_default_precision(xml: Path, threads: int) -> str:
     """What the CPU plugin runs float ops in without a hint (bf16 on AMX, f32 elsewhere)."""
-    from lcpipe.bench import compile_ir, compiled_precision
 
     return compiled_precision(compile_ir(xml, "LATENCY", threads, None))
 
@@ -119,7 +121,6 @@ def plugin_default_precision(xml: Path, threads: int) -> str:
 def ort_engine(name: str, onnx_path: Path, threads: int, precision: str) -> Engine:
     """One InferenceSession (intra-op ``threads``, inter-op 1, all graph optimizations); the model's
     batch dimension must be dynamic or equal to the requested batch."""
-    from lcpipe.bench import ort_session
 
     session = ort_session(onnx_path, threads)
     inp = session.get_inputs()[0]
@@ -240,62 +241,38 @@ def predict_all(fn: BatchFn, x: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate(outs)
 
 
-# ---------------------------------------------------------------- OpenVINO per-layer profile
+# ---------------------------------------------------------------- side by side
 
-def profile_ov(model: Path, threads: int, input_hw: tuple[int, int], precision: str | None, x: np.ndarray,
-               iterations: int = 50) -> dict[str, Any]:
-    """Per-layer counters (PERF_COUNT) summed over ``iterations`` batch-1 runs, aggregated by layer
-    type and by exec kernel; times are per inference in ms."""
-    from lcpipe.bench import ov_config
-    from lcpipe.deps import require
+def measure_engines(engines: list[Engine], x: np.ndarray, labels: np.ndarray | None, *, batch: int, warmup: int,
+                    rounds: int, iterations: int, batch_iterations: int | None = None,
+                    show: bool = True) -> list[dict[str, Any]]:
+    """Build every engine at batch 1 and ``batch``, run the eval images, then the interleaved timings:
+    batch-1 latency and batch-``batch`` throughput. One row per engine (unavailable ones with the reason);
+    agreement is against ``ov_fp32``."""
 
-    ov = require("openvino")
-    core = ov.Core()
-    m = core.read_model(str(model))
-    m.reshape({m.inputs[0]: [1, 3, *input_hw]})
-    compiled = core.compile_model(m, "CPU", {**ov_config("LATENCY", threads, precision), "PERF_COUNT": True})
-    request = compiled.create_infer_request()
-    sample = {0: np.ascontiguousarray(x[:1])}
-    for _ in range(10):
-        request.infer(sample)
-    by_node: dict[str, list[Any]] = {}
-    wall = []
-    for _ in range(iterations):
-        t0 = time.perf_counter()
-        request.infer(sample)
-        wall.append((time.perf_counter() - t0) * 1e3)
-        for p in request.get_profiling_info():
-            if p.status != p.Status.EXECUTED:
-                continue
-            entry = by_node.setdefault(p.node_name, [p.node_type, p.exec_type, 0.0])
-            entry[2] += p.real_time.total_seconds() * 1e3 / iterations
-    # wall time per call next to the sum of layer times: the gap is scheduling / per-call overhead
-    return {**aggregate_profile(by_node), "wall_ms_p50": round(float(np.median(wall)), 4)}
+    fns = {e.name: (compile_engine(e, 1), compile_engine(e, batch)) for e in engines}
+    ready = [e for e in engines if e.available and all(fns[e.name])]
+    outputs = {e.name: predict_all(fns[e.name][1], x, batch) for e in ready}  # type: ignore[arg-type]
+    x1, xb = fixed_batch(x, 1), fixed_batch(x, batch)
+    lat = measure_latency({e.name: partial(fns[e.name][0], x1) for e in ready}, warmup=warmup,
+                          rounds=rounds, iterations=iterations, show=show)
+    n_batch = batch_iterations or iterations // batch + 2
+    thr = measure_latency({e.name: partial(fns[e.name][1], xb) for e in ready}, warmup=warmup // batch + 1,
+                          rounds=rounds, iterations=n_batch, show=show)
+    ref = outputs.get("ov_fp32")
+    return [_row(e, lat.get(e.name), thr.get(e.name), outputs.get(e.name), ref, labels, batch) for e in engines]
 
 
-def aggregate_profile(by_node: dict[str, list[Any]]) -> dict[str, Any]:
-    """{node: [type, exec_type, ms]} -> totals by type, by (type, exec kernel), slowest nodes."""
-    total = sum(v[2] for v in by_node.values())
-    by_type: dict[str, list[float]] = {}
-    by_kernel: dict[tuple[str, str], list[float]] = {}
-    for node_type, exec_type, ms in by_node.values():
-        by_type.setdefault(node_type, [0.0, 0])
-        by_type[node_type][0] += ms
-        by_type[node_type][1] += 1
-        by_kernel.setdefault((node_type, exec_type), [0.0, 0])
-        by_kernel[(node_type, exec_type)][0] += ms
-        by_kernel[(node_type, exec_type)][1] += 1
+def _row(engine: Engine, lat: Any, thr: Any, out: np.ndarray | None, ref: np.ndarray | None,
+         labels: np.ndarray | None, batch: int) -> dict[str, Any]:
 
-    def rows(d: dict[Any, list[float]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
-        out = []
-        for k, (ms, n) in sorted(d.items(), key=lambda kv: -kv[1][0]):
-            parts = k if isinstance(k, tuple) else (k,)
-            out.append({**dict(zip(keys, parts, strict=True)), "ms": round(ms, 4), "layers": int(n),
-                        "share": round(ms / total, 4) if total else 0.0})
-        return out
-
-    slowest = sorted(by_node.items(), key=lambda kv: -kv[1][2])[:15]
-    return {"total_ms": round(total, 4), "layers": len(by_node),
-            "by_type": rows(by_type, ("type",)),
-            "by_kernel": rows(by_kernel, ("type", "exec")),
-            "slowest": [{"node": n, "type": t, "exec": e, "ms": round(ms, 4)} for n, (t, e, ms) in slowest]}
+    row: dict[str, Any] = {"name": engine.name, "label": engine.label, "runtime": engine.runtime,
+                           "precision": engine.precision, "available": lat is not None, "reason": engine.reason,
+                           "model": engine.model, "info": engine.info}
+    if lat is None:
+        row["reason"] = " ".join((row["reason"] or "not measured").split())  # one line (markdown lists)
+        return row
+    row["latency_ms"] = lat.as_dict()
+    row["throughput"] = throughput_from(thr.as_dict(), batch)
+    row["accuracy"] = agreement(out, ref, labels)
+    return row

@@ -1,8 +1,10 @@
-"""Evaluate FP32 vs INT8 IRs on slices of an eval set (shards) and merge the counts exactly.
+"""Accuracy and INT8-vs-FP32 fidelity from logits (pure numpy), and exact merging of shard counts.
 
-A shard returns sums, never rates: correct top-1/top-k counts, agreement and flip counts, the
-image count, and sums of per-image cosines and logit errors. Merging adds them (and takes
-min/max), so merge(shards) equals the unsharded evaluation bit for bit:
+Two forms. ``accuracy`` / ``compare_logits`` give the validate stage's rates for a whole eval set.
+``EvalCounts`` is the mergeable form for sharded evaluation (measure.shards): a shard returns
+sums, never rates: correct top-1/top-k counts, agreement and flip counts, the image count, and
+sums of per-image cosines and logit errors. Merging adds them (and takes min/max), so
+merge(shards) equals the unsharded evaluation bit for bit:
 
 * every image runs alone (batch 1), so its logits do not depend on which shard it is in;
 * float sums are kept as exact fractions of per-image float64 values, so their total does not
@@ -14,10 +16,9 @@ Rates (top-1, agreement, mean cosine, ...) are computed once, from the merged su
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -143,75 +144,39 @@ def counts_from_logits(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray | 
     return c
 
 
-# ---------------------------------------------------------------- OpenVINO
-
-def evaluate_shard(fp32_xml: str | Path, int8_xml: str | Path, samples: Sequence[Any], pre: Any, *,
-                   top_k: int = 5, threads: int = 1, precision: str | None = "f32") -> EvalCounts:
-    """Decode + preprocess ``samples`` (lcpipe.data.Sample), run both IRs one image at a time,
-    return the sums. ``precision`` f32 as the validate stage does (no bf16 on AMX)."""
-    from lcpipe.bench import compile_ir
-    from lcpipe.data import load_image
-
-    if not samples:
-        return EvalCounts(top_k=top_k)
-    x = np.stack([load_image(s.path, pre, s.rotate) for s in samples]).astype(np.float32)
-    labels = None if any(s.label is None for s in samples) else np.asarray([s.label for s in samples])
-    logits = [infer_sync(compile_ir(Path(p), "LATENCY", threads, precision), x) for p in (fp32_xml, int8_xml)]
-    return counts_from_logits(logits[0], logits[1], labels, top_k)
+def accuracy(logits: np.ndarray, labels: np.ndarray | None, k: int) -> dict[str, float | None]:
+    if labels is None:
+        return {"top1": None, "topk": None}
+    top = np.argsort(-logits, axis=1)[:, :k]
+    return {"top1": float(np.mean(top[:, 0] == labels)), "topk": float(np.mean((top == labels[:, None]).any(1)))}
 
 
-def infer_sync(compiled: Any, x: np.ndarray) -> np.ndarray:
-    """Logits of every sample, quietly (bench.infer_ov: synchronous, no completion callbacks)."""
-    from lcpipe.bench import infer_ov
-
-    return infer_ov(compiled, x, show=False)
-
-
-def shard_ranges(n: int, shards: int) -> list[tuple[int, int]]:
-    """``shards`` contiguous [start, stop) slices covering 0..n, sizes differing by at most one."""
-    if shards <= 0:
-        raise ValueError("shards must be > 0")
-    shards = min(shards, max(n, 1))
-    base, extra = divmod(n, shards)
-    out, start = [], 0
-    for i in range(shards):
-        stop = start + base + (i < extra)
-        out.append((start, stop))
-        start = stop
+def compare_logits(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+    """How far ``got`` (INT8) is from ``ref`` (FP32): argmax agreement, flips, logit error, cosine.
+    (EvalCounts.summary gives the same figures from exact sums, for sharded evaluation.)"""
+    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+    diff = np.abs(ref64 - got64)
+    norms = np.linalg.norm(ref64, axis=1) * np.linalg.norm(got64, axis=1)
+    cos = np.sum(ref64 * got64, axis=1) / np.maximum(norms, 1e-30)
+    out: dict[str, Any] = {
+        "agreement": float(np.mean(ref.argmax(1) == got.argmax(1))),
+        "max_abs_logit_diff": float(diff.max()),
+        "mean_abs_logit_diff": float(diff.mean()),
+        "rel_logit_error": float(diff.max() / max(float(np.abs(ref64).max()), 1e-30)),
+        "cosine": float(cos.mean()),
+        "cosine_min": float(cos.min()),
+        "flips": {"lost": None, "gained": None},
+    }
+    if labels is not None:
+        ref_ok, got_ok = ref.argmax(1) == labels, got.argmax(1) == labels
+        out["flips"] = {"lost": int(np.sum(ref_ok & ~got_ok)), "gained": int(np.sum(~ref_ok & got_ok))}
     return out
 
 
-def eval_samples(config: Any) -> list[Any]:
-    """data.eval of a pipeline config, subset and rotations applied (the validate stage's order)."""
-    from lcpipe.data import list_samples
-    from lcpipe.errors import ConfigError
-
-    if config.data.eval is None:
-        raise ConfigError("data.eval: not configured (sharded evaluation needs an eval set)")
-    return list_samples(config.data.eval, "data.eval")
-
-
-def evaluate_sharded(fp32_xml: str | Path, int8_xml: str | Path, config: Any, *, shards: int = 4,
-                     samples: Sequence[Any] | None = None, top_k: int | None = None, threads: int = 1,
-                     use_ray: bool = False) -> EvalCounts:
-    """Evaluate the eval set of ``config`` (or ``samples``) in ``shards`` slices and merge them.
-
-    ``use_ray``: one Ray task (1 CPU) per shard on the connected/local Ray; else one after another."""
-    samples = list(samples) if samples is not None else eval_samples(config)
-    opts = config.stage_options("validate")
-    k = top_k or (opts.top_k if opts is not None else 5)
-    slices = [samples[a:b] for a, b in shard_ranges(len(samples), shards)]
-    if not use_ray:
-        return merge(evaluate_shard(fp32_xml, int8_xml, s, config.preprocess, top_k=k, threads=threads)
-                     for s in slices)
-    import ray
-
-    remote = ray.remote(num_cpus=1, max_retries=0)(evaluate_shard)
-    refs = [remote.remote(str(fp32_xml), str(int8_xml), s, config.preprocess, top_k=k, threads=threads)
-            for s in slices]
-    return merge(ray.get(refs))
-
-
-def find_irs(result: Any) -> tuple[Path | None, Path | None]:
-    """The FP32 and INT8 IRs of a pipeline run (lcpipe.runner.RunResult)."""
-    return result.artifacts.get("ir_fp32"), result.artifacts.get("ir_int8")
+def agreement(out: np.ndarray | None, ref: np.ndarray | None, labels: np.ndarray | None) -> dict[str, Any]:
+    """An engine's top-1 and its argmax agreement with a reference engine (bench)."""
+    if out is None or ref is None or len(out) == 0:
+        return {"top1": None, "agreement": None, "images": 0}
+    pred = out.argmax(1)
+    return {"top1": None if labels is None else float(np.mean(pred == labels)),
+            "agreement": float(np.mean(pred == ref.argmax(1))), "images": int(len(out))}
