@@ -392,7 +392,7 @@ def unavailable_notes(results: list[dict[str, Any]]) -> list[str]:
 
 
 def render_matrix(results: list[dict[str, Any]]) -> str:
-    from lcpipe.stages.bench import md_table
+    from lcpipe.render.tables import md_table
 
     if not results:
         return "(no results)"
@@ -520,7 +520,7 @@ def _profile_summary(path: Path) -> dict[str, Any]:
 
 
 def render_fixes(results: dict[str, Any]) -> str:
-    from lcpipe.stages.bench import md_table
+    from lcpipe.render.tables import md_table
 
     parts = []
     for key, variants in results.items():

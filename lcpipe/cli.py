@@ -64,7 +64,7 @@ def run(pipeline: Path, out: Path | None, overrides: tuple[str, ...], from_stage
     result = run_pipeline(pipeline, out=out, overrides=overrides, from_stage=from_stage, until=until,
                           force=force, cache_dir=cache_dir, no_cache=no_cache)
     if result.metrics:
-        from lcpipe.report_text import render_summary
+        from lcpipe.render.summary import render_summary
 
         click.echo(render_summary(result.metrics))
     click.echo(f"run directory: {result.run_dir}")
@@ -267,7 +267,8 @@ def bench(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], t
         return
     if pipeline is None:
         raise ConfigError("lcpipe bench: give a PIPELINE.yaml (or --matrix)")
-    from lcpipe.stages.bench import bench_pipeline, render_rich
+    from lcpipe.render.bench import render_rich
+    from lcpipe.stages.bench import bench_pipeline
 
     result, folder = bench_pipeline(pipeline, overrides=overrides, out=out, cache_dir=cache_dir, no_cache=no_cache,
                                     force=force, updates=updates)

@@ -658,10 +658,12 @@ def scatter_png(rows: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
 def render_html(doc: dict[str, Any]) -> str:
     import jinja2
 
+    from lcpipe.render.html import TEMPLATES
+
     rows = [{c: None for c in COLUMNS} | r for r in doc["points"]]  # absent columns render as "-"
     doc = {**doc, "points": rows}
     png, front = scatter_png(rows)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     env.filters.update(pct=_pct, ms=_ms, mb=_mb, num=_num)
     return env.get_template("sweep.html.j2").render(doc=doc, png=png, front=set(front), front_order=front,

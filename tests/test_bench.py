@@ -16,6 +16,7 @@ from lcpipe import benchmark_matrix as bm
 from lcpipe.measure.engines import Engine, compile_engine, fixed_batch, measure_engines, predict_all
 from lcpipe.measure.profile import aggregate_profile
 from lcpipe.measure.timing import throughput_from
+from lcpipe.render import bench as rb
 from lcpipe.stages import bench as sb
 
 IMAGENET = helpers.REPO / "calib_data" / "imagenet"
@@ -115,12 +116,12 @@ def test_noise_summary() -> None:
 
 def test_table_markdown_json_and_rich_shapes(tmp_path: Path) -> None:
     result = _result(_rows())
-    rows = sb.table_rows(result)
+    rows = rb.table_rows(result)
     assert len(rows) == 1 + len(result["engines"]) and {len(r) for r in rows} == {len(rows[0])}
     assert rows[0][:3] == ["engine", "runs in", "p50 ms"]
     assert rows[2][2] == "1.00" and rows[2][5] == "4.00x" and rows[2][6] == "2.00x"
     assert rows[-1][-1] == "unavailable (see below)"
-    md = sb.render_markdown(result)
+    md = rb.render_markdown(result)
     assert md.count("\n| ") >= len(rows) + 1 and "## Goals" in md
     assert "paddle (paddlepaddle) is not installed" in md and "Test CPU" in md and "ISA avx2" in md
     out = sb.write_outputs(tmp_path, json.loads(json.dumps(result)), sb.BenchOptions())
@@ -132,7 +133,7 @@ def test_table_markdown_json_and_rich_shapes(tmp_path: Path) -> None:
     from rich.console import Console
 
     console = Console(record=True, width=200)
-    console.print(sb.render_rich(result))
+    console.print(rb.render_rich(result))
     text = console.export_text()
     assert "ov_int8" in text and "MISSED" not in text and "met" in text
 
@@ -144,7 +145,7 @@ def test_profile_aggregation_and_markdown() -> None:
     assert prof["total_ms"] == 3.5 and prof["layers"] == 3
     assert prof["by_type"][0] == {"type": "GroupConvolution", "ms": 2.0, "layers": 1, "share": round(2 / 3.5, 4)}
     assert prof["by_type"][1]["layers"] == 2 and len(prof["by_kernel"]) == 3 and prof["slowest"][0]["node"] == "c"
-    md = sb.render_profile_md({"ov_fp32": prof, "ov_int8": prof})
+    md = rb.render_profile_md({"ov_fp32": prof, "ov_int8": prof})
     assert "| GroupConvolution | 2.000 | 2.000 |" in md and "### ov_int8: by kernel" in md
 
 
@@ -303,4 +304,4 @@ def test_isa_cap_sets_the_effective_isa_for_goals() -> None:
     assert sb.isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "avx2")["effective_isa"] == "avx2"
     result = _result(_rows(), "PPLCNetV2_base", "avx2")
     result["cpu"].update(isa="amx", isa_cap="AVX2", effective_isa="avx2")
-    assert "ONEDNN_MAX_CPU_ISA=AVX2" in sb.render_markdown(result)
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in rb.render_markdown(result)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from lcpipe.config import GatesConfig
+from lcpipe.gates import GATES, REVERTED_GATE, evaluate_gates
 from lcpipe.measure.accuracy import accuracy, compare_logits
-from lcpipe.report_text import render_summary
-from lcpipe.stages.report import GATES, REVERTED_GATE, build_metrics, evaluate_gates, get_path
+from lcpipe.metrics import build_metrics, get_path
+from lcpipe.render.summary import render_summary
 from lcpipe.sysinfo import isa_level, pick_threshold
 
 # Keys the README documents; a rename here is a breaking change for CI scripts reading metrics.json.

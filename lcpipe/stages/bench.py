@@ -18,8 +18,6 @@ fragment: table + inline chart), profile.json when ``profile`` is on.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import time
@@ -30,6 +28,8 @@ import numpy as np
 from pydantic import Field
 
 from lcpipe.fileio import write_json
+from lcpipe.render.bench import render_html_fragment, render_markdown, render_profile_md
+from lcpipe.render.charts import bench_chart
 from lcpipe.stages.base import Stage, StageContext, StageOptions, register
 
 SCHEMA = 1
@@ -173,7 +173,7 @@ def write_outputs(workdir: Path, result: dict[str, Any], options: BenchOptions) 
     md = render_markdown(result) + (render_profile_md(profile) if profile else "")
     out["bench_md"].write_text(md, encoding="utf-8")
     if options.chart and any(e["available"] for e in result["engines"]):
-        png = chart_png(result)
+        png = bench_chart(result)
         out["bench_png"] = workdir / "bench.png"
         out["bench_png"].write_bytes(png)
         out["bench_html"] = workdir / "bench.html"
@@ -427,153 +427,6 @@ def noise_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"round_spread": spread, "max_round_spread": max(vals) if vals else None}
 
 
-# ---------------------------------------------------------------- rendering
-
-def _f(v: Any, nd: int = 2, suffix: str = "") -> str:
-    return "n/a" if v is None else f"{v:.{nd}f}{suffix}"
-
-
-def _pct(v: Any) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
-
-
-def table_rows(result: dict[str, Any]) -> list[list[str]]:
-    """Header + one row per engine (unavailable ones with their reason), shared by md, rich, html."""
-    b = result["batch"]
-    head = ["engine", "runs in", "p50 ms", "p90 ms", f"img/s (batch {b})", "latency speed-up vs slowest FP32",
-            "latency speed-up vs lcpipe FP32", "img/s speed-up vs slowest FP32", "top-1", "agreement"]
-    rows = [head]
-    for r in result["engines"]:
-        if not r["available"]:
-            rows.append([r["label"], r["precision"], *["-"] * 7, "unavailable (see below)"])
-            continue
-        lat, sp, acc = r["latency_ms"], r["speedup"], r["accuracy"]
-        runs_in = r["info"].get("runs_in")
-        prec = r["precision"] + (f" ({runs_in})" if runs_in and runs_in not in r["precision"] else "")
-        rows.append([r["label"], prec, _f(lat["p50"]), _f(lat["p90"]), _f(r["throughput"]["images_per_s"], 0),
-                     _f(sp["latency_vs_slowest_fp32"], 2, "x"), _f(sp["latency_vs_lcpipe_fp32"], 2, "x"),
-                     _f(sp["throughput_vs_slowest_fp32"], 2, "x"), _pct(acc["top1"]), _pct(acc["agreement"])])
-    return rows
-
-
-def reason_lines(result: dict[str, Any]) -> list[str]:
-    return [f"- {r['label']} ({r['name']}): {r['reason']}" for r in result["engines"] if not r["available"]]
-
-
-def goal_rows(result: dict[str, Any]) -> list[list[str]]:
-    rows = [["goal", "value", "target", "ISA key", "result"]]
-    for g in result["goals"]:
-        verdict = "n/a" if g["passed"] is None else "met" if g["passed"] else "MISSED"
-        rows.append([g["description"], _f(g["value"], 2, "x"), f">= {g['threshold']}x", g["isa_key"],
-                     verdict + (f" ({g['note']})" if g["note"] else "")])
-    return rows
-
-
-def md_table(rows: list[list[str]]) -> str:
-    head, *body = rows
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in body])
-
-
-def header_lines(result: dict[str, Any]) -> list[str]:
-    cpu, m, noise = result["cpu"], result["model"], result["noise"]
-    vers = ", ".join(f"{k} {v}" for k, v in result["versions"].items() if k != "lcpipe")
-    load = result.get("load_avg") or {}
-    return [
-        f"- model: {m.get('arch') or 'unknown'} ({m.get('source_format')}), "
-        f"input {m['input_hw'][0]}x{m['input_hw'][1]}",
-        f"- CPU: {cpu['model']}, ISA {cpu['isa']} (flags: {' '.join(cpu['flags']) or 'none'}), {cpu['cores']} cores"
-        + (f"; oneDNN capped with ONEDNN_MAX_CPU_ISA={cpu['isa_cap']}: OpenVINO/Paddle run as on "
-           f"{cpu['effective_isa']} (ONNX Runtime is not capped)" if cpu.get("isa_cap") else ""),
-        f"- threads: {result['threads']} for every engine; latency: {result['definitions']['latency']}; "
-        f"throughput: {result['definitions']['throughput']}",
-        f"- {result['rounds']} rounds x {result['iterations']} batch-1 calls per engine; round-to-round spread of "
-        f"the medians up to {_pct(noise['max_round_spread'])}; load average before/after "
-        f"{load.get('before')} / {load.get('after')}",
-        f"- accuracy on {result['eval_images']} eval images ({'labeled' if result['labeled'] else 'unlabeled'}); "
-        f"{result['definitions']['agreement']}",
-        f"- versions: {vers}",
-    ]
-
-
-def render_markdown(result: dict[str, Any]) -> str:
-    parts = [f"# lcpipe bench: {result['pipeline']}", "", *header_lines(result), "", md_table(table_rows(result)), ""]
-    if reason_lines(result):
-        parts += ["Not measured:", "", *reason_lines(result), ""]
-    parts += ["## Goals", "", md_table(goal_rows(result)), ""]
-    return "\n".join(parts)
-
-
-def render_rich(result: dict[str, Any]) -> Any:
-    """A rich renderable (tables + header) for the terminal."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    def table(rows: list[list[str]], title: str) -> Table:
-        t = Table(title=title, title_justify="left")
-        for col in rows[0]:
-            t.add_column(col, overflow="fold")
-        for r in rows[1:]:
-            t.add_row(*r)
-        return t
-
-    head = Text("\n".join(line.removeprefix("- ") for line in header_lines(result)))
-    notes = Text("\n".join(reason_lines(result)))
-    return Group(head, table(table_rows(result), f"bench: {result['pipeline']}"), notes,
-                 table(goal_rows(result), "goals"))
-
-
-def chart_png(result: dict[str, Any]) -> bytes:
-    """Two bar panels: batch-1 p50 latency (whisker to p90) and batch-N throughput."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in result["engines"] if r["available"]]
-    names = [r["label"].replace(" (lcpipe)", "\n(lcpipe)").replace(", plugin", ",\nplugin") for r in rows]
-    colors = ["#dd8452" if r["precision"] == "int8" else "#4c72b0" if r["runtime"] == "openvino" else "#8c8c8c"
-              for r in rows]
-    p50 = [r["latency_ms"]["p50"] for r in rows]
-    err = [[0] * len(rows), [r["latency_ms"]["p90"] - r["latency_ms"]["p50"] for r in rows]]
-    ips = [r["throughput"]["images_per_s"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.55 * len(rows) + 1.6))
-    for ax, vals, title, e in ((axes[0], p50, "batch-1 latency p50 ms (whisker: p90)", err),
-                               (axes[1], ips, f"throughput img/s (batch {result['batch']})", None)):
-        bars = ax.barh(names, vals, color=colors, xerr=e, capsize=3)
-        ax.bar_label(bars, labels=[f"{v:.2f}" if v < 100 else f"{v:.0f}" for v in vals], padding=2, fontsize=8)
-        ax.set_title(title, fontsize=10)
-        ax.invert_yaxis()
-        ax.tick_params(labelsize=8)
-    axes[1].set_yticklabels([])
-    cpu = result["cpu"]
-    fig.suptitle(f"{result['model'].get('arch') or result['pipeline']} - {cpu['model']} ({cpu['isa']}), "
-                 f"{result['threads']} threads", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def render_html_fragment(result: dict[str, Any], png: bytes) -> str:
-    """A self-contained <section> (table + inline chart) another page can embed."""
-    from html import escape
-
-    def table(rows: list[list[str]]) -> str:
-        head = "".join(f"<th>{escape(c)}</th>" for c in rows[0])
-        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-    items = "".join(f"<li>{escape(line.removeprefix('- '))}</li>" for line in header_lines(result))
-    img = base64.b64encode(png).decode()
-    return (f'<section class="lcpipe-bench"><h2>Engines side by side</h2><ul>{items}</ul>'
-            f"{table(table_rows(result))}<ul>{''.join(f'<li>{escape(x[2:])}</li>' for x in reason_lines(result))}</ul>"
-            f"<h3>Goals</h3>{table(goal_rows(result))}"
-            f'<img alt="bench chart" src="data:image/png;base64,{img}"></section>\n')
-
-
 # ---------------------------------------------------------------- profile
 
 def _profiles(engines: list[Any], threads: int, hw: tuple[int, ...], x: np.ndarray,
@@ -587,27 +440,6 @@ def _profiles(engines: list[Any], threads: int, hw: tuple[int, ...], x: np.ndarr
             out[e.name] = profile_ov(Path(e.model), threads, hw, None if hint == "plugin default" else hint, x,
                                      options.profile_iterations)
     return out
-
-
-def render_profile_md(profile: dict[str, Any], top: int = 12) -> str:
-    """FP32 vs INT8 per layer type, then the slowest kernels of each model."""
-    parts = ["", "## OpenVINO per-layer profile (ms per inference, batch 1)", ""]
-    names = list(profile)
-    types: list[str] = []
-    for n in names:
-        types += [t["type"] for t in profile[n]["by_type"] if t["type"] not in types]
-    rows = [["layer type", *names]] + [
-        [t, *(_f(next((r["ms"] for r in profile[n]["by_type"] if r["type"] == t), None), 3) for n in names)]
-        for t in types[:top]]
-    rows.append(["sum of layers", *(_f(profile[n]["total_ms"], 3) for n in names)])
-    rows.append(["wall time per call (p50, counters on)", *(_f(profile[n].get("wall_ms_p50"), 3) for n in names)])
-    parts += [md_table(rows), ""]
-    for n in names:
-        krows = [["type", "exec kernel", "layers", "ms", "share"]] + [
-            [r["type"], r["exec"], str(r["layers"]), _f(r["ms"], 3), _pct(r["share"])]
-            for r in profile[n]["by_kernel"][:top]]
-        parts += [f"### {n}: by kernel", "", md_table(krows), ""]
-    return "\n".join(parts)
 
 
 def _log(ctx: StageContext, result: dict[str, Any]) -> None:

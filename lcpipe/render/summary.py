@@ -1,11 +1,13 @@
 """Plain-text run summary printed by `lcpipe run` (the report stage writes md/html/json).
 
-Reads the metrics.json layout written by lcpipe.stages.report (keys documented in the README).
+Reads the metrics.json layout (lcpipe.metrics; keys documented in the README).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from lcpipe.render.format import fixed, num, pct
 
 NAN = float("nan")
 
@@ -20,7 +22,7 @@ def render_summary(metrics: dict[str, Any]) -> str:
         lines.append(f"{'gate':<24} {'value':>10} {'limit':>10} {'isa key':>12}  result")
         for g in gates:
             note = f"  ({g['note']})" if g.get("note") else ""
-            lines.append(f"{g['name']:<24} {_num(g['value']):>10} {_num(g['threshold']):>10} "
+            lines.append(f"{g['name']:<24} {num(g['value']):>10} {num(g['threshold']):>10} "
                          f"{str(g.get('isa_key')):>12}  {'PASS' if g['passed'] else 'FAIL'}{note}")
     return "\n".join(lines)
 
@@ -32,8 +34,8 @@ def _accuracy_lines(metrics: dict[str, Any]) -> list[str]:
     f, i = acc.get("fp32", {}), acc.get("int8", {})
     n = acc.get("images")
     cos = acc.get("cosine")
-    return [f"accuracy ({n} images): FP32 top-1 {_pct(f.get('top1'))}, INT8 top-1 {_pct(i.get('top1'))}, "
-            f"agreement {_pct(acc.get('agreement'))}, cosine {NAN if cos is None else cos:.5f}"]
+    return [f"accuracy ({n} images): FP32 top-1 {pct(f.get('top1'))}, INT8 top-1 {pct(i.get('top1'))}, "
+            f"agreement {pct(acc.get('agreement'))}, cosine {NAN if cos is None else cos:.5f}"]
 
 
 def _speed_lines(metrics: dict[str, Any]) -> list[str]:
@@ -42,11 +44,12 @@ def _speed_lines(metrics: dict[str, Any]) -> list[str]:
     if not lat:
         return []
     line = (f"latency p50 (batch 1): FP32 {_ms(lat, 'fp32')} ms, INT8 {_ms(lat, 'int8')} ms, "
-            f"speedup {_x(sp.get('latency_p50'))}; throughput speedup {_x(sp.get('throughput'))}")
+            f"speedup {fixed(sp.get('latency_p50'), 2, 'x')}; throughput speedup {fixed(sp.get('throughput'), 2, 'x')}")
     out = [line]
     if "fp32_default" in lat:
+        speedup = fixed(sp.get("latency_p50_vs_default"), 2, "x")
         out.append(f"  FP32 at the plugin default precision ({metrics.get('default_precision')}): "
-                   f"{_ms(lat, 'fp32_default')} ms, INT8 speedup over it {_x(sp.get('latency_p50_vs_default'))}")
+                   f"{_ms(lat, 'fp32_default')} ms, INT8 speedup over it {speedup}")
     return out
 
 
@@ -66,15 +69,3 @@ def _quantize_lines(metrics: dict[str, Any]) -> list[str]:
 def _ms(lat: dict[str, Any], name: str) -> str:
     v = (lat.get(name) or {}).get("p50")
     return "n/a" if v is None else f"{v:.2f}"
-
-
-def _x(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.2f}x"
-
-
-def _pct(v: Any) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}%"
-
-
-def _num(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,70 @@
+"""Gates: thresholds from the YAML (per ISA where given) checked against metrics.json figures.
+
+A failed gate never raises: the verdict goes into metrics.json["gates"] and the CLI exits 3.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lcpipe.metrics import get_path
+
+# gate name -> (dotted metrics key, "min" | "max"); every GatesConfig field must be here.
+GATES: dict[str, tuple[str, str]] = {
+    "max_top1_drop": ("accuracy.top1_drop", "max"),
+    "max_top1_flips": ("accuracy.flips.lost", "max"),
+    "min_agreement": ("accuracy.agreement", "min"),
+    "min_cosine": ("accuracy.cosine", "min"),
+    "max_rel_logit_error": ("accuracy.rel_logit_error", "max"),
+    "min_fp32_top1": ("accuracy.fp32.top1", "min"),
+    "min_int8_top1": ("accuracy.int8.top1", "min"),
+    "min_latency_speedup": ("speedup.latency_p50", "min"),
+    "min_throughput_speedup": ("speedup.throughput", "min"),
+}
+REVERTED_GATE = "max_reverted_fraction"  # built in when accuracy control ran (see quantize.MOSTLY_REVERTED)
+
+
+def evaluate_gates(gates: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per configured gate; the threshold is picked for the ISA the figures were measured on.
+
+    A gate whose figure was not measured (latency off, unlabeled data) fails: a CI gate must not
+    pass by silence."""
+    from lcpipe.sysinfo import pick_threshold
+
+    isa = (metrics.get("cpu") or {}).get("isa")
+    rows = []
+    for name, raw in gates.items():
+        if raw is None:
+            continue
+        metric, kind = GATES.get(name, (None, "min"))
+        try:
+            threshold, isa_key = pick_threshold(raw, isa)
+        except KeyError as exc:
+            rows.append(_gate(name, None, None, False, None, metric, f"no threshold for ISA {isa}: {exc}"))
+            continue
+        value = get_path(metrics, metric) if metric else None
+        note = "" if metric else "unknown gate"
+        if metric and value is None:
+            note = "not measured"
+        rows.append(_gate(name, threshold, value, _passes(value, threshold, kind), isa_key, metric, note))
+    ac = (metrics.get("quantize") or {}).get("accuracy_control")
+    if ac:
+        from lcpipe.stages.quantize import MOSTLY_REVERTED
+
+        value = ac.get("reverted_fraction")
+        rows.append(_gate(REVERTED_GATE, MOSTLY_REVERTED, value, _passes(value, MOSTLY_REVERTED, "max"), "builtin",
+                          "quantize.accuracy_control.reverted_fraction",
+                          f"{ac.get('reverted_ops')} of {ac.get('ptq_quantized_ops')} quantized ops reverted"))
+    return rows
+
+
+def _passes(value: Any, threshold: float, kind: str) -> bool:
+    if value is None:
+        return False
+    return value <= threshold if kind == "max" else value >= threshold
+
+
+def _gate(name: str, threshold: float | None, value: Any, passed: bool, isa_key: str | None, metric: str | None,
+          note: str) -> dict[str, Any]:
+    return {"name": name, "threshold": threshold, "value": value, "passed": passed, "isa_key": isa_key,
+            "metric": metric, "note": note}

@@ -1,0 +1,80 @@
+"""metrics.json: the stable layout CI scripts read (keys documented in the README), built from
+validation.json and quantize.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCHEMA = 1
+
+
+def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """validation.json + quantize.json -> the stable metrics.json layout (see the README)."""
+    acc, fid = v["accuracy"], v["fidelity"]["int8_vs_fp32"]
+    fp32_top1, int8_top1 = acc["fp32"]["top1"], acc["int8"]["top1"]
+    accuracy = {
+        "images": v["images"], "labeled": v["labeled"], "classes": v["classes"], "top_k": v["top_k"],
+        **{n: a for n, a in acc.items()},
+        "top1_drop": None if fp32_top1 is None else fp32_top1 - int8_top1,
+        **fid,
+        "groups": v.get("groups"),
+    }
+    if "onnxruntime_vs_fp32" in v["fidelity"]:
+        accuracy["onnxruntime_vs_fp32"] = v["fidelity"]["onnxruntime_vs_fp32"]
+    if v.get("routes"):
+        accuracy["routes"] = v["routes"]
+    lat, thr = v.get("latency_ms"), v.get("throughput")
+    sizes = v.get("sizes_bytes", {})
+    spec = info.get("spec") or {}
+    return {
+        "schema": SCHEMA,
+        "pipeline": name,
+        "model": {"arch": spec.get("arch"), "classes": v["classes"], "source_sha256": info.get("sha256")},
+        "accuracy": accuracy,
+        "latency_ms": lat,
+        "throughput_ips": {n: t["images_per_s"] for n, t in thr.items()} if thr else None,
+        "speedup": _speedups(lat, thr, sizes),
+        "size_mb": {n: round(b / 1e6, 3) for n, b in sizes.items()},
+        "quantize": _quantize_summary(quant),
+        "inference_precision": v.get("inference_precision"),
+        "default_precision": v.get("default_precision"),
+        "cpu": v["cpu"],
+        "threads": v["threads"],
+        "versions": v["versions"],
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 4) if a and b else None
+
+
+def _speedups(lat: dict[str, Any] | None, thr: dict[str, Any] | None, sizes: dict[str, int]) -> dict[str, Any]:
+    p50 = {n: s["p50"] for n, s in (lat or {}).items()}
+    ips = {n: t["images_per_s"] for n, t in (thr or {}).items()}
+    return {
+        "latency_p50": _ratio(p50.get("fp32"), p50.get("int8")),
+        "throughput": _ratio(ips.get("int8"), ips.get("fp32")),
+        "latency_p50_vs_default": _ratio(p50.get("fp32_default"), p50.get("int8")),
+        "latency_p50_ptq": _ratio(p50.get("fp32"), p50.get("int8_ptq")),
+        "size": _ratio(sizes.get("fp32"), sizes.get("int8")),
+    }
+
+
+def _quantize_summary(q: dict[str, Any]) -> dict[str, Any] | None:
+    if not q:
+        return None
+    counts = q.get("int8", {})
+    return {
+        "preset": q.get("preset"), "preset_reason": q.get("preset_reason"), "subset_size": q.get("subset_size"),
+        "fast_bias_correction": q.get("fast_bias_correction"), "seconds": q.get("seconds"),
+        "fake_quantize_ops": counts.get("fake_quantize"), "quantized_ops": counts.get("quantized"),
+        "quantizable_ops": counts.get("quantizable"), "accuracy_control": q.get("accuracy_control"),
+    }
+
+
+def get_path(d: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict):
+            return None
+        d = d.get(part)  # type: ignore[assignment]
+    return d

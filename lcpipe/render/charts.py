@@ -1,0 +1,81 @@
+"""Charts (matplotlib, Agg backend: no display on build machines), returned as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def report_chart(m: dict[str, Any]) -> bytes:
+    """metrics.json: accuracy (or agreement/cosine when unlabeled) and latency, FP32 vs INT8."""
+    plt = _pyplot()
+    acc, lat = m["accuracy"], m.get("latency_ms") or {}
+    fig, axes = plt.subplots(1, 2 if lat else 1, figsize=(9 if lat else 4.5, 3.2), squeeze=False)
+    ax = axes[0][0]
+    if acc["labeled"]:
+        names = [n for n in ("fp32", "int8", "int8_ptq", "onnxruntime") if n in acc]
+        _bars(ax, [short_name(n, m) for n in names], [100 * acc[n]["top1"] for n in names], "top-1 (%)")
+    else:
+        _bars(ax, ["agreement", "cosine"], [100 * acc["agreement"], 100 * acc["cosine"]], "INT8 vs FP32 (%)")
+    if lat:
+        names = list(lat)
+        p50 = [lat[n]["p50"] for n in names]
+        err = [[0] * len(names), [lat[n]["p90"] - lat[n]["p50"] for n in names]]
+        _bars(axes[0][1], [short_name(n, m) for n in names], p50, "batch-1 latency p50 ms (whisker: p90)", err)
+    return _png(fig)
+
+
+def short_name(name: str, m: dict[str, Any]) -> str:
+    prec = m.get("inference_precision") or {}
+    return {"fp32": f"FP32 ({prec.get('fp32', '?')})", "int8": "INT8", "int8_ptq": "INT8 plain PTQ",
+            "fp32_default": f"FP32 ({m.get('default_precision')})", "onnxruntime": "ORT FP32"}.get(name, name)
+
+
+def _bars(ax: Any, names: list[str], values: list[float], title: str, err: Any = None) -> None:
+    colors = ["#4c72b0" if n.startswith("FP32") else "#dd8452" if n.startswith("INT8") else "#8c8c8c" for n in names]
+    bars = ax.bar(names, values, color=colors, yerr=err, capsize=4)
+    ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], label_type="center", color="white", fontsize=9)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(labelsize=8)
+
+
+def bench_chart(result: dict[str, Any]) -> bytes:
+    """bench.json: two bar panels, batch-1 p50 latency (whisker to p90) and batch-N throughput per engine."""
+    plt = _pyplot()
+    rows = [r for r in result["engines"] if r["available"]]
+    names = [r["label"].replace(" (lcpipe)", "\n(lcpipe)").replace(", plugin", ",\nplugin") for r in rows]
+    colors = ["#dd8452" if r["precision"] == "int8" else "#4c72b0" if r["runtime"] == "openvino" else "#8c8c8c"
+              for r in rows]
+    p50 = [r["latency_ms"]["p50"] for r in rows]
+    err = [[0] * len(rows), [r["latency_ms"]["p90"] - r["latency_ms"]["p50"] for r in rows]]
+    ips = [r["throughput"]["images_per_s"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.55 * len(rows) + 1.6))
+    for ax, vals, title, e in ((axes[0], p50, "batch-1 latency p50 ms (whisker: p90)", err),
+                               (axes[1], ips, f"throughput img/s (batch {result['batch']})", None)):
+        bars = ax.barh(names, vals, color=colors, xerr=e, capsize=3)
+        ax.bar_label(bars, labels=[f"{v:.2f}" if v < 100 else f"{v:.0f}" for v in vals], padding=2, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.invert_yaxis()
+        ax.tick_params(labelsize=8)
+    axes[1].set_yticklabels([])
+    cpu = result["cpu"]
+    fig.suptitle(f"{result['model'].get('arch') or result['pipeline']} - {cpu['model']} ({cpu['isa']}), "
+                 f"{result['threads']} threads", fontsize=10)
+    return _png(fig)

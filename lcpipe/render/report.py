@@ -1,0 +1,104 @@
+"""report.md and report.html from metrics.json: the same tables, gates first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lcpipe.render.charts import report_chart
+from lcpipe.render.format import num, pct
+from lcpipe.render.html import png_base64, render_template
+from lcpipe.render.tables import md_table
+
+
+def display_name(name: str, m: dict[str, Any]) -> str:
+    """Row labels: name the float precision each OpenVINO model ran in."""
+    prec = m.get("inference_precision") or {}
+    labels = {"fp32": f"FP32 IR ({prec.get('fp32', '?')})", "int8": "INT8 IR",
+              "int8_ptq": "INT8 IR, plain PTQ (before accuracy control)",
+              "fp32_default": f"FP32 IR ({m.get('default_precision')}, plugin default)",
+              "onnxruntime": "ONNX Runtime FP32"}
+    return labels.get(name, name)
+
+
+def report_tables(m: dict[str, Any]) -> dict[str, list[list[str]]]:
+    """Rows shared by the markdown and html renderings (first row: header), gates first."""
+    acc = m["accuracy"]
+    models = [n for n in ("fp32", "int8", "int8_ptq", "onnxruntime") if n in acc]
+    tables: dict[str, list[list[str]]] = {}
+    tables["gates"] = [["gate", "value", "limit", "ISA key", "result"]] + [
+        [g["name"], num(g["value"]), num(g["threshold"]), str(g["isa_key"]),
+         ("PASS" if g["passed"] else "FAIL") + (f" ({g['note']})" if g["note"] else "")] for g in m["gates"]]
+    tables["accuracy"] = [["model", "top-1", f"top-{acc['top_k']}"]] + [
+        [display_name(n, m), pct(acc[n]["top1"]), pct(acc[n]["topk"])] for n in models]
+    flips = acc.get("flips") or {}
+    tables["fidelity"] = [["INT8 vs FP32", "value"],
+                          ["top-1 agreement", pct(acc["agreement"])],
+                          ["top-1 drop", pct(acc["top1_drop"])],
+                          ["flips right->wrong / wrong->right",
+                           f"{num(flips.get('lost'))} / {num(flips.get('gained'))}"],
+                          ["cosine (mean / min)", f"{acc['cosine']:.5f} / {acc['cosine_min']:.5f}"],
+                          ["max / mean abs logit diff",
+                           f"{acc['max_abs_logit_diff']:.4g} / {acc['mean_abs_logit_diff']:.4g}"],
+                          ["relative logit error", f"{acc['rel_logit_error']:.4g}"]]
+    if m.get("latency_ms"):
+        ips = m.get("throughput_ips") or {}
+        tables["speed"] = [["model", "p50 ms", "p90 ms", "mean ms", "images/s"]] + [
+            [display_name(n, m), num(s["p50"]), num(s["p90"]), num(s["mean"]), num(ips.get(n))]
+            for n, s in m["latency_ms"].items()]
+    if acc.get("groups"):
+        cols = [k for k in next(iter(acc["groups"].values())) if k != "images"]
+        tables["groups"] = [["group", "images", *cols]] + [
+            [g, str(r["images"]), *(pct(r[c]) for c in cols)] for g, r in acc["groups"].items()]
+    routes = {k: r for k, r in (acc.get("routes") or {}).items() if isinstance(r, dict) and "max_abs_diff" in r}
+    if routes:
+        tables["routes"] = [["route vs lcpipe FP32 IR", "compared on", "max abs diff", "argmax agreement"]] + [
+            [k, acc["routes"]["compared_on"], f"{r['max_abs_diff']:.3g}", pct(r["argmax_agreement"])]
+            for k, r in routes.items()]
+    return tables
+
+
+def headline(m: dict[str, Any]) -> dict[str, str]:
+    cpu, sp, q = m["cpu"], m["speedup"], m.get("quantize") or {}
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    return {
+        "cpu": f"{cpu.get('model')} (ISA {cpu.get('isa')}; flags {' '.join(cpu.get('flags') or []) or 'none'})",
+        "threads": str(m["threads"]),
+        "precision": f"float ops run in {(m.get('inference_precision') or {}).get('fp32')} "
+                     f"(INFERENCE_PRECISION_HINT) for accuracy and timing; this CPU's plugin default is "
+                     f"{m.get('default_precision')}",
+        "versions": versions,
+        "speedup": f"latency p50 {num(sp['latency_p50'])}x, throughput {num(sp['throughput'])}x, "
+                   f"size {num(sp['size'])}x" + (f", vs FP32 at plugin default precision "
+                                                  f"{num(sp['latency_p50_vs_default'])}x"
+                                                  if sp.get("latency_p50_vs_default") else ""),
+        "quantize": (f"preset {q.get('preset')} ({q.get('preset_reason')}), {q.get('subset_size')} calibration "
+                     f"images, {q.get('quantized_ops')}/{q.get('quantizable_ops')} convs+matmuls INT8, "
+                     f"{q.get('fake_quantize_ops')} FakeQuantize, PTQ {q.get('seconds')} s") if q else "n/a",
+        "verdict": "PASS" if m["passed"] else "FAIL",
+    }
+
+
+def render_markdown(m: dict[str, Any]) -> str:
+    h = headline(m)
+    parts = [f"# lcpipe report: {m['pipeline']} - {h['verdict']}", "",
+             f"- CPU: {h['cpu']}", f"- threads: {h['threads']}; {h['precision']}", f"- versions: {h['versions']}",
+             f"- speed-up: {h['speedup']}", f"- quantization: {h['quantize']}",
+             f"- images: {m['accuracy']['images']}{'' if m['accuracy']['labeled'] else ' (unlabeled)'}", ""]
+    titles = {"gates": "Gates", "accuracy": "Accuracy", "fidelity": "INT8 fidelity", "speed": "Speed (batch 1)",
+              "groups": "Per-group top-1", "routes": "Other conversion routes"}
+    for key, rows in report_tables(m).items():
+        parts += [f"## {titles[key]}", "", md_table(rows), ""]
+    ac = (m.get("quantize") or {}).get("accuracy_control")
+    if ac:
+        verdict = " Most of the model is no longer INT8: treated as a failure." if ac["mostly_reverted"] else ""
+        parts += ["## Accuracy control", "", f"{ac['reverted_ops']} of {ac['ptq_quantized_ops']} quantized ops "
+                  f"reverted to floating point ({100 * ac['reverted_fraction']:.0f}%) in {ac['seconds']} s "
+                  f"(max {ac['drop_type']} drop {ac['max_drop']} on {ac['validation_images']} images); the plain-PTQ "
+                  f"model's figures are the 'plain PTQ' rows above.{verdict}", ""]
+    return "\n".join(parts)
+
+
+def render_html(m: dict[str, Any]) -> str:
+    """report.html: self-contained (the chart is an inline PNG)."""
+    return render_template("report.html.j2", m=m, h=headline(m), tables=report_tables(m),
+                           chart=png_base64(report_chart(m)), ac=(m.get("quantize") or {}).get("accuracy_control"))
