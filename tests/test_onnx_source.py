@@ -11,7 +11,8 @@ from helpers import ort_logits
 from onnx import TensorProto, helper, numpy_helper
 
 from lcpipe.errors import InputError
-from lcpipe.importers.onnx_model import adopt_onnx, canonical_from_onnx
+from lcpipe.importers.onnx_adopt import adopt_onnx
+from lcpipe.importers.onnx_rebuild import canonical_from_onnx
 from lcpipe.models.layers import expected_shapes
 from lcpipe.models.spec import CanonicalModel, ModelSpec
 

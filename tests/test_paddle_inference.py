@@ -18,7 +18,7 @@ import pytest
 from helpers import REPO, assert_logits_close, build_paddleclas, ort_logits, paddle_reparameterize
 
 from lcpipe.errors import InputError
-from lcpipe.importers.onnx_model import adopt_onnx
+from lcpipe.importers.onnx_adopt import adopt_onnx
 from lcpipe.importers.paddle_inference import (
     convert_with_openvino_frontend,
     import_paddle_inference,

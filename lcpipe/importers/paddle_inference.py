@@ -4,7 +4,7 @@ Accepts Paddle 3 (``inference.json``, PIR) and Paddle 2 (``*.pdmodel``) programs
 ``.pdiparams``. The raw paddle2onnx output is kept as ``work_dir/paddle2onnx.onnx`` (the
 "paddle2onnx route"); the canonical rebuild is what the rest of lcpipe fuses and exports.
 Inference models carry generated parameter names, so layers are matched by graph order
-(see ``lcpipe.importers.onnx_model.canonical_from_onnx``), not by name.
+(see ``lcpipe.importers.onnx_rebuild.canonical_from_onnx``), not by name.
 
 Second route for Paddle 2 programs: ``convert_with_openvino_frontend`` (OpenVINO reads
 ``.pdmodel`` natively; it cannot read Paddle 3 PIR ``.json``).
@@ -22,7 +22,8 @@ from typing import Any
 from lcpipe.deps import require
 from lcpipe.errors import InputError
 from lcpipe.fileio import atomic_path
-from lcpipe.importers.onnx_model import canonical_from_onnx, load_onnx
+from lcpipe.importers.onnx_read import load_onnx
+from lcpipe.importers.onnx_rebuild import canonical_from_onnx
 from lcpipe.models.spec import CanonicalModel
 
 MIN_OPSET = 14  # below 14 paddle2onnx decomposes HardSwish into slow HardSigmoid+Mul

@@ -62,7 +62,9 @@ class ImportStage(Stage):
             info.update(format=fmt, paddle_format=meta.get("format"), paddle2onnx_onnx=Path(onnx_path).name)
             out["source_onnx"] = Path(onnx_path)
         else:  # onnx: rebuild a PP-LCNet graph into the canonical form, else adopt it as is
-            from lcpipe.importers.onnx_model import adopt_onnx, canonical_from_onnx, load_onnx
+            from lcpipe.importers.onnx_adopt import adopt_onnx
+            from lcpipe.importers.onnx_read import load_onnx
+            from lcpipe.importers.onnx_rebuild import canonical_from_onnx
 
             adopted = ctx.workdir / "model.onnx"
             info.update(adopt_onnx(path, strip_softmax=options.strip_softmax, out_path=adopted))
