@@ -357,7 +357,8 @@ def engine_rows(results: list[dict[str, Any]]) -> list[list[str]]:
 
 def goal_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     """Goals re-evaluated from the stored engine figures (so a re-render follows the current rules)."""
-    from lcpipe.stages.bench import evaluate_goals
+    from lcpipe.measure.goals import evaluate_goals
+    from lcpipe.render.bench import goal_target
 
     rows = [["model", "goal", "value", "target", "result"]]
     for r in results:
@@ -366,7 +367,7 @@ def goal_rows(results: list[dict[str, Any]]) -> list[list[str]]:
             verdict = "n/a" if g["passed"] is None else "met" if g["passed"] else "MISSED"
             verdict += " (tie)" if g.get("note", "").startswith("tie") else ""
             rows.append([r["matrix"]["key"], g["description"], _m(g["value"], "{:.2f}x"),
-                         f">= {g['threshold']}x ({g['isa_key']})", verdict])
+                         f"{goal_target(g)} ({g['isa_key']})", verdict])
     return rows
 
 

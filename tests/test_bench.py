@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from lcpipe import benchmark_matrix as bm
+from lcpipe.measure import goals as mg
 from lcpipe.measure.engines import Engine, compile_engine, fixed_batch, measure_engines, predict_all
 from lcpipe.measure.profile import aggregate_profile
 from lcpipe.measure.timing import throughput_from
@@ -38,12 +39,12 @@ def _row(name: str, precision: str, p50: float | None, ips: float | None = None,
 
 
 def _result(rows: list[dict], arch: str = "PPLCNetV2_base", isa: str = "avx2") -> dict:
-    sb.add_speedups(rows)
+    mg.add_speedups(rows)
     return {"schema": 1, "pipeline": "t", "model": {"arch": arch, "input_hw": [224, 224], "source_format": "pdparams"},
             "threads": 2, "batch": 8, "rounds": 3, "iterations": 10, "eval_images": 16, "labeled": True,
             "definitions": {"latency": sb.LATENCY_DEF, "throughput": sb.THROUGHPUT_DEF.format(batch=8),
                             "agreement": "argmax"},
-            "engines": rows, "goals": sb.evaluate_goals(rows, arch, isa), "noise": sb.noise_summary(rows),
+            "engines": rows, "goals": mg.evaluate_goals(rows, arch, isa), "noise": mg.noise_summary(rows),
             "load_avg": {"before": [0.5, 0.4, 0.3], "after": [0.6, 0.4, 0.3]},
             "cpu": {"model": "Test CPU", "isa": isa, "flags": ["avx2"], "cores": 2, "machine": "x86_64"},
             "versions": {"python": "3.11", "openvino": "x"}}
@@ -59,7 +60,7 @@ def _rows() -> list[dict]:
 
 def test_speedups_against_slowest_fp32_and_lcpipe_fp32() -> None:
     rows = _rows()
-    sb.add_speedups(rows)
+    mg.add_speedups(rows)
     by = {r["name"]: r for r in rows}
     int8 = by["ov_int8"]["speedup"]
     assert int8["latency_vs_slowest_fp32"] == 4.0  # ort_fp32 4.0 ms is the slowest FP32 engine
@@ -86,6 +87,35 @@ def test_int8_goal_threshold_follows_arch_and_isa(arch: str, isa: str, threshold
     assert g["value"] == 2.0 and g["passed"] is (2.0 >= threshold)
 
 
+@pytest.mark.parametrize("isa", ["default", "avx512"])
+def test_int8_goal_on_an_isa_without_a_target(isa: str) -> None:
+    """The goal table has avx2 / avx512_vnni keys only: no AVX2 (or ARM) has no target, not a KeyError."""
+    result = _result(_rows(), "PPLCNetV2_base", isa)
+    g = result["goals"][0]
+    if isa == "default":
+        assert g["name"] == "int8_ir_vs_fp32_ir" and g["value"] == 2.0 and g["threshold"] is None
+        assert g["passed"] is None and "no goal for ISA default" in g["note"]
+        assert "no goal for ISA default" in rb.render_markdown(result)
+    else:  # avx512 without VNNI falls back to the avx2 target
+        assert g["threshold"] == 1.9 and g["isa_key"] == "avx2" and g["passed"] is True
+
+
+@pytest.mark.parametrize(("isa", "threshold"), [("default", None), ("avx2", 1.9)])
+def test_bench_analysis_follows_the_detected_isa(isa: str, threshold: float | None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """ISA detection forced: bench.json's cpu, goals and rendering follow it (no ONEDNN cap set)."""
+    monkeypatch.setattr("lcpipe.sysinfo.isa_level", lambda flags=None: isa)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    rows = _rows()
+    analysis = mg.analyse(rows, "PPLCNetV2_base")
+    assert analysis["cpu"]["isa"] == isa and analysis["cpu"]["effective_isa"] == isa
+    g = analysis["goals"][0]
+    assert g["name"] == "int8_ir_vs_fp32_ir" and g["threshold"] == threshold
+    assert g["passed"] is (None if threshold is None else True)
+    assert rows[0]["speedup"]["latency_vs_lcpipe_fp32"] == 1.0
+
+
 def test_peer_goals_and_unmeasured_goal() -> None:
     goals = {g["name"]: g for g in _result(_rows(), "PPLCNet_x0_25")["goals"]}
     assert "int8_ir_vs_fp32_ir" not in goals  # no INT8 goal for this scale
@@ -107,7 +137,7 @@ def test_no_slower_goal_counts_a_tie_within_noise() -> None:
 
 
 def test_noise_summary() -> None:
-    n = sb.noise_summary(_rows())
+    n = mg.noise_summary(_rows())
     assert n["round_spread"]["ov_fp32"] == pytest.approx(0.2) and n["max_round_spread"] == pytest.approx(0.2)
     assert "paddle_onednn" not in n["round_spread"]
 
@@ -249,7 +279,7 @@ def test_lcpipe_bench_smoke(smoke_yaml: Path, tmp_path: Path, monkeypatch: pytes
     """`lcpipe bench`: pipeline up to quantize, every engine; paddle simulated absent -> listed with reason."""
     from lcpipe.cli import cli
 
-    monkeypatch.setattr("lcpipe.measure.engines.has_module", lambda name: name != "paddle")
+    monkeypatch.setattr("lcpipe.measure.bench_engines.has_module", lambda name: name != "paddle")
     out = tmp_path / "run"
     res = CliRunner().invoke(cli, ["bench", str(smoke_yaml), "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
@@ -276,6 +306,31 @@ def test_lcpipe_bench_smoke(smoke_yaml: Path, tmp_path: Path, monkeypatch: pytes
     assert json.loads(res.output[res.output.index("{"):res.output.rindex("}") + 1])["pipeline"] == "bench_smoke"
 
 
+@pytest.mark.parametrize("isa", ["default", "avx2"])
+def test_lcpipe_bench_with_forced_isa(isa: str, smoke_yaml: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lcpipe bench` end to end on a CPU whose ISA key has no entry in the goal table (issue 10:
+    KeyError on `default`). The smoke model gets an INT8 goal like the real table's (avx2 and
+    avx512_vnni keys, no `default`), so the INT8 goal is evaluated on the real IRs."""
+    from lcpipe.cli import cli
+
+    monkeypatch.setattr("lcpipe.sysinfo.isa_level", lambda flags=None: isa)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setitem(mg.INT8_GOALS, "PPLCNet_x0_25", {"avx2": 1.1, "avx512_vnni": 1.2})
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli, ["bench", str(smoke_yaml), "--out", str(out), "--engines", "ov_int8"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "bench" / "bench.json").read_text())
+    assert data["cpu"]["isa"] == isa and [e["name"] for e in data["engines"]] == ["ov_fp32", "ov_int8"]
+    g = next(g for g in data["goals"] if g["name"] == "int8_ir_vs_fp32_ir")
+    assert g["value"] > 0 and g["isa_key"] == isa
+    if isa == "default":
+        assert g["threshold"] is None and g["passed"] is None and "no goal for ISA default" in g["note"]
+    else:
+        assert g["threshold"] == 1.1 and g["passed"] is (g["value"] >= 1.1)
+    assert "int8_ir_vs_fp32_ir" in res.output or "INT8 IR vs FP32 IR" in res.output
+
+
 def test_bench_bad_engine_name_and_missing_pipeline(smoke_yaml: Path, tmp_path: Path) -> None:
     from lcpipe.cli import cli
 
@@ -298,10 +353,10 @@ def test_bench_stage_in_a_pipeline(smoke_yaml: Path, tmp_path: Path) -> None:
 
 
 def test_isa_cap_sets_the_effective_isa_for_goals() -> None:
-    assert sb.isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "amx") == {"isa_cap": "AVX2", "effective_isa": "avx2"}
-    assert sb.isa_cap({}, "amx") == {"isa_cap": None, "effective_isa": "amx"}
+    assert mg.isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "amx") == {"isa_cap": "AVX2", "effective_isa": "avx2"}
+    assert mg.isa_cap({}, "amx") == {"isa_cap": None, "effective_isa": "amx"}
     # a cap above what the CPU has changes nothing
-    assert sb.isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "avx2")["effective_isa"] == "avx2"
+    assert mg.isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "avx2")["effective_isa"] == "avx2"
     result = _result(_rows(), "PPLCNetV2_base", "avx2")
     result["cpu"].update(isa="amx", isa_cap="AVX2", effective_isa="avx2")
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in rb.render_markdown(result)

@@ -67,3 +67,15 @@ def aggregate_profile(by_node: dict[str, list[Any]]) -> dict[str, Any]:
             "by_type": rows(by_type, ("type",)),
             "by_kernel": rows(by_kernel, ("type", "exec")),
             "slowest": [{"node": n, "type": t, "exec": e, "ms": round(ms, 4)} for n, (t, e, ms) in slowest]}
+
+
+def profile_engines(engines: list[Any], threads: int, hw: tuple[int, ...], x: np.ndarray,
+                    iterations: int = 50) -> dict[str, Any]:
+    """profile_ov of the available OpenVINO IR engines (measure.engines.Engine), at the precision each ran."""
+    out = {}
+    for e in engines:
+        if e.name in ("ov_fp32", "ov_int8", "ov_fp32_default") and e.available:
+            hint = e.info.get("precision_hint")
+            out[e.name] = profile_ov(Path(e.model), threads, hw, None if hint == "plugin default" else hint, x,
+                                     iterations)
+    return out

@@ -35,11 +35,16 @@ def reason_lines(result: dict[str, Any]) -> list[str]:
     return [f"- {r['label']} ({r['name']}): {r['reason']}" for r in result["engines"] if not r["available"]]
 
 
+def goal_target(goal: dict[str, Any]) -> str:
+    """">= 1.9x", or n/a when there is no target for this ISA."""
+    return "n/a" if goal["threshold"] is None else f">= {goal['threshold']}x"
+
+
 def goal_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = [["goal", "value", "target", "ISA key", "result"]]
     for g in result["goals"]:
         verdict = "n/a" if g["passed"] is None else "met" if g["passed"] else "MISSED"
-        rows.append([g["description"], fixed(g["value"], 2, "x"), f">= {g['threshold']}x", g["isa_key"],
+        rows.append([g["description"], fixed(g["value"], 2, "x"), goal_target(g), g["isa_key"],
                      verdict + (f" ({g['note']})" if g["note"] else "")])
     return rows
 

@@ -14,6 +14,9 @@ Definitions, the same for every engine, all with ``threads`` threads in one proc
 
 Not cached: it measures the machine. Outputs: bench.json, bench.md, bench.png, bench.html (a
 fragment: table + inline chart), profile.json when ``profile`` is on.
+
+This module is the orchestration: engines are set up by measure.bench_engines, measured by
+measure.engines.measure_engines, judged by measure.goals, rendered by render.bench / render.charts.
 """
 
 from __future__ import annotations
@@ -34,19 +37,6 @@ from lcpipe.stages.base import Stage, StageContext, StageOptions, register
 
 SCHEMA = 1
 EngineName = Literal["ov_fp32", "ov_int8", "ov_fp32_default", "ov_p2o_fp32", "ort_fp32", "ort_int8", "paddle_onednn"]
-# INT8 IR vs FP32 IR batch-1 latency goals by architecture and ISA (issue 6).
-INT8_GOALS: dict[str, dict[str, float]] = {
-    "PPLCNetV2_base": {"avx2": 1.9, "avx512_vnni": 2.5},
-    "PPLCNet_x1_0": {"avx2": 1.6, "avx512_vnni": 2.0},
-}
-NOISE_TOLERANCE = 0.03  # "no slower" goals: within 3% is a tie (medians of interleaved rounds move that much)
-PEER_GOALS = (  # (name, slower engine, faster engine, min ratio of p50s, description)
-    ("fp32_ir_vs_paddle2onnx_route", "ov_p2o_fp32", "ov_fp32", 1.0,
-     "lcpipe FP32 IR no slower than the paddle2onnx route"),
-    ("fp32_ir_vs_ort_fp32", "ort_fp32", "ov_fp32", 1.0, "lcpipe FP32 IR no slower than ONNX Runtime FP32"),
-    ("int8_vs_ort_int8", "ort_int8", "ov_int8", 2.0, "lcpipe INT8 >= 2x faster than ONNX Runtime INT8"),
-    ("int8_vs_paddle_onednn", "paddle_onednn", "ov_int8", 2.0, "lcpipe INT8 >= 2x faster than Paddle Inference oneDNN"),
-)
 LATENCY_DEF = "synchronous batch-1 call, p50/p90 over interleaved rounds"
 THROUGHPUT_DEF = "images/s of synchronous batch-{batch} calls (batch / p50 call time), interleaved rounds"
 
@@ -127,8 +117,11 @@ def bench_pipeline(pipeline: Any, *, overrides: tuple[str, ...] | list[str] = ()
 
 
 def run_bench(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path]) -> dict[str, Any]:
+    from lcpipe.measure.bench_engines import build_engines
     from lcpipe.measure.engines import measure_engines
-    from lcpipe.sysinfo import cpu_info, default_threads, versions
+    from lcpipe.measure.goals import analyse
+    from lcpipe.measure.profile import profile_engines
+    from lcpipe.sysinfo import default_threads, versions
 
     t0 = time.perf_counter()
     threads = options.threads or ctx.config.runtime.threads or default_threads()
@@ -151,14 +144,12 @@ def run_bench(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path])
         "eval_images": n_eval, "labeled": labels is not None,
         "engines": measured,
     }
-    add_speedups(result["engines"])
-    cpu = {**cpu_info(), **isa_cap()}
-    result["goals"] = evaluate_goals(result["engines"], result["model"].get("arch"), cpu["effective_isa"])
-    result["noise"] = noise_summary(result["engines"])
-    result["load_avg"] = {"before": load_before, "after": _loadavg()}
+    analysis = analyse(result["engines"], result["model"].get("arch"))
+    result.update(goals=analysis["goals"], noise=analysis["noise"],
+                  load_avg={"before": load_before, "after": _loadavg()})
     if options.profile:
-        result["profile"] = _profiles(engines, threads, hw, x, options)
-    result.update(cpu=cpu, versions=versions(), seconds=round(time.perf_counter() - t0, 2))
+        result["profile"] = profile_engines(engines, threads, hw, x, options.profile_iterations)
+    result.update(cpu=analysis["cpu"], versions=versions(), seconds=round(time.perf_counter() - t0, 2))
     _log(ctx, result)
     return result
 
@@ -209,237 +200,6 @@ def _eval_data(ctx: StageContext, options: BenchOptions, hw: tuple[int, ...]) ->
     n = options.eval_images or len(ev.x)
     labels = ev.labels[:n] if ev.labels is not None else None
     return np.ascontiguousarray(ev.x[:n]), labels, int(min(n, len(ev.x)))
-
-
-# ---------------------------------------------------------------- engines
-
-def build_engines(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path], info: dict[str, Any],
-                  threads: int, hw: tuple[int, ...]) -> list[Any]:
-    """Every requested engine, available or with the reason it is not (never raises for a peer)."""
-    from lcpipe.measure.engines import ENGINE_NAMES
-
-    wanted = [n for n in ENGINE_NAMES if options.engines is None or n in options.engines or n == "ov_fp32"]
-    makers = {
-        "ov_fp32": lambda: _ov(inputs["ir_fp32"], "ov_fp32", threads, hw, "f32", "fp32"),
-        "ov_int8": lambda: _ov_int8(inputs["ir_int8"], threads, hw, options.int8_precision),
-        "ov_fp32_default": lambda: _ov_default(inputs["ir_fp32"], threads, hw),
-        "ov_p2o_fp32": lambda: _p2o(ctx, options, inputs, info, threads, hw),
-        "ort_fp32": lambda: _ort(inputs["onnx"], "ort_fp32", threads, "fp32"),
-        "ort_int8": lambda: _ort_int8(ctx, options, inputs["onnx"], threads),
-        "paddle_onednn": lambda: _paddle(ctx, options, info, threads),
-    }
-    engines = []
-    for name in wanted:
-        engine = _safe(name, makers[name])
-        if not engine.available:
-            ctx.log.info("bench: %s unavailable: %s", name, engine.reason)
-        engines.append(engine)
-    return engines
-
-
-def _safe(name: str, make: Any) -> Any:
-    from lcpipe.measure.engines import unavailable
-
-    runtime = "openvino" if name.startswith("ov_") else "onnxruntime" if name.startswith("ort") else "paddle"
-    precision = "int8" if "int8" in name else "fp32"
-    try:
-        return make()
-    except Exception as exc:  # a peer that cannot be set up is reported, not fatal
-        return unavailable(name, runtime, precision, f"{type(exc).__name__}: {exc}"[:400])
-
-
-def _ov(model: Path, name: str, threads: int, hw: tuple[int, ...], precision: str | None, label: str) -> Any:
-    from lcpipe.measure.engines import openvino_engine
-
-    return openvino_engine(name, Path(model), threads, hw, precision, label)  # type: ignore[arg-type]
-
-
-def _ov_int8(xml: Path, threads: int, hw: tuple[int, ...], precision: str) -> Any:
-    engine = _ov(xml, "ov_int8", threads, hw, None if precision == "default" else precision, "int8")
-    engine.info["float_ops_precision"] = precision
-    return engine
-
-
-def _ov_default(xml: Path, threads: int, hw: tuple[int, ...]) -> Any:
-    from lcpipe.measure.engines import plugin_default_precision, unavailable
-
-    default = plugin_default_precision(Path(xml), threads)
-    if default == "f32":
-        return unavailable("ov_fp32_default", "openvino", "f32",
-                           "the plugin's default precision is f32 on this CPU: same as ov_fp32")
-    return _ov(xml, "ov_fp32_default", threads, hw, None, default)
-
-
-def _p2o(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path], info: dict[str, Any], threads: int,
-         hw: tuple[int, ...]) -> Any:
-    """The raw paddle2onnx ONNX (from the import stage, or converted here from ``paddle_model``)."""
-    from lcpipe.measure.engines import unavailable
-
-    if _paddle_source(ctx, info) and "source_onnx" in inputs:
-        onnx_path = Path(inputs["source_onnx"])
-    elif options.paddle_model:
-        from lcpipe.importers.paddle_inference import locate_inference_files, paddle_to_onnx
-
-        files = locate_inference_files(_option_path(ctx, options.paddle_model))
-        onnx_path = paddle_to_onnx(files, ctx.workdir / "paddle2onnx.onnx", opset=17)
-    else:
-        return unavailable("ov_p2o_fp32", "openvino", "fp32", _no_paddle_reason(info))
-    return _ov(onnx_path, "ov_p2o_fp32", threads, hw, "f32", "fp32")
-
-
-def _ort(onnx_path: Path, name: str, threads: int, precision: str) -> Any:
-    from lcpipe.measure.engines import ort_engine
-
-    return ort_engine(name, Path(onnx_path), threads, precision)
-
-
-def _ort_int8(ctx: StageContext, options: BenchOptions, onnx_path: Path, threads: int) -> Any:
-    from lcpipe.measure.engines import ort_quantize, unavailable
-
-    if ctx.config.data.calib is None:
-        return unavailable("ort_int8", "onnxruntime", "int8", "no data.calib to calibrate with")
-    from lcpipe.data import load_split
-
-    calib = load_split(ctx.config.data, "calib", ctx.config.preprocess, ctx.cache_dir, progress=options.progress)
-    q = ctx.config.stage_options("quantize")
-    n = options.ort_calib_images or (q.subset_size if q is not None else 300)
-    out = ctx.workdir / "ort_int8.onnx"
-    t0 = time.perf_counter()
-    settings = ort_quantize(Path(onnx_path), out, calib.x[:n])
-    engine = _ort(out, "ort_int8", threads, "int8")
-    engine.info.update(quantization=settings, quantize_seconds=round(time.perf_counter() - t0, 2))
-    return engine
-
-
-def _paddle(ctx: StageContext, options: BenchOptions, info: dict[str, Any], threads: int) -> Any:
-    from lcpipe.measure.engines import has_module, paddle_engine, paddle_files, unavailable
-
-    if not has_module("paddle"):
-        return unavailable("paddle_onednn", "paddle", "fp32", "paddle (paddlepaddle) is not installed")
-    if options.paddle_model:
-        model, params = paddle_files(_option_path(ctx, options.paddle_model))
-    elif _paddle_source(ctx, info):
-        model, params = Path(info["model_file"]), Path(info["params_file"])
-    else:
-        return unavailable("paddle_onednn", "paddle", "fp32", _no_paddle_reason(info))
-    return paddle_engine(model, params, threads)
-
-
-def _paddle_source(ctx: StageContext, info: dict[str, Any]) -> bool:
-    """The pipeline's source is a Paddle inference model (model_info names its program + params)."""
-    return ctx.config.model.source.format == "paddle_inference" and bool(info.get("model_file"))
-
-
-def _no_paddle_reason(info: dict[str, Any]) -> str:
-    return (f"no Paddle inference model: the source is {info.get('format') or 'unknown'} (lcpipe builds no Paddle "
-            "dygraph models); give a paddle_inference source or stages.bench.paddle_model")
-
-
-def _option_path(ctx: StageContext, value: str) -> Path:
-    """Relative to the pipeline YAML (like other paths written in it)."""
-    p = Path(value).expanduser()
-    if p.is_absolute():
-        return p
-    src = Path(ctx.config.source_file or ".")
-    return (src.parent if src.suffix in (".yaml", ".yml") else Path.cwd()) / p
-
-
-# ---------------------------------------------------------------- speedups, goals, noise (pure)
-
-# oneDNN's ISA cap (honoured by OpenVINO's CPU plugin and Paddle, not by ONNX Runtime's MLAS) -> lcpipe level
-_ONEDNN_ISA = {"SSE41": "default", "AVX": "default", "AVX2": "avx2", "AVX2_VNNI": "avx2", "AVX2_VNNI_2": "avx2",
-               "AVX512_CORE": "avx512", "AVX512_CORE_VNNI": "avx512_vnni", "AVX512_CORE_BF16": "avx512_vnni",
-               "AVX10_1_512": "avx512_vnni", "AVX512_CORE_FP16": "avx512_vnni", "AVX512_CORE_AMX": "amx",
-               "AVX10_1_512_AMX": "amx", "AVX512_CORE_AMX_FP16": "amx", "AVX10_1_512_AMX_FP16": "amx"}
-
-
-def isa_cap(env: dict[str, str] | None = None, isa: str | None = None) -> dict[str, Any]:
-    """The ISA the oneDNN-based engines really use: ONEDNN_MAX_CPU_ISA=AVX2 on an AMX Xeon makes
-    OpenVINO pick AVX2 kernels (a stand-in for AVX2-only CPUs); goals follow this effective level."""
-    from lcpipe.sysinfo import ISA_ORDER, isa_level
-
-    env = dict(os.environ) if env is None else env
-    isa = isa or isa_level()
-    cap = env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA")
-    level = _ONEDNN_ISA.get((cap or "").upper())
-    if not cap or level is None or ISA_ORDER.index(level) < ISA_ORDER.index(isa):
-        return {"isa_cap": cap, "effective_isa": isa}
-    return {"isa_cap": cap, "effective_isa": level}
-
-
-def add_speedups(rows: list[dict[str, Any]]) -> None:
-    """Latency speed-up = reference p50 / engine p50; throughput speed-up = engine img/s / reference img/s.
-    References: the slowest FP32 engine, and lcpipe's FP32 IR (ov_fp32)."""
-    fp32 = [r for r in rows if r["available"] and r["precision"] == "fp32"]
-    slow_lat = max(fp32, key=lambda r: r["latency_ms"]["p50"], default=None)
-    slow_thr = min(fp32, key=lambda r: r["throughput"]["images_per_s"], default=None)
-    lcpipe = next((r for r in rows if r["name"] == "ov_fp32" and r["available"]), None)
-    for r in rows:
-        if not r["available"]:
-            continue
-        p50, ips = r["latency_ms"]["p50"], r["throughput"]["images_per_s"]
-        r["speedup"] = {
-            "latency_vs_slowest_fp32": _div(slow_lat and slow_lat["latency_ms"]["p50"], p50),
-            "throughput_vs_slowest_fp32": _div(ips, slow_thr and slow_thr["throughput"]["images_per_s"]),
-            "latency_vs_lcpipe_fp32": _div(lcpipe and lcpipe["latency_ms"]["p50"], p50),
-            "throughput_vs_lcpipe_fp32": _div(ips, lcpipe and lcpipe["throughput"]["images_per_s"]),
-            "slowest_fp32": {"latency": slow_lat and slow_lat["name"], "throughput": slow_thr and slow_thr["name"]},
-        }
-
-
-def _div(a: Any, b: Any) -> float | None:
-    return round(float(a) / float(b), 4) if a and b else None
-
-
-def evaluate_goals(rows: list[dict[str, Any]], arch: str | None, isa: str) -> list[dict[str, Any]]:
-    """Issue-6 goals on batch-1 p50 latency; a goal whose engines did not run has passed None."""
-    from lcpipe.sysinfo import pick_threshold
-
-    p50 = {r["name"]: r["latency_ms"]["p50"] for r in rows if r["available"]}
-    goals = []
-    if arch in INT8_GOALS:
-        threshold, key = pick_threshold(INT8_GOALS[arch], isa)
-        goals.append(_goal("int8_ir_vs_fp32_ir", f"{arch}: INT8 IR vs FP32 IR (f32) batch-1 latency",
-                           _div(p50.get("ov_fp32"), p50.get("ov_int8")), threshold, key))
-    for name, slower, faster, threshold, desc in PEER_GOALS:
-        missing = [n for n in (slower, faster) if n not in p50]
-        goal = _goal(name, desc, _div(p50.get(slower), p50.get(faster)), threshold, "any",
-                     f"not measured: {', '.join(missing)} unavailable" if missing else "")
-        if threshold == 1.0 and goal["value"] is not None and 1 - NOISE_TOLERANCE <= goal["value"] < 1.0:
-            goal.update(passed=True, note=f"tie: within {NOISE_TOLERANCE:.0%} (measurement noise)")
-        goals.append(goal)
-    return goals
-
-
-def _goal(name: str, desc: str, value: float | None, threshold: float, isa_key: str, note: str = "") -> dict:
-    return {"name": name, "description": desc, "value": value, "threshold": threshold, "isa_key": isa_key,
-            "passed": None if value is None else value >= threshold, "note": note}
-
-
-def noise_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Spread of the per-round medians, (max - min) / median, per engine and the worst."""
-    spread = {}
-    for r in rows:
-        if r["available"]:
-            rp = np.asarray(r["latency_ms"]["round_p50"], dtype=float)
-            spread[r["name"]] = round(float((rp.max() - rp.min()) / np.median(rp)), 4) if len(rp) else None
-    vals = [v for v in spread.values() if v is not None]
-    return {"round_spread": spread, "max_round_spread": max(vals) if vals else None}
-
-
-# ---------------------------------------------------------------- profile
-
-def _profiles(engines: list[Any], threads: int, hw: tuple[int, ...], x: np.ndarray,
-              options: BenchOptions) -> dict[str, Any]:
-    from lcpipe.measure.profile import profile_ov
-
-    out = {}
-    for e in engines:
-        if e.name in ("ov_fp32", "ov_int8", "ov_fp32_default") and e.available:
-            hint = e.info.get("precision_hint")
-            out[e.name] = profile_ov(Path(e.model), threads, hw, None if hint == "plugin default" else hint, x,
-                                     options.profile_iterations)
-    return out
 
 
 def _log(ctx: StageContext, result: dict[str, Any]) -> None:
