@@ -259,10 +259,9 @@ def bench(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], t
     if profile:
         updates["profile"] = True
     if matrix:
-        from lcpipe.benchmark_matrix import run_matrix
-
         keys = [m.strip() for m in models.split(",")] if models else None
-        docs_path = run_matrix(out=out, keys=keys, docs=docs, updates=updates, cache_dir=cache_dir, force=force)
+        docs_path = _checkout_benchmarks().run_matrix(out=out, keys=keys, docs=docs, updates=updates,
+                                                      cache_dir=cache_dir, force=force)
         click.echo(f"scale table written to {docs_path}")
         return
     if pipeline is None:
@@ -279,6 +278,23 @@ def bench(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], t
 
         Console(width=max(160, Console().width)).print(render_rich(result))
     click.echo(f"bench results: {folder}")
+
+
+def _checkout_benchmarks() -> Any:
+    """benchmarks/matrix.py of the source checkout (developer tooling, not in the wheel): next to this
+    lcpipe package, else in the current directory. Appended to sys.path so this lcpipe stays the one used."""
+    import importlib
+    import sys
+
+    from lcpipe.errors import ConfigError
+
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (root / "benchmarks" / "matrix.py").is_file():
+            if str(root) not in sys.path:
+                sys.path.append(str(root))
+            return importlib.import_module("benchmarks.matrix")
+    raise ConfigError("lcpipe bench --matrix: needs a source checkout of lcpipe (benchmarks/, pipelines/, "
+                      "calib_data/); run it inside the checkout, or `python -m benchmarks.matrix` there")
 
 
 @cli.group()

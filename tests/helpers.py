@@ -23,6 +23,17 @@ _IMAGE_DIRS = (REPO / "calib_data" / "imagenet" / "images",)
 REL_TOL = 1e-4
 
 
+def checkout_module(name: str) -> Any:
+    """A module of the checkout's top-level developer folders (benchmarks/), which are not installed;
+    the checkout is appended to sys.path so an installed lcpipe still wins."""
+    import importlib
+    import sys
+
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))
+    return importlib.import_module(name)
+
+
 def image_dir() -> Path | None:
     for d in _IMAGE_DIRS:
         if d.is_dir() and any(d.glob("*.JPEG")):
@@ -107,15 +118,10 @@ def randomize_paddle(model: Any, seed: int, calib: np.ndarray | None = None) -> 
         c = layer._mean.shape[0]
         layer.weight.set_value(rng.uniform(0.6, 1.5, c).astype(np.float32))
         layer.bias.set_value(rng.normal(0.0, 0.2, c).astype(np.float32))
-    if calib is not None:  # running stats := this batch's stats (momentum 0), layer by layer
-        for layer in bns:
-            layer._momentum = 0.0
-        model.train()
-        with paddle.no_grad():
-            model(paddle.to_tensor(calib))
-        for layer in bns:
-            layer._momentum = 0.9
-        model.eval()
+    if calib is not None:  # running stats := this batch's stats, layer by layer
+        from lcpipe.models.bn_stats import set_bn_statistics
+
+        set_bn_statistics(model, calib)
     for layer in bns:
         c = layer._mean.shape[0]
         mean = layer._mean.numpy() if calib is not None else np.zeros(c, np.float32)

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lcpipe import benchmark_matrix as bm
 from lcpipe.measure import goals as mg
 from lcpipe.measure.engines import Engine, compile_engine, fixed_batch, measure_engines, predict_all
 from lcpipe.measure.profile import aggregate_profile
@@ -21,6 +20,9 @@ from lcpipe.render import bench as rb
 from lcpipe.stages import bench as sb
 
 IMAGENET = helpers.REPO / "calib_data" / "imagenet"
+# benchmarks/ is a top-level folder of the checkout, not part of the installed package
+bm = helpers.checkout_module("benchmarks.matrix")
+bt = helpers.checkout_module("benchmarks.tables")
 
 
 # ------------------------------------------------------------------ fake results
@@ -216,16 +218,16 @@ def test_matrix_tables_and_docs_markers(tmp_path: Path) -> None:
     result = _result(_rows())
     result["matrix"] = {"key": "v2_base", "arch": "PPLCNetV2_base", "synthetic_weights": True, "params_m": 6.616,
                         "flops_m": 593.9}
-    text = bm.render_matrix([result])
+    text = bt.render_matrix([result])
     assert "| PPLCNetV2_base | 6.62 / 6.6 | 594 / 604 | 77.04% |" in text
     assert "| v2_base | 2.00 | 1.00 | - | - | 4.00 | 5.00 | - |" in text
     docs = tmp_path / "benchmarks.md"
     docs.write_text("# Benchmarks\n\nhand-written intro\n")
-    bm.write_docs(docs, "first")
-    bm.write_docs(docs, "second")
+    bt.write_docs(docs, "first")
+    bt.write_docs(docs, "second")
     body = docs.read_text()
     assert "hand-written intro" in body and "second" in body and "first" not in body
-    assert body.count(bm.BEGIN) == 1 and body.count(bm.END) == 1
+    assert body.count(bt.BEGIN) == 1 and body.count(bt.END) == 1
 
 
 def test_synthetic_pdparams_match_paddleclas_layout(tmp_path: Path) -> None:
@@ -329,6 +331,15 @@ def test_lcpipe_bench_with_forced_isa(isa: str, smoke_yaml: Path, tmp_path: Path
     else:
         assert g["threshold"] == 1.1 and g["passed"] is (g["value"] >= 1.1)
     assert "int8_ir_vs_fp32_ir" in res.output or "INT8 IR vs FP32 IR" in res.output
+
+
+def test_bench_matrix_cli_finds_the_checkout_benchmarks(tmp_path: Path) -> None:
+    """`lcpipe bench --matrix` imports benchmarks/ from the source checkout; a bad key fails before any work."""
+    from lcpipe.cli import cli
+
+    res = CliRunner().invoke(cli, ["bench", "--matrix", "--models", "v9_nope", "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "unknown v9_nope" in res.output and "v2_base" in res.output
+    assert not (tmp_path / "m").exists()
 
 
 def test_bench_bad_engine_name_and_missing_pipeline(smoke_yaml: Path, tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Developer benchmarks of a source checkout (not installed with lcpipe); see benchmarks/README.md."""
