@@ -76,3 +76,20 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_ir(xml: str | Path) -> Iterator[Path]:
+    """Yield a temp ``.xml`` path (in a temp folder beside ``xml``) for ``ov.save_model``, which writes the
+    ``.bin`` next to it; on success move the ``.bin``, then the ``.xml`` into place, so a reader never
+    sees an xml without its bin."""
+    xml = Path(xml)
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{xml.stem}.", suffix=".tmp", dir=xml.parent))
+    try:
+        tmp = folder / xml.name
+        yield tmp
+        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+        os.replace(tmp, xml)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

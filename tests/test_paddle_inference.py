@@ -295,11 +295,27 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @pytest.mark.paddleclas
+def test_atomic_ir_publishes_both_files_or_nothing(tmp_path) -> None:
+    """The IR writer's temp-then-rename (lcpipe.fileio.atomic_ir): a failed save leaves no file."""
+    from lcpipe.fileio import atomic_ir
+
+    out = tmp_path / "ir" / "model.xml"
+    with pytest.raises(RuntimeError), atomic_ir(out) as tmp:
+        tmp.write_text("<net/>")
+        raise RuntimeError("save failed after the xml")
+    assert list(out.parent.iterdir()) == []
+    with atomic_ir(out) as tmp:
+        tmp.write_text("<net/>")
+        tmp.with_suffix(".bin").write_bytes(b"w")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.bin", "model.xml"]
+
+
 def test_legacy_pdmodel_openvino_frontend(legacy_case, tmp_path) -> None:
     import openvino as ov
 
     xml = convert_with_openvino_frontend(legacy_case["pdmodel"], tmp_path / "ov" / "model.xml")
     assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    assert sorted(p.name for p in xml.parent.iterdir()) == ["model.bin", "model.xml"]  # no temp left
     # f32 explicitly: on CPUs with bf16/AMX OpenVINO otherwise runs in bf16 (~2e-3 off).
     compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = compiled(legacy_case["x"])[0]

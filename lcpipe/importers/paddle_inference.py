@@ -21,7 +21,7 @@ from typing import Any
 
 from lcpipe.deps import require
 from lcpipe.errors import InputError
-from lcpipe.fileio import atomic_path
+from lcpipe.fileio import atomic_ir, atomic_path
 from lcpipe.importers.onnx_read import load_onnx
 from lcpipe.importers.onnx_rebuild import canonical_from_onnx
 from lcpipe.models.spec import CanonicalModel
@@ -265,12 +265,8 @@ def convert_with_openvino_frontend(pdmodel_path: Path, out_xml: Path) -> Path:
     except Exception as exc:  # OpenVINO raises its own exception types per frontend
         raise InputError(f"{pdmodel_path}: OpenVINO's Paddle frontend failed: {exc}") from exc
     out_xml = Path(out_xml)
-    out_xml.parent.mkdir(parents=True, exist_ok=True)
-    # Write under temp names, then move .bin before .xml so a reader never sees an xml without its bin.
-    tmp_xml = out_xml.with_name(f".{out_xml.stem}.tmp.xml")
-    ov.save_model(model, str(tmp_xml), compress_to_fp16=False)  # FP16 compression is on by default
-    tmp_xml.with_suffix(".bin").replace(out_xml.with_suffix(".bin"))
-    tmp_xml.replace(out_xml)
+    with atomic_ir(out_xml) as tmp_xml:
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)  # FP16 compression is on by default
     return out_xml
 
 
