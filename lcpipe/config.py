@@ -191,6 +191,15 @@ class PipelineConfig(Strict):
                 return s.options
         return None
 
+    def option_path(self, value: str) -> Path:
+        """A path written in a stage option: relative to the pipeline YAML, like the paths it holds
+        (the current directory when the config did not come from a YAML file)."""
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            return p
+        src = Path(self.source_file or ".")
+        return (src.parent if src.suffix in (".yaml", ".yml") else Path.cwd()) / p
+
     def to_yaml_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json", exclude={"stages", "source_file"})
         d["stages"] = [{s.name: s.options.model_dump(mode="json")} for s in self.stages]

@@ -82,7 +82,7 @@ def _p2o(ctx: StageContext, options: Any, inputs: dict[str, Path], info: dict[st
     elif options.paddle_model:
         from lcpipe.importers.paddle_inference import locate_inference_files, paddle_to_onnx
 
-        files = locate_inference_files(_option_path(ctx, options.paddle_model))
+        files = locate_inference_files(ctx.config.option_path(options.paddle_model))
         onnx_path = paddle_to_onnx(files, ctx.workdir / "paddle2onnx.onnx", opset=17)
     else:
         return unavailable("ov_p2o_fp32", "openvino", "fp32", _no_paddle_reason(info))
@@ -113,7 +113,7 @@ def _paddle(ctx: StageContext, options: Any, info: dict[str, Any], threads: int)
     if not has_module("paddle"):
         return unavailable("paddle_onednn", "paddle", "fp32", "paddle (paddlepaddle) is not installed")
     if options.paddle_model:
-        model, params = paddle_files(_option_path(ctx, options.paddle_model))
+        model, params = paddle_files(ctx.config.option_path(options.paddle_model))
     elif _paddle_source(ctx, info):
         model, params = Path(info["model_file"]), Path(info["params_file"])
     else:
@@ -129,12 +129,3 @@ def _paddle_source(ctx: StageContext, info: dict[str, Any]) -> bool:
 def _no_paddle_reason(info: dict[str, Any]) -> str:
     return (f"no Paddle inference model: the source is {info.get('format') or 'unknown'} (lcpipe builds no Paddle "
             "dygraph models); give a paddle_inference source or stages.bench.paddle_model")
-
-
-def _option_path(ctx: StageContext, value: str) -> Path:
-    """Relative to the pipeline YAML (like other paths written in it)."""
-    p = Path(value).expanduser()
-    if p.is_absolute():
-        return p
-    src = Path(ctx.config.source_file or ".")
-    return (src.parent if src.suffix in (".yaml", ".yml") else Path.cwd()) / p

@@ -72,7 +72,7 @@ class ValidateStage(Stage):
         salt: dict[str, Any] = {"eval": fingerprint(config.data, config.preprocess, "eval"),
                                 "cpu": [cpu["model"], cpu["isa"], cpu["cores"]], "versions": versions()}
         options = config.stage_options("validate")
-        groups = _groups_path(config, options.groups) if options is not None and options.groups else None
+        groups = config.option_path(options.groups) if options is not None and options.groups else None
         if groups is not None and groups.is_file():
             salt["groups"] = sha256_path(groups)
         return sha256_json(salt)
@@ -131,14 +131,6 @@ class ValidateStage(Stage):
 
 # ---------------------------------------------------------------- groups
 
-def _groups_path(config: Any, value: str) -> Path:
-    p = Path(value).expanduser()
-    if p.is_absolute():
-        return p
-    src = Path(config.source_file or ".")
-    return (src.parent if src.suffix in (".yaml", ".yml") else Path.cwd()) / p
-
-
 def read_groups(path: Path, column: str) -> dict[str, str]:
     """file name -> group from a TSV with a header (first column: file)."""
     with open(path, newline="", encoding="utf-8") as f:
@@ -155,7 +147,7 @@ def _group_accuracy(ctx: StageContext, options: ValidateOptions, ev: Any,
                     logits: dict[str, np.ndarray]) -> dict[str, Any] | None:
     if not options.groups or ev.labels is None:
         return None
-    path = _groups_path(ctx.config, options.groups)
+    path = ctx.config.option_path(options.groups)
     if not path.is_file():
         ctx.log.warning("validate: groups file %s not found; no per-group accuracy", path)
         return None
