@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,18 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     if verbose < 2:  # nncf / openvino are chatty at INFO
         for name in ("nncf", "openvino"):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _cache_root(cache_dir: Path | None, no_cache: bool) -> Iterator[Path | None]:
+    """--no-cache: a temp root for everything a run would otherwise keep in the cache (downloads,
+    unpacked archives, preprocessed data), removed afterwards, so the user's cache is neither read
+    nor written. Otherwise --cache-dir as given (None: $LCPIPE_CACHE_DIR or the user cache)."""
+    if not no_cache:
+        yield cache_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="lcpipe-nocache-") as tmp:
+        yield Path(tmp)
 
 
 class _Group(click.Group):
@@ -65,8 +80,9 @@ def run(pipeline: str, out: Path | None, overrides: tuple[str, ...], from_stage:
     from lcpipe.examples import resolve_pipeline
     from lcpipe.runner import run_pipeline
 
-    result = run_pipeline(resolve_pipeline(pipeline), out=out, overrides=overrides, from_stage=from_stage, until=until,
-                          force=force, cache_dir=cache_dir, no_cache=no_cache)
+    with _cache_root(cache_dir, no_cache) as root:
+        result = run_pipeline(resolve_pipeline(pipeline), out=out, overrides=overrides, from_stage=from_stage,
+                              until=until, force=force, cache_dir=root, no_cache=no_cache)
     if result.metrics:
         from lcpipe.report_text import render_summary
 
@@ -285,8 +301,9 @@ def bench(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], t
     from lcpipe.examples import resolve_pipeline
     from lcpipe.stages.bench import bench_pipeline, render_rich
 
-    result, folder = bench_pipeline(resolve_pipeline(pipeline), overrides=overrides, out=out, cache_dir=cache_dir,
-                                    no_cache=no_cache, force=force, updates=updates)
+    with _cache_root(cache_dir, no_cache) as root:
+        result, folder = bench_pipeline(resolve_pipeline(pipeline), overrides=overrides, out=out, cache_dir=root,
+                                        no_cache=no_cache, force=force, updates=updates)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
     else:
