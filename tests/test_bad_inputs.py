@@ -247,3 +247,83 @@ def test_opset_below_14_is_a_config_error(tmp_path: Path, synthetic_weights) -> 
         _run(synthetic_weights(), out, "stages.export.opset=13")
     _assert_nothing_complete(out)
     assert not (out / "export").exists()
+
+
+# ---------------------------------------------------------------- crafted pickles: sizes, dtypes, shapes
+
+class _Declares:
+    """Pickles exactly as numpy does (_reconstruct + __setstate__), with whatever state it is given."""
+
+    def __init__(self, state: tuple) -> None:
+        self.state = state
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, (0,), b"b"), self.state)
+
+
+class _CallsNdarray:
+    def __reduce__(self):
+        return (np.ndarray, ((10**12,), "f4"))
+
+
+def _crafted(tmp_path: Path, synthetic_weights, key: str, value: object) -> Path:
+    """A real checkpoint with one entry replaced by ``value``: the error must name that entry."""
+    tensors = pickle.loads(synthetic_weights().read_bytes())
+    tensors[key] = value
+    bad = tmp_path / "crafted.pdparams"
+    bad.write_bytes(pickle.dumps(tensors, protocol=4))
+    return bad
+
+
+@pytest.mark.parametrize("case", ["terabyte", "shape_vs_bytes", "object", "structured", "nested", "no_state"])
+def test_crafted_tensor_refused_before_allocating(tmp_path: Path, synthetic_weights, case: str) -> None:
+    import tracemalloc
+
+    key = "blocks3.0.dw_conv.conv.weight"
+    value: object = {
+        "terabyte": _Declares((1, (10**12,), np.dtype("f4"), False, b"\0" * 8)),
+        "shape_vs_bytes": _Declares((1, (16, 3, 3, 3), np.dtype("f4"), False, b"\0" * 8)),
+        "object": np.array([1, "x"], dtype=object),
+        "structured": np.zeros(2, dtype=[("a", "f4"), ("b", "i4")]),
+        "nested": {"weight": np.zeros(3, np.float32)},
+        "no_state": _CallsNdarray(),
+    }[case]
+    if case == "no_state":
+        key = "fc.weight"
+    bad = _crafted(tmp_path, synthetic_weights, key, value)
+    tracemalloc.start()
+    try:
+        exc_type = UnsafePickleError if case == "no_state" else InputError
+        msg = _expect(exc_type, bad, tmp_path / "out")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 << 20, f"{peak / 1e6:.0f} MB allocated while refusing"
+    assert str(bad) in msg
+    expected = {
+        "terabyte": f"tensor '{key}' refused: declares shape (1000000000000,) float32 = 4,000,000,000,000 bytes, "
+                    "over the 1 GiB a checkpoint tensor may have",
+        "shape_vs_bytes": f"tensor '{key}' refused: declares shape (16, 3, 3, 3) float32 = 1,728 bytes but holds 8",
+        "object": f"tensor '{key}' refused: object dtype",
+        "structured": f"tensor '{key}' refused: dtype",
+        "nested": f"entry '{key}' is dict, not a numeric array",
+        "no_state": "refusing to call numpy.ndarray directly",
+    }[case]
+    assert expected in msg, msg
+
+
+def test_tiny_file_declaring_a_terabyte_cli(tmp_path: Path) -> None:
+    """The few-byte file alone, through the CLI: exit 2, one line naming file and tensor, no traceback."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "tiny.pdparams"
+    bad.write_bytes(pickle.dumps({"w": _Declares((1, (10**12,), np.dtype("f4"), False, b""))}, protocol=4))
+    assert bad.stat().st_size < 300
+    res = subprocess.run([sys.executable, "-m", "lcpipe", "inspect", str(bad)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(helpers.REPO)}, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert f"error: {bad}: tensor 'w' refused: declares shape (1000000000000,) float32" in res.stderr
