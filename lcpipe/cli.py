@@ -147,14 +147,21 @@ def _type_name(ann: Any) -> str:
 @click.option("--format", "fmt", type=click.Choice(["auto", "pdparams", "torch", "safetensors", "paddle_inference",
                                                      "onnx"]), default="auto", show_default=True)
 @click.option("--arch", default="auto", show_default=True)
-@click.option("--input-size", default="224,224", show_default=True, help="H,W used for FLOPs.")
+@click.option("--input-size", metavar="H,W", help="Input size for FLOPs [a Paddle inference model's inference.yml, "
+              "else 224,224].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect(path: Path, fmt: str, arch: str, input_size: str, as_json: bool) -> None:
+def inspect(path: Path, fmt: str, arch: str, input_size: str | None, as_json: bool) -> None:
     """Detected architecture, scale, classes, params, FLOPs, fusion state of a weights file or model."""
     from lcpipe.inspect import inspect_path
 
-    h, w = (int(v) for v in input_size.split(","))
-    info = inspect_path(path, fmt, arch, (h, w))
+    hw = None
+    if input_size:
+        try:
+            h, w = (int(v) for v in input_size.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{input_size!r}: give H,W, e.g. 224,224", param_hint="--input-size") from None
+        hw = (h, w)
+    info = inspect_path(path, fmt, arch, hw)
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
