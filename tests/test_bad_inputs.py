@@ -327,3 +327,56 @@ def test_tiny_file_declaring_a_terabyte_cli(tmp_path: Path) -> None:
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
     assert f"error: {bad}: tensor 'w' refused: declares shape (1000000000000,) float32" in res.stderr
+
+
+# ---------------------------------------------------------------- model sources through the CLI
+
+def _cli_run(tmp_path: Path, *sets: str, fails: bool = True) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "lcpipe", "run", str(helpers.V1_YAML), "--until", "export",
+                          "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *(f"--set={s}" for s in sets)],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(helpers.REPO)})
+    assert "Traceback" not in res.stderr, res.stderr
+    if fails:
+        _assert_nothing_complete(out)
+    return res.returncode, res.stderr
+
+
+def test_cli_local_sha_mismatch(tmp_path: Path, synthetic_weights) -> None:
+    import hashlib
+    import shutil
+
+    mine = shutil.copy(synthetic_weights(), tmp_path / "mine.pdparams")
+    real = hashlib.sha256(Path(mine).read_bytes()).hexdigest()
+    code, err = _cli_run(tmp_path, f"model.source.path={mine}", "model.source.sha256=" + "e" * 64)
+    assert code == 2
+    assert f"error: model.source.path: {mine} has sha256 {real}, but model.source.sha256 says {'e' * 64}" in err
+    assert Path(mine).is_file()  # the user's file stays
+    code, _ = _cli_run(tmp_path, f"model.source.path={mine}", f"model.source.sha256={real}", fails=False)
+    assert code == 0
+
+
+@pytest.mark.parametrize("kind", ["link", "bomb"])
+def test_cli_bad_archive_source(tmp_path: Path, kind: str) -> None:
+    import io
+    import tarfile
+
+    arc = tmp_path / "weights.tgz"
+    with tarfile.open(arc, "w:gz") as tf:
+        if kind == "link":
+            info = tarfile.TarInfo("model.pdparams")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            tf.addfile(info)
+        else:
+            info = tarfile.TarInfo("model.pdparams")
+            info.size = 64 << 20
+            tf.addfile(info, io.BytesIO(bytes(info.size)))
+    code, err = _cli_run(tmp_path, f"model.source.path={arc}")
+    assert code == 2 and f"error: {arc}: refusing to unpack: " in err
+    assert ("is a symbolic link" in err) if kind == "link" else ("expands more than 200x" in err)
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("extracted/**/*"))
