@@ -48,6 +48,7 @@ MAX_MEMBERS = 10_000
 MAX_RATIO = 200  # unpacked bytes per archive byte (checked once the unpacked total passes 16 MiB)
 _RATIO_FLOOR = 16 << 20
 
+_POOCH_TEMP = re.compile(r"tmp[a-z0-9_]{8}")
 _logger = logging.getLogger("lcpipe.sources")
 
 
@@ -232,9 +233,11 @@ class _DownloadProgress:
 
 
 def _drop_stale_parts(dest: Path, max_age_s: float = 24 * 3600) -> None:
-    """pooch's temp files (``tmp*`` beside the target) of downloads killed mid-way; young ones
-    may belong to a download running now."""
+    """pooch's temp files (tempfile's ``tmp`` + 8 characters, beside the target) of downloads killed
+    mid-way; young ones may belong to a download running now."""
     for part in dest.parent.glob("tmp*"):
+        if not _POOCH_TEMP.fullmatch(part.name):
+            continue
         with contextlib.suppress(OSError):
             if time.time() - part.stat().st_mtime > max_age_s:
                 part.unlink()

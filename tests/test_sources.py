@@ -442,3 +442,19 @@ def test_downloads_honour_cache_dir_and_no_cache(tmp_path, mode) -> None:
         assert not [p for p in tmp_path.iterdir() if p.name.startswith("lcpipe-")]  # temp roots removed
     info = json.loads((tmp_path / "run" / "import" / "model_info.json").read_text())
     assert info["format"] == "paddle_inference" and info["spec"]["arch"] == "PPLCNet_x0_25"
+
+
+def test_stale_temp_of_a_killed_download_is_dropped(server, tmp_path) -> None:
+    """A download killed mid-way leaves pooch's temp file; a day later the next download removes it,
+    but never a cached file whose name merely starts with 'tmp'."""
+    url = server.url + "/model.bin"
+    dest = cache_file_for(url, tmp_path / "cache")
+    dest.parent.mkdir(parents=True)
+    stale, young, lookalike = dest.parent / "tmpab_cd123", dest.parent / "tmpzz998877", dest.parent / "tmp_model.onnx"
+    for f in (stale, young, lookalike):
+        f.write_bytes(b"partial")
+    old = time.time() - 2 * 24 * 3600
+    os.utime(stale, (old, old))
+    os.utime(lookalike, (old, old))
+    fetch_source(_src(url=url), tmp_path / "cache")
+    assert not stale.exists() and young.exists() and lookalike.exists()
