@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,18 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     if verbose < 2:  # nncf / openvino are chatty at INFO
         for name in ("nncf", "openvino"):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _cache_root(cache_dir: Path | None, no_cache: bool) -> Iterator[Path | None]:
+    """--no-cache: a temp root for everything a run would otherwise keep in the cache (downloads,
+    unpacked archives, preprocessed data), removed afterwards, so the user's cache is neither read
+    nor written. Otherwise --cache-dir as given (None: $LCPIPE_CACHE_DIR or the user cache)."""
+    if not no_cache:
+        yield cache_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="lcpipe-nocache-") as tmp:
+        yield Path(tmp)
 
 
 class _Group(click.Group):
@@ -45,7 +60,7 @@ def cli(verbose: int, quiet: bool) -> None:
 
 
 @cli.command()
-@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("pipeline", metavar="PIPELINE.yaml|EXAMPLE")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory [runs/<name>/].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a config key (YAML-typed value); stage options: stages.<stage>.<key>=...")
@@ -55,14 +70,19 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Stage cache [$LCPIPE_CACHE_DIR or the user cache dir].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the stage cache.")
-def run(pipeline: Path, out: Path | None, overrides: tuple[str, ...], from_stage: str | None, until: str | None,
+def run(pipeline: str, out: Path | None, overrides: tuple[str, ...], from_stage: str | None, until: str | None,
         force: bool, cache_dir: Path | None, no_cache: bool) -> None:
-    """Run PIPELINE.yaml. Exit 0 ok, 2 bad config/input, 3 a gate failed, 1 unexpected error."""
+    """Run PIPELINE.yaml, or a packaged example by name (lcpipe examples lists them).
+
+    The run directory is runs/<name>/ under the current directory unless --out says otherwise.
+    Exit 0 ok, 2 bad config/input, 3 a gate failed, 1 unexpected error."""
     from lcpipe.errors import GateFailedError
+    from lcpipe.examples import resolve_pipeline
     from lcpipe.runner import run_pipeline
 
-    result = run_pipeline(pipeline, out=out, overrides=overrides, from_stage=from_stage, until=until,
-                          force=force, cache_dir=cache_dir, no_cache=no_cache)
+    with _cache_root(cache_dir, no_cache) as root:
+        result = run_pipeline(resolve_pipeline(pipeline), out=out, overrides=overrides, from_stage=from_stage,
+                              until=until, force=force, cache_dir=root, no_cache=no_cache)
     if result.metrics:
         from lcpipe.render.summary import render_summary
 
@@ -81,10 +101,20 @@ def check(pipeline: Path, overrides: tuple[str, ...]) -> None:
     import yaml
 
     from lcpipe.config import load_config
+    from lcpipe.examples import resolve_pipeline
 
-    cfg = load_config(pipeline, overrides)
+    cfg = load_config(resolve_pipeline(pipeline), overrides)
     click.echo(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
     click.echo(f"{pipeline}: ok", err=True)
+
+
+@cli.command()
+def examples() -> None:
+    """List the packaged example pipelines (run one with: lcpipe run NAME) and where they are."""
+    from lcpipe.examples import list_examples
+
+    for name, path in list_examples().items():
+        click.echo(f"{name}: {path}")
 
 
 @cli.command()
@@ -117,14 +147,21 @@ def _type_name(ann: Any) -> str:
 @click.option("--format", "fmt", type=click.Choice(["auto", "pdparams", "torch", "safetensors", "paddle_inference",
                                                      "onnx"]), default="auto", show_default=True)
 @click.option("--arch", default="auto", show_default=True)
-@click.option("--input-size", default="224,224", show_default=True, help="H,W used for FLOPs.")
+@click.option("--input-size", metavar="H,W", help="Input size for FLOPs [a Paddle inference model's inference.yml, "
+              "else 224,224].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect(path: Path, fmt: str, arch: str, input_size: str, as_json: bool) -> None:
+def inspect(path: Path, fmt: str, arch: str, input_size: str | None, as_json: bool) -> None:
     """Detected architecture, scale, classes, params, FLOPs, fusion state of a weights file or model."""
     from lcpipe.inspect import inspect_path
 
-    h, w = (int(v) for v in input_size.split(","))
-    info = inspect_path(path, fmt, arch, (h, w))
+    hw = None
+    if input_size:
+        try:
+            h, w = (int(v) for v in input_size.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{input_size!r}: give H,W, e.g. 224,224", param_hint="--input-size") from None
+        hw = (h, w)
+    info = inspect_path(path, fmt, arch, hw)
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
@@ -204,10 +241,11 @@ def sensitivity(pipeline: Path, out: Path | None, overrides: tuple[str, ...], to
                 metric: str, include: tuple[str, ...], images: int, calib_images: int | None, accuracy_control: bool,
                 cache_dir: Path | None) -> None:
     """Rank layers of PIPELINE's model by INT8 sensitivity; print the top as an ignored_scope."""
+    from lcpipe.examples import resolve_pipeline
     from lcpipe.sensitivity import analyze, format_suggestion, format_table
 
-    result = analyze(pipeline, overrides=overrides, out=out, cache_dir=cache_dir, by=by, mode=mode, metric=metric,
-                     include=include, images=images, calib_images=calib_images, top=top,
+    result = analyze(resolve_pipeline(pipeline), overrides=overrides, out=out, cache_dir=cache_dir, by=by, mode=mode,
+                     metric=metric, include=include, images=images, calib_images=calib_images, top=top,
                      accuracy_control=accuracy_control)
     click.echo(format_table(result, limit=max(top, 10)))
     click.echo(format_suggestion(result))
@@ -266,11 +304,13 @@ def bench(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], t
         return
     if pipeline is None:
         raise ConfigError("lcpipe bench: give a PIPELINE.yaml (or --matrix)")
+    from lcpipe.examples import resolve_pipeline
     from lcpipe.render.bench import render_rich
     from lcpipe.stages.bench import bench_pipeline
 
-    result, folder = bench_pipeline(pipeline, overrides=overrides, out=out, cache_dir=cache_dir, no_cache=no_cache,
-                                    force=force, updates=updates)
+    with _cache_root(cache_dir, no_cache) as root:
+        result, folder = bench_pipeline(resolve_pipeline(pipeline), overrides=overrides, out=out, cache_dir=root,
+                                        no_cache=no_cache, force=force, updates=updates)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
     else:

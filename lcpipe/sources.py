@@ -1,27 +1,27 @@
 """Where a model file comes from: a local path, or a URL downloaded once into the cache.
 
-Downloads land in ``<cache>/downloads/<sha256 or url-hash>/<filename>``: streamed to a temp
-name, checked (length, sha256), then renamed, so a half file never sits under the final name.
-Archives (``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``; PaddleClas ships ``*_infer.tar``) are
-unpacked into ``<cache>/extracted/<archive sha256>/`` after every member has been checked
-to stay inside that folder.
-
-urllib rather than pooch: it reads file:// URLs too, and the truncation check (bytes vs
-Content-Length) needs the raw response.
+Downloads go through pooch (sha256 check, retries, a progress bar once a download has taken
+over a second) into ``<cache>/downloads/<sha256 or url-hash>/<filename>``: pooch streams to a
+temp name beside it and renames only after the hash matched, so a half file never sits under
+the final name. ``file://`` URLs are copied by a small downloader of ours (pooch has none).
+Archives (``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``; PaddleClas ships ``*_infer.tar``), local or
+downloaded, are unpacked into ``<cache>/extracted/<archive sha256>/`` after every member has
+been checked: inside that folder, a regular file or folder (no links, devices), and within
+the size, member-count and expansion-ratio limits below. A local file is never modified or
+deleted, whatever its checks say.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import logging
 import os
+import re
 import shutil
 import stat
 import tarfile
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
@@ -37,23 +37,29 @@ Log = Callable[[str], Any] | logging.Logger | None
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
 LOCAL_HINT = "--set model.source.path=/path/to/file"
-_CHUNK = 1 << 20
+RETRIES = 2  # pooch retries a failed download (network error or hash mismatch) this often, waiting 1 s, 2 s
+PROGRESS_AFTER_S = 1.0  # downloads that finish sooner show no bar
 _TIMEOUT_S = 60
+_CHUNK = 1 << 16
+# Archive limits. The largest PP-LCNet(V2) release archive is ~0.2 GB with a handful of members;
+# these leave an order of magnitude of room and stop an archive bomb before it fills the disk.
+MAX_UNPACKED_BYTES = 4 << 30
+MAX_MEMBERS = 10_000
+MAX_RATIO = 200  # unpacked bytes per archive byte (checked once the unpacked total passes 16 MiB)
+_RATIO_FLOOR = 16 << 20
 
+_POOCH_TEMP = re.compile(r"tmp[a-z0-9_]{8}")
 _logger = logging.getLogger("lcpipe.sources")
 
 
-def fetch_source(src: SourceConfig, cache_dir: Path | None, *, log: Log = None) -> Path:
+def fetch_source(src: SourceConfig, cache_dir: Path, *, log: Log = None) -> Path:
     """Return a local path for ``src``: the file itself, or the extracted folder of an archive.
 
-    ``path`` wins over ``url`` so ``--set model.source.path=...`` overrides a YAML URL."""
-    cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    ``path`` wins over ``url`` so ``--set model.source.path=...`` overrides a YAML URL. Downloads
+    and unpacked archives go under ``cache_dir`` (with --no-cache the caller passes a temp dir)."""
+    cache_dir = Path(cache_dir)
     if src.path:
-        path = Path(src.path).expanduser()
-        if not path.exists():
-            raise InputError(f"model.source.path: {path} does not exist")
-        if src.sha256 and path.is_file():
-            _verify_local(path, src.sha256)
+        path = check_local(src)
         return unpack_if_archive(path, cache_dir, log=log) if path.is_file() else path
     if not src.url:
         raise InputError("model.source: give 'path' (local file) or 'url'")
@@ -61,10 +67,17 @@ def fetch_source(src: SourceConfig, cache_dir: Path | None, *, log: Log = None) 
     return unpack_if_archive(file, cache_dir, log=log)
 
 
-def _default_cache_dir() -> Path:
-    from lcpipe.cache import default_cache_dir  # LCPIPE_CACHE_DIR, else platformdirs' user cache
-
-    return default_cache_dir()
+def check_local(src: SourceConfig) -> Path:
+    """The local ``path`` of ``src``, checked against ``sha256`` when given (a file only)."""
+    path = Path(str(src.path)).expanduser()
+    if not path.exists():
+        raise InputError(f"model.source.path: {path} does not exist")
+    if src.sha256:
+        if not path.is_file():
+            raise InputError(f"model.source.sha256: {path} is a folder; a sha256 pins a single file "
+                             "(an archive or a weights file)")
+        _verify_local(path, src.sha256)
+    return path
 
 
 def _emit(log: Log, msg: str) -> None:
@@ -104,25 +117,17 @@ def download(url: str, cache_dir: Path, *, sha256: str | None = None, log: Log =
     """Download ``url`` once; later calls return the cached file without touching the network."""
     want = _norm_sha(sha256)
     dest = cache_file_for(url, cache_dir, want)
-    if dest.is_file():
-        if want is None or sha256_file(dest) == want:
-            _emit(log, f"using cached {dest}")
-            return dest
-        _emit(log, f"cached {dest} does not match sha256 {want}; downloading again")
-        dest.unlink()
+    if dest.is_file() and (want is None or sha256_file(dest) == want):
+        _emit(log, f"using cached {dest}")
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     _drop_stale_parts(dest)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
-        got, size = _stream(url, tmp)
-        if want is not None and got != want:
-            raise InputError(f"{url}: downloaded file has sha256 {got}, expected {want} "
-                             f"(model.source.sha256); the file was removed")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _emit(log, f"downloading {url} -> {dest}")
+    _fetch_with_pooch(url, dest, want)
+    got = sha256_file(dest)
     write_json(dest.with_name(dest.name + ".source.json"),
-               {"url": url, "sha256": got, "bytes": size, "downloaded": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+               {"url": url, "sha256": got, "bytes": dest.stat().st_size,
+                "downloaded": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     if want is None:
         _emit(log, f"downloaded {url} -> {dest}; sha256 {got} (pin it: model.source.sha256: {got})")
     else:
@@ -130,44 +135,112 @@ def download(url: str, cache_dir: Path, *, sha256: str | None = None, log: Log =
     return dest
 
 
+def _fetch_with_pooch(url: str, dest: Path, want: str | None) -> None:
+    import pooch
+    import requests
+
+    scheme = urllib.parse.urlparse(url).scheme.lower()
+    if scheme not in ("http", "https", "file"):
+        raise InputError(f"{url}: unsupported URL scheme {scheme!r} (http, https, file). {_offline_hint()}")
+    pooch.get_logger().setLevel(logging.WARNING)  # lcpipe logs its own lines
+    bar = _DownloadProgress(dest.name)
+    downloader: Any = _copy_file_url if scheme == "file" else pooch.HTTPDownloader(
+        progressbar=bar, chunk_size=_CHUNK, timeout=_TIMEOUT_S, headers={"User-Agent": "lcpipe"})
+    store = pooch.create(path=dest.parent, base_url="", registry={dest.name: f"sha256:{want}" if want else None},
+                         urls={dest.name: url}, retry_if_failed=RETRIES)
+    try:
+        store.fetch(dest.name, downloader=downloader)
+    except ValueError as exc:  # pooch: hash mismatch after the retries; its temp file is gone
+        found = re.search(r"got ([0-9a-f]{64})", str(exc))
+        got = found.group(1) if found else "a different digest"
+        raise InputError(f"{url}: downloaded file has sha256 {got}, expected {want} "
+                         f"(model.source.sha256); the file was removed") from None
+    except requests.exceptions.HTTPError as exc:
+        resp = exc.response
+        status = f"HTTP {resp.status_code} {resp.reason}" if resp is not None else str(exc)
+        raise InputError(f"{url}: download failed: {status}. {_offline_hint()}") from None
+    except requests.exceptions.ChunkedEncodingError as exc:
+        raise InputError(f"{url}: download truncated: {_incomplete(exc)}. {_offline_hint()}") from None
+    except (requests.exceptions.RequestException, OSError) as exc:  # DNS, refused, timeout, reset, file://
+        raise InputError(f"{url}: download failed: {_reason(exc)}. {_offline_hint()}") from None
+    finally:
+        bar.close()
+
+
+def _copy_file_url(url: str, output_file: Any, _pooch: Any) -> None:
+    """pooch downloader for file:// URLs (it has none): copy the file into pooch's temp name."""
+    src = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+    with open(src, "rb") as f_in:
+        if isinstance(output_file, str | os.PathLike):
+            with open(output_file, "wb") as f_out:
+                shutil.copyfileobj(f_in, f_out, _CHUNK)
+        else:
+            shutil.copyfileobj(f_in, output_file, _CHUNK)
+
+
+def _incomplete(exc: BaseException) -> str:
+    """'got N of M bytes' from urllib3's IncompleteRead(N bytes read, K more expected)."""
+    found = re.search(r"IncompleteRead\((\d+) bytes read, (\d+) more expected\)", str(exc))
+    if found:
+        got, more = int(found.group(1)), int(found.group(2))
+        return f"got {got} of {got + more} bytes"
+    return _reason(exc)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return text or type(exc).__name__
+
+
+class _DownloadProgress:
+    """pooch's progress-bar protocol (``total``, ``update``, ``reset``, ``close``) drawn with rich on
+    stderr, and only once the download has taken longer than PROGRESS_AFTER_S (no flicker for
+    small files). tqdm would be one more dependency for the same bar."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.total = 0
+        self.shown = False
+        self._done = 0
+        self._t0 = time.monotonic()
+        self._progress: Any = None
+        self._task: Any = None
+
+    def update(self, n: int) -> None:
+        self._done += n
+        if self._progress is None and time.monotonic() - self._t0 >= PROGRESS_AFTER_S:
+            from rich.console import Console
+            from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+            self._progress = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                                      console=Console(stderr=True))
+            self._task = self._progress.add_task(f"downloading {self.label}", total=self.total or None)
+            self._progress.start()
+            self.shown = True
+        if self._progress is not None:
+            done = min(self._done, self.total) if self.total else self._done
+            self._progress.update(self._task, completed=done)
+
+    def reset(self) -> None:
+        self._done = 0
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
 def _drop_stale_parts(dest: Path, max_age_s: float = 24 * 3600) -> None:
-    """Temp files of downloads killed mid-way; young ones may belong to a running download."""
-    for part in dest.parent.glob(f".{dest.name}.*.part"):
+    """pooch's temp files (tempfile's ``tmp`` + 8 characters, beside the target) of downloads killed
+    mid-way; young ones may belong to a download running now."""
+    for part in dest.parent.glob("tmp*"):
+        if not _POOCH_TEMP.fullmatch(part.name):
+            continue
         with contextlib.suppress(OSError):
             if time.time() - part.stat().st_mtime > max_age_s:
                 part.unlink()
-
-
-def _stream(url: str, tmp: Path) -> tuple[str, int]:
-    """Copy the response into ``tmp``; return (sha256, bytes). Raises InputError on any failure."""
-    h = hashlib.sha256()
-    size = 0
-    try:
-        req = urllib.request.Request(url, headers={"User-Agent": "lcpipe"})
-        with urllib.request.urlopen(req, timeout=_TIMEOUT_S) as resp, open(tmp, "wb") as f:
-            expected = _content_length(resp)
-            while block := resp.read(_CHUNK):
-                f.write(block)
-                h.update(block)
-                size += len(block)
-    except urllib.error.HTTPError as exc:
-        raise InputError(f"{url}: download failed: HTTP {exc.code} {exc.reason}. {_offline_hint()}") from None
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        # DNS, refused, timeout, bad URL, reset, malformed response
-        reason = getattr(exc, "reason", exc)
-        raise InputError(f"{url}: download failed: {reason}. {_offline_hint()}") from None
-    # http.client does not raise when the server closes early; compare with Content-Length.
-    if expected is not None and size != expected:
-        raise InputError(f"{url}: download truncated: got {size} of {expected} bytes. {_offline_hint()}")
-    return h.hexdigest(), size
-
-
-def _content_length(resp: Any) -> int | None:
-    value = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _offline_hint() -> str:
@@ -214,43 +287,88 @@ def _member_target(root: Path, name: str, archive: Path) -> Path:
     return target
 
 
+class _Budget:
+    """Running totals of an archive being checked; raises at the first limit crossed."""
+
+    def __init__(self, archive: Path) -> None:
+        self.archive = archive
+        self.packed = max(archive.stat().st_size, 1)
+        self.members = 0
+        self.bytes = 0
+
+    def add(self, name: str, size: int) -> None:
+        self.members += 1
+        self.bytes += max(size, 0)
+        if self.members > MAX_MEMBERS:
+            raise InputError(f"{self.archive}: refusing to unpack: more than {MAX_MEMBERS} members "
+                             f"(limit lcpipe.sources.MAX_MEMBERS)")
+        if self.bytes > MAX_UNPACKED_BYTES:
+            raise InputError(f"{self.archive}: refusing to unpack: more than {_size(MAX_UNPACKED_BYTES)} unpacked "
+                             f"(at member {name!r}; limit lcpipe.sources.MAX_UNPACKED_BYTES)")
+        if self.bytes > _RATIO_FLOOR and self.bytes > MAX_RATIO * self.packed:
+            raise InputError(f"{self.archive}: refusing to unpack: expands more than {MAX_RATIO}x "
+                             f"({_size(self.packed)} -> over {_size(self.bytes)} at member {name!r}; "
+                             f"limit lcpipe.sources.MAX_RATIO), an archive bomb?")
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
+
+
 def _extract_tar(path: Path, dest: Path) -> None:
+    budget = _Budget(path)
     try:
         with tarfile.open(path) as tf:
-            members = tf.getmembers()
-            for m in members:
-                target = _member_target(dest, m.name, path)
+            members = []
+            for m in tf:  # lazily: a bomb is stopped at the limit, not decompressed in full first
+                _member_target(dest, m.name, path)
                 if m.issym() or m.islnk():
-                    link = (target.parent / m.linkname) if m.issym() else (dest / m.linkname)
-                    if os.path.isabs(m.linkname) or not link.resolve().is_relative_to(dest.resolve()):
-                        raise InputError(f"{path}: refusing to unpack: link {m.name!r} -> {m.linkname!r} "
-                                         f"points outside the folder")
-                elif not (m.isfile() or m.isdir()):
+                    raise InputError(f"{path}: refusing to unpack: member {m.name!r} is a "
+                                     f"{'symbolic' if m.issym() else 'hard'} link to {m.linkname!r} "
+                                     f"(links are not allowed in model archives)")
+                if not (m.isfile() or m.isdir()):
                     raise InputError(f"{path}: refusing to unpack: member {m.name!r} is a device/fifo")
-            # The stdlib "data" filter repeats these checks and drops setuid bits and owners.
+                budget.add(m.name, m.size if m.isfile() else 0)
+                members.append(m)
+            # With links refused, the checks above are complete; the stdlib "data" filter (3.11.4+)
+            # repeats them and also drops setuid bits and owners.
             if hasattr(tarfile, "data_filter"):
                 tf.extractall(dest, members=members, filter="data")
-            else:  # Python < 3.11.4: the checks above are all there is
+            else:
                 tf.extractall(dest, members=members)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise InputError(f"{path}: not a readable tar archive: {exc}") from exc
 
 
 def _extract_zip(path: Path, dest: Path) -> None:
+    budget = _Budget(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
+            infos = zf.infolist()
+            for info in infos:
                 _member_target(dest, info.filename, path)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode):
-                    raise InputError(f"{path}: refusing to unpack: member {info.filename!r} is a symlink")
-            for info in zf.infolist():
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise InputError(f"{path}: refusing to unpack: member {info.filename!r} is a symbolic link "
+                                     f"(links are not allowed in model archives)")
+                budget.add(info.filename, info.file_size)
+            for info in infos:
                 target = _member_target(dest, info.filename, path)
                 if info.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out)
+                    _copy_at_most(src, out, info.file_size, path, info.filename)
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise InputError(f"{path}: not a readable zip archive: {exc}") from exc
+
+
+def _copy_at_most(src: Any, out: Any, declared: int, archive: Path, name: str) -> None:
+    """Copy a zip member; a member that inflates past its declared size is refused (zip headers can lie)."""
+    left = declared
+    while block := src.read(_CHUNK):
+        left -= len(block)
+        if left < 0:
+            raise InputError(f"{archive}: refusing to unpack: member {name!r} inflates past its declared "
+                             f"size of {declared} bytes")
+        out.write(block)

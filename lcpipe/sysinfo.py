@@ -32,6 +32,9 @@ def cpu_flags() -> frozenset[str]:
 
 @functools.cache
 def cpu_model() -> str:
+    """CPU model name: /proc/cpuinfo's "model name" (Linux x86, instant), else py-cpuinfo's brand
+    (macOS, Windows, ARM Linux, whose /proc/cpuinfo has no model name; it takes ~1.5 s, so only
+    then), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -39,7 +42,16 @@ def cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return _cpuinfo_brand() or platform.processor() or "unknown"
+
+
+def _cpuinfo_brand() -> str:
+    try:
+        import cpuinfo
+
+        return str(cpuinfo.get_cpu_info().get("brand_raw") or "").strip()
+    except Exception:  # py-cpuinfo may fail on exotic platforms; the name is informational
+        return ""
 
 
 def isa_level(flags: frozenset[str] | None = None) -> str:

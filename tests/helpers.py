@@ -357,8 +357,8 @@ stages:
 """
 
 
-TEXT_LINES = REPO / "calib_data" / "text_lines"
-TEXTLINE_MODEL = REPO / "pipelines" / "models" / "PP-LCNet_x0_25_textline_ori"
+TEXT_LINES = REPO / "lcpipe" / "examples" / "textline_ori_int8" / "text_lines"
+TEXTLINE_MODEL = REPO / "lcpipe" / "examples" / "textline_ori_int8" / "models" / "PP-LCNet_x0_25_textline_ori"
 
 
 def textline_yaml(path: Path, extra_stages: str = "") -> Path:

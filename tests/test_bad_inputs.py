@@ -247,3 +247,136 @@ def test_opset_below_14_is_a_config_error(tmp_path: Path, synthetic_weights) -> 
         _run(synthetic_weights(), out, "stages.export.opset=13")
     _assert_nothing_complete(out)
     assert not (out / "export").exists()
+
+
+# ---------------------------------------------------------------- crafted pickles: sizes, dtypes, shapes
+
+class _Declares:
+    """Pickles exactly as numpy does (_reconstruct + __setstate__), with whatever state it is given."""
+
+    def __init__(self, state: tuple) -> None:
+        self.state = state
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, (0,), b"b"), self.state)
+
+
+class _CallsNdarray:
+    def __reduce__(self):
+        return (np.ndarray, ((10**12,), "f4"))
+
+
+def _crafted(tmp_path: Path, synthetic_weights, key: str, value: object) -> Path:
+    """A real checkpoint with one entry replaced by ``value``: the error must name that entry."""
+    tensors = pickle.loads(synthetic_weights().read_bytes())
+    tensors[key] = value
+    bad = tmp_path / "crafted.pdparams"
+    bad.write_bytes(pickle.dumps(tensors, protocol=4))
+    return bad
+
+
+@pytest.mark.parametrize("case", ["terabyte", "shape_vs_bytes", "object", "structured", "nested", "no_state"])
+def test_crafted_tensor_refused_before_allocating(tmp_path: Path, synthetic_weights, case: str) -> None:
+    import tracemalloc
+
+    key = "blocks3.0.dw_conv.conv.weight"
+    value: object = {
+        "terabyte": _Declares((1, (10**12,), np.dtype("f4"), False, b"\0" * 8)),
+        "shape_vs_bytes": _Declares((1, (16, 3, 3, 3), np.dtype("f4"), False, b"\0" * 8)),
+        "object": np.array([1, "x"], dtype=object),
+        "structured": np.zeros(2, dtype=[("a", "f4"), ("b", "i4")]),
+        "nested": {"weight": np.zeros(3, np.float32)},
+        "no_state": _CallsNdarray(),
+    }[case]
+    if case == "no_state":
+        key = "fc.weight"
+    bad = _crafted(tmp_path, synthetic_weights, key, value)
+    tracemalloc.start()
+    try:
+        exc_type = UnsafePickleError if case == "no_state" else InputError
+        msg = _expect(exc_type, bad, tmp_path / "out")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 << 20, f"{peak / 1e6:.0f} MB allocated while refusing"
+    assert str(bad) in msg
+    expected = {
+        "terabyte": f"tensor '{key}' refused: declares shape (1000000000000,) float32 = 4,000,000,000,000 bytes, "
+                    "over the 1 GiB a checkpoint tensor may have",
+        "shape_vs_bytes": f"tensor '{key}' refused: declares shape (16, 3, 3, 3) float32 = 1,728 bytes but holds 8",
+        "object": f"tensor '{key}' refused: object dtype",
+        "structured": f"tensor '{key}' refused: dtype",
+        "nested": f"entry '{key}' is dict, not a numeric array",
+        "no_state": "refusing to call numpy.ndarray directly",
+    }[case]
+    assert expected in msg, msg
+
+
+def test_tiny_file_declaring_a_terabyte_cli(tmp_path: Path) -> None:
+    """The few-byte file alone, through the CLI: exit 2, one line naming file and tensor, no traceback."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "tiny.pdparams"
+    bad.write_bytes(pickle.dumps({"w": _Declares((1, (10**12,), np.dtype("f4"), False, b""))}, protocol=4))
+    assert bad.stat().st_size < 300
+    res = subprocess.run([sys.executable, "-m", "lcpipe", "inspect", str(bad)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(helpers.REPO)}, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert f"error: {bad}: tensor 'w' refused: declares shape (1000000000000,) float32" in res.stderr
+
+
+# ---------------------------------------------------------------- model sources through the CLI
+
+def _cli_run(tmp_path: Path, *sets: str, fails: bool = True) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "lcpipe", "run", str(helpers.V1_YAML), "--until", "export",
+                          "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *(f"--set={s}" for s in sets)],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(helpers.REPO)})
+    assert "Traceback" not in res.stderr, res.stderr
+    if fails:
+        _assert_nothing_complete(out)
+    return res.returncode, res.stderr
+
+
+def test_cli_local_sha_mismatch(tmp_path: Path, synthetic_weights) -> None:
+    import hashlib
+    import shutil
+
+    mine = shutil.copy(synthetic_weights(), tmp_path / "mine.pdparams")
+    real = hashlib.sha256(Path(mine).read_bytes()).hexdigest()
+    code, err = _cli_run(tmp_path, f"model.source.path={mine}", "model.source.sha256=" + "e" * 64)
+    assert code == 2
+    assert f"error: model.source.path: {mine} has sha256 {real}, but model.source.sha256 says {'e' * 64}" in err
+    assert Path(mine).is_file()  # the user's file stays
+    code, _ = _cli_run(tmp_path, f"model.source.path={mine}", f"model.source.sha256={real}", fails=False)
+    assert code == 0
+
+
+@pytest.mark.parametrize("kind", ["link", "bomb"])
+def test_cli_bad_archive_source(tmp_path: Path, kind: str) -> None:
+    import io
+    import tarfile
+
+    arc = tmp_path / "weights.tgz"
+    with tarfile.open(arc, "w:gz") as tf:
+        if kind == "link":
+            info = tarfile.TarInfo("model.pdparams")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            tf.addfile(info)
+        else:
+            info = tarfile.TarInfo("model.pdparams")
+            info.size = 64 << 20
+            tf.addfile(info, io.BytesIO(bytes(info.size)))
+    code, err = _cli_run(tmp_path, f"model.source.path={arc}")
+    assert code == 2 and f"error: {arc}: refusing to unpack: " in err
+    assert ("is a symbolic link" in err) if kind == "link" else ("expands more than 200x" in err)
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("extracted/**/*"))

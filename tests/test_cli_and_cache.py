@@ -154,6 +154,34 @@ def test_inspect_pdparams_text_and_json(synthetic_weights) -> None:
     assert info["bn_folded"] is False and info["rep_branches_fused"] is None
 
 
+def test_inspect_paddle_inference_uses_the_declared_input_size() -> None:
+    """The textline model is fed 80x160 (its inference.yml): FLOPs at that size, not at 224x224."""
+    pytest.importorskip("paddle2onnx")
+    model = str(helpers.TEXTLINE_MODEL)
+    env = {**os.environ, "PYTHONPATH": str(helpers.REPO)}
+    res = subprocess.run([sys.executable, "-m", "lcpipe", "inspect", model, "--json"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    info = json.loads(res.stdout)  # stdout is the JSON only (paddle2onnx's native prints go to stderr)
+    assert info["arch"] == "PPLCNet_x0_25" and info["class_num"] == 2
+    assert info["input_hw"] == [80, 160] and info["input_hw_from"] == "inference.yml"
+    assert 40e6 < info["flops_macs"] < 48e6, info["flops_macs"]  # ~44M MACs at 80x160
+    forced = _inspect(model, "--input-size", "224,224")
+    assert forced["input_hw"] == [224, 224] and forced["input_hw_from"] == "--input-size"
+    assert 160e6 < forced["flops_macs"] < 180e6  # the old report: ~171M at 224x224
+    assert forced["params"] == info["params"]
+
+
+def test_inspect_bad_input_size(synthetic_weights) -> None:
+    res = CliRunner().invoke(cli, ["inspect", str(synthetic_weights()), "--input-size", "224x224"])
+    assert res.exit_code == 2 and "--input-size" in res.output and "give H,W" in res.output
+
+
+def test_inspect_checkpoint_defaults_to_224(synthetic_weights) -> None:
+    info = _inspect(str(synthetic_weights()))
+    assert info["input_hw"] == [224, 224] and info["input_hw_from"] == "default"
+
+
 def test_inspect_v2_unfused_and_fused(tmp_path: Path, synthetic_weights) -> None:
     w = _v2(synthetic_weights)
     info = _inspect(str(w))

@@ -27,7 +27,8 @@ from lcpipe.errors import ConfigError, InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET = ROOT / "calib_data" / "imagenet"
-LINES = ROOT / "calib_data" / "text_lines" / "lines"
+TEXT_LINES = ROOT / "lcpipe" / "examples" / "textline_ori_int8" / "text_lines"  # package data of the example
+LINES = TEXT_LINES / "lines"
 
 # Square ImageNet JPEGs plus non-square line crops (exercise rounding / crop offsets / RGBA PNG).
 IMAGENET_FILES = ["ILSVRC2012_val_00000347.JPEG", "ILSVRC2012_val_00011811.JPEG", "ILSVRC2012_val_00048552.JPEG"]
@@ -317,7 +318,7 @@ def test_load_label_names_formats(tmp_path: Path) -> None:
 
 
 def test_shipped_splits_are_disjoint_and_complete() -> None:
-    text = ROOT / "calib_data" / "text_lines"
+    text = TEXT_LINES
     for images, calib, ev, n_calib, n_eval in [
         (IMAGENET / "images", IMAGENET / "calib.txt", IMAGENET / "val.txt", 300, 1000),
         (LINES, text / "calib.txt", text / "eval.txt", 20, 39),

@@ -1,8 +1,9 @@
 """Paddle inference models: paddle2onnx route and canonical rebuild vs Paddle Inference.
 
 References are Paddle Inference predictors on the very files being imported. Models are never
-downloaded: the real text-line model ships in ``pipelines/models``; the PULC-style and V2
-models are PaddleClas networks with random weights saved here with ``paddle.jit.save``.
+downloaded: the real text-line model ships as package data in
+``lcpipe/examples/textline_ori_int8/models``; the PULC-style and V2 models are PaddleClas networks with random
+weights saved here with ``paddle.jit.save``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import REPO, assert_logits_close, build_paddleclas, ort_logits, paddle_reparameterize
+from helpers import (
+    TEXT_LINES,
+    TEXTLINE_MODEL,
+    assert_logits_close,
+    build_paddleclas,
+    ort_logits,
+    paddle_reparameterize,
+)
 
 from lcpipe.errors import InputError
 from lcpipe.importers.onnx_adopt import adopt_onnx
@@ -30,8 +38,8 @@ from lcpipe.models.layers import expected_shapes
 pytest.importorskip("paddle")
 pytest.importorskip("paddle2onnx")
 
-TEXTLINE = REPO / "pipelines" / "models" / "PP-LCNet_x0_25_textline_ori"
-_LINE_DIRS = (REPO / "calib_data" / "text_lines" / "lines",)
+TEXTLINE = TEXTLINE_MODEL
+_LINE_DIRS = (TEXT_LINES / "lines",)
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -44,7 +52,7 @@ def line_images(hw: tuple[int, int], n: int = 24) -> np.ndarray:
 
     folder = next((d for d in _LINE_DIRS if d.is_dir()), None)
     if folder is None:
-        pytest.skip("no text-line images (calib_data/text_lines/lines)")
+        pytest.skip("no text-line images (lcpipe/examples/textline_ori_int8/text_lines/lines)")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:n]
     out = []
     for f in files:

@@ -1,13 +1,15 @@
-"""Model sources: local paths, downloads (local HTTP server, file:// URLs), cache, safe unpacking."""
+"""Model sources: local paths, downloads (local HTTP server, file:// URLs), cache, safe unpacking, limits."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import os
 import socket
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import lcpipe.sources as sources
 from lcpipe.config import SourceConfig
 from lcpipe.errors import InputError
 from lcpipe.sources import LOCAL_HINT, cache_file_for, fetch_source
@@ -46,13 +49,27 @@ class _Server:
     """Serves fixed bytes per path on 127.0.0.1 (random port) and counts requests."""
 
     def __init__(self) -> None:
-        self.files: dict[str, bytes] = {"/model.bin": PAYLOAD, "/PPLCNet_x0_25_infer.tar": INFER_TAR}
+        self.files: dict[str, bytes] = {"/model.bin": PAYLOAD, "/PPLCNet_x0_25_infer.tar": INFER_TAR,
+                                        "/flaky.bin": PAYLOAD}
         self.hits: dict[str, int] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                if self.path == "/flaky.bin" and server.hits[self.path] == 1:  # fails once, then works
+                    self.send_error(503)
+                    return
+                if self.path == "/slow.bin":  # 1.5 s in 6 chunks: long enough for the progress bar
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(PAYLOAD)))
+                    self.end_headers()
+                    step = len(PAYLOAD) // 6 + 1
+                    for i in range(0, len(PAYLOAD), step):
+                        self.wfile.write(PAYLOAD[i:i + step])
+                        self.wfile.flush()
+                        time.sleep(0.25)
+                    return
                 if self.path == "/truncated.bin":  # promises more than it sends, then hangs up
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(PAYLOAD)))
@@ -92,12 +109,19 @@ def server() -> Iterator[_Server]:
         yield s
 
 
+@pytest.fixture
+def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failure tests need no retries (pooch waits 1 s, 2 s between them); test_retry covers them."""
+    monkeypatch.setattr(sources, "RETRIES", 0)
+
+
 def _src(**kw: str) -> SourceConfig:
     return SourceConfig(format="onnx", **kw)
 
 
 def _leftovers(cache: Path) -> list[Path]:
-    return [p for p in cache.rglob("*") if p.is_file() and (".part" in p.name or p.name.endswith(".tmp"))]
+    return [p for p in cache.rglob("*") if p.is_file() and (".part" in p.name or p.name.endswith(".tmp")
+                                                            or p.name.startswith("tmp"))]
 
 
 # ---------------------------------------------------------------- local paths
@@ -146,7 +170,7 @@ def test_unpinned_download_records_sha(server, tmp_path) -> None:
     assert server.hits["/model.bin"] == 1
 
 
-def test_sha_mismatch_removes_file(server, tmp_path) -> None:
+def test_sha_mismatch_removes_file(server, tmp_path, no_retries) -> None:
     cache = tmp_path / "cache"
     bad = "ab" * 32
     with pytest.raises(InputError, match="sha256") as err:
@@ -156,7 +180,7 @@ def test_sha_mismatch_removes_file(server, tmp_path) -> None:
     assert not _leftovers(cache)
 
 
-def test_truncated_download_fails_cleanly(server, tmp_path) -> None:
+def test_truncated_download_fails_cleanly(server, tmp_path, no_retries) -> None:
     cache = tmp_path / "cache"
     url = server.url + "/truncated.bin"
     with pytest.raises(InputError, match=r"truncated: got 1000 of \d+ bytes"):
@@ -164,12 +188,12 @@ def test_truncated_download_fails_cleanly(server, tmp_path) -> None:
     assert not cache_file_for(url, cache).exists() and not _leftovers(cache)
 
 
-def test_http_404(server, tmp_path) -> None:
+def test_http_404(server, tmp_path, no_retries) -> None:
     with pytest.raises(InputError, match="HTTP 404"):
         fetch_source(_src(url=server.url + "/missing.onnx"), tmp_path / "cache")
 
 
-def test_unreachable_url_says_how_to_use_a_local_file(tmp_path) -> None:
+def test_unreachable_url_says_how_to_use_a_local_file(tmp_path, no_retries) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -235,11 +259,33 @@ def test_unsafe_tar_rejected(tmp_path, case) -> None:
     assert not (cache / "extracted").exists() or not any((cache / "extracted").iterdir())
 
 
-def test_symlink_inside_archive_is_fine(tmp_path) -> None:
-    arc = tmp_path / "ok.tar"
-    arc.write_bytes(_tar_bytes({"m/a.bin": b"1"}, {"m/b.bin": "a.bin"}))
-    got = fetch_source(_src(path=str(arc)), tmp_path / "cache")
-    assert (got / "b.bin").read_bytes() == b"1"
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "zip_symlink"])
+def test_links_in_archives_are_refused(tmp_path, kind) -> None:
+    """Even links that stay inside the folder: no link chain can then escape it (on any 3.11.x)."""
+    if kind == "zip_symlink":
+        arc = tmp_path / "ln.zip"
+        with zipfile.ZipFile(arc, "w") as zf:
+            zf.writestr("m/a.bin", b"1")
+            info = zipfile.ZipInfo("m/b.bin")
+            info.external_attr = (0o120777 << 16)  # S_IFLNK
+            zf.writestr(info, "a.bin")
+    else:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            a = tarfile.TarInfo("m/a.bin")
+            a.size = 1
+            tf.addfile(a, io.BytesIO(b"1"))
+            b = tarfile.TarInfo("m/b.bin")
+            b.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+            b.linkname = "a.bin" if kind == "symlink" else "m/a.bin"
+            tf.addfile(b)
+        arc = tmp_path / "ln.tar"
+        arc.write_bytes(buf.getvalue())
+    cache = tmp_path / "cache"
+    with pytest.raises(InputError, match=r"refusing to unpack: member 'm/b\.bin' is a (symbolic|hard) link") as err:
+        fetch_source(_src(path=str(arc)), cache)
+    assert str(arc) in str(err.value) and "links are not allowed in model archives" in str(err.value)
+    assert not (cache / "extracted").exists() or not any((cache / "extracted").iterdir())
 
 
 def test_zip_slip_rejected(tmp_path) -> None:
@@ -255,3 +301,160 @@ def test_corrupt_archive(tmp_path) -> None:
     arc.write_bytes(b"not gzip at all")
     with pytest.raises(InputError, match="not a readable tar archive"):
         fetch_source(_src(path=str(arc)), tmp_path / "cache")
+
+
+# ---------------------------------------------------------------- local files: sha256, archives
+
+def test_local_sha_mismatch_names_file_and_both_digests_and_keeps_it(tmp_path) -> None:
+    f = tmp_path / "m.tar"
+    f.write_bytes(INFER_TAR)
+    bad = "cd" * 32
+    with pytest.raises(InputError) as err:
+        fetch_source(_src(path=str(f), sha256=bad), tmp_path / "cache")
+    msg = str(err.value)
+    assert str(f) in msg and hashlib.sha256(INFER_TAR).hexdigest() in msg and bad in msg
+    assert f.read_bytes() == INFER_TAR and not (tmp_path / "cache").exists()  # nothing unpacked either
+
+
+def test_sha_on_a_folder_is_refused(tmp_path) -> None:
+    with pytest.raises(InputError, match="is a folder; a sha256 pins a single file"):
+        fetch_source(_src(path=str(tmp_path), sha256=SHA), tmp_path / "cache")
+
+
+def test_local_archive_unpacked_into_the_cache_not_beside_it(tmp_path) -> None:
+    user = tmp_path / "mine"
+    user.mkdir()
+    arc = user / "PPLCNet_x0_25_infer.tar"
+    arc.write_bytes(INFER_TAR)
+    sha = hashlib.sha256(INFER_TAR).hexdigest()
+    got = fetch_source(_src(path=str(arc), sha256=sha), tmp_path / "cache")
+    assert got.is_relative_to(tmp_path / "cache" / "extracted") and got.name == "PPLCNet_x0_25_infer"
+    assert (got / "inference.pdiparams").read_bytes() == b"\0" * 16
+    assert [p.name for p in user.iterdir()] == [arc.name]  # the user's folder is untouched
+
+
+# ---------------------------------------------------------------- archive limits
+
+def _tgz(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_archive_bomb_refused_by_ratio(tmp_path) -> None:
+    """64 MiB of zeros gzip to ~64 KiB: over the 200x expansion limit, refused before it is written."""
+    arc = _tgz(tmp_path / "bomb.tgz", {"inference.pdiparams": bytes(64 << 20)})
+    cache = tmp_path / "cache"
+    with pytest.raises(InputError, match=r"refusing to unpack: expands more than 200x") as err:
+        fetch_source(_src(path=str(arc)), cache)
+    assert str(arc) in str(err.value) and "MAX_RATIO" in str(err.value)
+    assert not any(p.is_file() for p in (cache / "extracted").rglob("*"))
+
+
+def test_archive_size_and_member_limits(tmp_path, monkeypatch) -> None:
+    arc = _tgz(tmp_path / "many.tgz", {f"f{i}.bin": os.urandom(1000) for i in range(5)})
+    monkeypatch.setattr(sources, "MAX_MEMBERS", 4)
+    with pytest.raises(InputError, match=r"many\.tgz: refusing to unpack: more than 4 members"):
+        fetch_source(_src(path=str(arc)), tmp_path / "c1")
+    monkeypatch.setattr(sources, "MAX_MEMBERS", 10)
+    monkeypatch.setattr(sources, "MAX_UNPACKED_BYTES", 4500)
+    with pytest.raises(InputError, match=r"many\.tgz: refusing to unpack: more than .* unpacked \(at member 'f4\.bin'"):
+        fetch_source(_src(path=str(arc)), tmp_path / "c2")
+    monkeypatch.setattr(sources, "MAX_UNPACKED_BYTES", 5000)
+    assert len(list(fetch_source(_src(path=str(arc)), tmp_path / "c3").iterdir())) == 5  # at the limit: fine
+
+
+def test_zip_limits(tmp_path, monkeypatch) -> None:
+    arc = tmp_path / "z.zip"
+    with zipfile.ZipFile(arc, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.bin", bytes(40 << 20))
+    with pytest.raises(InputError, match=r"z\.zip: refusing to unpack: expands more than"):
+        fetch_source(_src(path=str(arc)), tmp_path / "cache")
+
+
+# ---------------------------------------------------------------- pooch: retries, progress, schemes
+
+def test_retry_after_a_failed_attempt(server, tmp_path) -> None:
+    got = fetch_source(_src(url=server.url + "/flaky.bin", sha256=SHA), tmp_path / "cache")
+    assert got.read_bytes() == PAYLOAD and server.hits["/flaky.bin"] == 2
+
+
+def test_progress_bar_only_for_slow_downloads(server, tmp_path, capsys) -> None:
+    fetch_source(_src(url=server.url + "/model.bin"), tmp_path / "c1")
+    assert "downloading model.bin" not in capsys.readouterr().err  # fast: no bar
+    t0 = time.monotonic()
+    got = fetch_source(_src(url=server.url + "/slow.bin", sha256=SHA), tmp_path / "c2")
+    assert time.monotonic() - t0 > 1.0 and got.read_bytes() == PAYLOAD
+    assert "downloading slow.bin" in capsys.readouterr().err
+
+
+def test_unsupported_scheme(tmp_path) -> None:
+    with pytest.raises(InputError, match="unsupported URL scheme 'ftp'"):
+        fetch_source(_src(url="ftp://127.0.0.1/model.onnx"), tmp_path / "cache")
+
+
+# ---------------------------------------------------------------- --cache-dir / --no-cache
+
+def _textline_tar(tmp_path: Path) -> tuple[Path, str]:
+    from helpers import TEXTLINE_MODEL
+
+    arc = tmp_path / "served" / "textline_infer.tar"
+    arc.parent.mkdir()
+    with tarfile.open(arc, "w") as tf:
+        for f in sorted(TEXTLINE_MODEL.glob("inference.*")):
+            tf.add(f, arcname=f"textline_infer/{f.name}")
+    return arc, hashlib.sha256(arc.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("mode", ["cache_dir", "no_cache"])
+def test_downloads_honour_cache_dir_and_no_cache(tmp_path, mode) -> None:
+    """The import stage downloads into --cache-dir; with --no-cache into a temp dir that is removed:
+    never into $LCPIPE_CACHE_DIR (the default cache)."""
+    import subprocess
+    import sys
+
+    from helpers import REPO, write_yaml
+
+    pytest.importorskip("paddle")
+    arc, sha = _textline_tar(tmp_path)
+    yaml = write_yaml(tmp_path / "p.yaml", f"""
+        name: from_url
+        model:
+          source: {{format: paddle_inference, url: {arc.as_uri()}, sha256: {sha}}}
+        stages:
+          - import: {{}}
+        """)
+    default, chosen = tmp_path / "default-cache", tmp_path / "chosen-cache"
+    flags = ["--cache-dir", str(chosen)] if mode == "cache_dir" else ["--no-cache"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LCPIPE_CACHE_DIR": str(default), "TMPDIR": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-m", "lcpipe", "run", str(yaml), "--out", str(tmp_path / "run"), *flags],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not default.exists()
+    if mode == "cache_dir":
+        assert (chosen / "downloads" / sha / "textline_infer.tar").read_bytes() == arc.read_bytes()
+        assert (chosen / "extracted").is_dir() and (chosen / "stages").is_dir()
+    else:
+        assert not chosen.exists()
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith("lcpipe-")]  # temp roots removed
+    info = json.loads((tmp_path / "run" / "import" / "model_info.json").read_text())
+    assert info["format"] == "paddle_inference" and info["spec"]["arch"] == "PPLCNet_x0_25"
+
+
+def test_stale_temp_of_a_killed_download_is_dropped(server, tmp_path) -> None:
+    """A download killed mid-way leaves pooch's temp file; a day later the next download removes it,
+    but never a cached file whose name merely starts with 'tmp'."""
+    url = server.url + "/model.bin"
+    dest = cache_file_for(url, tmp_path / "cache")
+    dest.parent.mkdir(parents=True)
+    stale, young, lookalike = dest.parent / "tmpab_cd123", dest.parent / "tmpzz998877", dest.parent / "tmp_model.onnx"
+    for f in (stale, young, lookalike):
+        f.write_bytes(b"partial")
+    old = time.time() - 2 * 24 * 3600
+    os.utime(stale, (old, old))
+    os.utime(lookalike, (old, old))
+    fetch_source(_src(url=url), tmp_path / "cache")
+    assert not stale.exists() and young.exists() and lookalike.exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +17,12 @@ class ImportOptions(StageOptions):
     strip_softmax: bool = True  # adopted ONNX / inference models: validate on logits
 
 
-def resolve_source(config: PipelineConfig, cache_dir: Path | None) -> Path:
-    src = config.model.source
-    if src.path:  # a local path wins over url (so --set model.source.path=... works offline)
-        path = Path(src.path)
-        if not path.exists():
-            from lcpipe.errors import InputError
-
-            raise InputError(f"model.source.path: {path} does not exist")
-        return path
+def resolve_source(config: PipelineConfig, cache_dir: Path, log: logging.Logger | None = None) -> Path:
+    """The model's local path: a checked local file or folder, a download, or an unpacked archive,
+    all under ``cache_dir`` (a local path wins over url, so --set model.source.path=... works offline)."""
     from lcpipe.sources import fetch_source
 
-    return fetch_source(src, cache_dir)
+    return fetch_source(config.model.source, cache_dir, log=log)
 
 
 @register
@@ -38,13 +34,26 @@ class ImportStage(Stage):
     summary = "read weights (pdparams | torch | safetensors | paddle_inference | onnx) into lcpipe's canonical form"
 
     def cache_salt(self, config: PipelineConfig) -> str:
-        from lcpipe.cache import default_cache_dir
+        """What the result depends on beyond the ``model`` section: a local source's content (checked
+        against its sha256 here, so a mismatch stops the run before anything is computed). A URL
+        source is pinned by its sha256, or by the URL itself (downloaded once per cache), both of
+        which the ``model`` section already holds: nothing is downloaded to compute the key."""
+        src = config.model.source
+        if src.path:
+            from lcpipe.sources import check_local
 
-        return sha256_path(resolve_source(config, default_cache_dir()))
+            return sha256_path(check_local(src))
+        return src.sha256 or f"url:{src.url}"
 
     def run(self, ctx: StageContext, options: ImportOptions, inputs: dict[str, Path]) -> dict[str, Path]:
+        if ctx.cache_dir is not None:
+            return self._import(ctx, options, resolve_source(ctx.config, ctx.cache_dir, ctx.log))
+        # no cache: downloads and unpacked archives live only as long as this stage
+        with tempfile.TemporaryDirectory(prefix="lcpipe-source-") as tmp:
+            return self._import(ctx, options, resolve_source(ctx.config, Path(tmp), ctx.log))
+
+    def _import(self, ctx: StageContext, options: ImportOptions, path: Path) -> dict[str, Path]:
         cfg = ctx.config.model
-        path = resolve_source(ctx.config, ctx.cache_dir)
         fmt = cfg.source.format
         opts = cfg.options.model_dump(exclude_none=True)
         info: dict[str, Any] = {"source": str(path), "format": fmt, "sha256": sha256_path(path)}

@@ -1,0 +1,33 @@
+"""Packaged example pipelines: each folder here with a ``pipeline.yaml`` is one, named after the folder.
+
+They ship in the wheel with their model and data (package data), so ``lcpipe run <name>`` works
+from any directory on an installed lcpipe. Paths inside a pipeline.yaml are relative to it;
+the run directory still defaults to ``runs/<name>/`` under the current directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lcpipe.errors import InputError
+
+EXAMPLES_DIR = Path(__file__).resolve().parent
+
+
+def list_examples() -> dict[str, Path]:
+    """``{name: pipeline.yaml}`` of every packaged example, sorted by name."""
+    return {p.parent.name: p for p in sorted(EXAMPLES_DIR.glob("*/pipeline.yaml"))}
+
+
+def resolve_pipeline(arg: str | Path) -> Path:
+    """A pipeline argument is a YAML path (used as given) or the name of a packaged example.
+
+    An existing path wins, so a local file named like an example is never shadowed."""
+    path = Path(arg).expanduser()
+    if path.exists():
+        return path
+    examples = list_examples()
+    if str(arg) in examples:
+        return examples[str(arg)]
+    known = ", ".join(examples) or "none"
+    raise InputError(f"{arg}: no such pipeline file, and not a packaged example (lcpipe examples lists them: {known})")
