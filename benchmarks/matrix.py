@@ -6,7 +6,7 @@
 Tens of minutes on a 2-core VM; not part of CI. Latency does not depend on weight values, so the
 ImageNet-size models use random weights in PaddleClas's checkpoint layout (shapes from
 lcpipe.models.layers.expected_shapes, written as a .pdparams pickle without paddle); the textline
-model is the real one shipped in pipelines/models. When paddle and the (test-only) paddleclas
+model is the real one shipped in lcpipe/examples/textline_ori_int8/models. When paddle and the (test-only) paddleclas
 package are importable, the same weights are also exported as a Paddle inference model with
 ``paddle.jit.save`` so the Paddle Inference and paddle2onnx-route rows can be measured; otherwise
 those rows carry the reason. The generated tables go between markers in docs/benchmarks.md;
