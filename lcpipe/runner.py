@@ -76,8 +76,11 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out: str | Path | None 
     run_dir = Path(out) if out else Path("runs") / config.name
     run_dir = run_dir.resolve()
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
-    with _clear_os_errors():
+    try:
         run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, /proc, /sys, read-only: the user's --out, not a bug
+        raise InputError(f"--out {run_dir}: cannot create the run directory: {exc.strerror or exc}") from None
+    with _clear_os_errors(run_dir, None if no_cache else cache_root):
         cache: StageCache = NullCache() if no_cache else StageCache(cache_root)
         cache.remove_stale_temps()
         for p in remove_stale_temps(run_dir):
@@ -89,15 +92,16 @@ _ENV_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 
 
 @contextmanager
-def _clear_os_errors() -> Iterator[None]:
+def _clear_os_errors(run_dir: Path, cache_root: Path | None) -> Iterator[None]:
     """A full disk, read-only or unwritable folder is the environment, not a bug: one line naming the path."""
     try:
         yield
     except OSError as exc:
         if exc.errno not in _ENV_ERRNOS:
             raise
-        where = exc.filename or "run/cache directory"
-        raise InputError(f"{where}: {exc.strerror or exc} (check the --out and --cache-dir folders)") from exc
+        folders = f"--out {run_dir}" + (f" or --cache-dir {cache_root}" if cache_root else "")
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise InputError(f"{where}{exc.strerror or exc} (writing to {folders})") from exc
 
 
 def _run(config: PipelineConfig, names: list[str], run_dir: Path, cache_root: Path, cache: StageCache,
