@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -668,3 +669,122 @@ def test_bad_input(build: Callable[[Ctx], Expect], shared: dict, tmp_path: Path)
 
 def test_table_is_large_enough() -> None:
     assert len(ROWS) >= 30 and len({name for name, _, _ in ROWS}) == len(ROWS)
+
+
+# ---------------------------------------------------------------- cache internals (fast, in-process)
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_stale_temps_of_dead_runs_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    from lcpipe.fileio import LEGACY_TEMP_AGE_S, remove_stale_temps
+
+    dead, live = _dead_pid(), os.getpid()
+    names = {f".0123456789ab.{dead}.k2j_x9aa.tmp": True, f".model.onnx.{dead}.abcd1234.tmp": True,
+             f".import.old.{dead}": True, f".0123456789ab.{dead}.zzzzzzzz.old": True,
+             f".0123456789ab.{live}.k2j_x9aa.tmp": False, f".import.old.{live}": False,
+             ".legacy.abcdefgh.tmp": True, ".young.abcdefgh.tmp": False, ".hidden": False, "entry": False}
+    for name in names:
+        (tmp_path / name).mkdir()
+    old = time.time() - LEGACY_TEMP_AGE_S - 60
+    os.utime(tmp_path / ".legacy.abcdefgh.tmp", (old, old))
+    removed = {p.name for p in remove_stale_temps(tmp_path)}
+    assert removed == {n for n, stale in names.items() if stale}
+    assert {p.name for p in tmp_path.iterdir()} == {n for n, stale in names.items() if not stale}
+
+
+def test_cache_put_raises_real_errors_and_only_tolerates_a_lost_race(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import lcpipe.cache as cache_mod
+    from lcpipe.cache import StageCache
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("new")
+    cache = StageCache(tmp_path / "cache")
+    cache.put("k" * 64, src)
+    (src / "a.txt").write_text("newer")
+
+    real_rmtree = shutil.rmtree
+
+    def failing_rmtree(path, *a, **kw):  # the old entry cannot be removed (e.g. permissions)
+        if kw.get("ignore_errors"):
+            return real_rmtree(path, *a, **kw)
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(cache_mod.shutil, "rmtree", failing_rmtree)
+    with pytest.raises(PermissionError):
+        cache.put("k" * 64, src, replace=True)
+    monkeypatch.undo()
+
+    real_rename = os.rename
+
+    def rename(err: int) -> Callable[..., None]:
+        def f(a, b):
+            if Path(b).name == "k" * 64:
+                raise OSError(err, os.strerror(err), str(b))
+            return real_rename(a, b)
+        return f
+
+    monkeypatch.setattr(cache_mod.os, "rename", rename(errno.ENOTEMPTY))
+    cache.put("k" * 64, src, replace=True)  # another run stored the key first: quiet
+    monkeypatch.setattr(cache_mod.os, "rename", rename(errno.EIO))
+    with pytest.raises(OSError, match="Input/output"):
+        cache.put("k" * 64, src, replace=True)
+    monkeypatch.undo()
+    # the build temps are gone; the old entry that could not be deleted stays aside under this pid,
+    # for a later run to remove
+    left = [p.name for p in (tmp_path / "cache" / "stages").iterdir() if p.name.startswith(".")]
+    assert len(left) == 1 and left[0].endswith(".old") and f".{os.getpid()}." in left[0], left
+
+
+def test_ir_cache_key_covers_the_bin(tmp_path: Path) -> None:
+    from lcpipe.runner import artifact_sha256
+
+    xml, weights = tmp_path / "model.xml", tmp_path / "model.bin"
+    xml.write_text("<net/>")
+    weights.write_bytes(b"\x00" * 16)
+    before = artifact_sha256(xml)
+    weights.write_bytes(b"\x00" * 15 + b"\x01")
+    assert artifact_sha256(xml) != before
+
+
+def test_corrupt_cached_onnx_is_reported_and_recomputed(tmp_path: Path, synthetic_weights, caplog) -> None:
+    cache = tmp_path / "cache"
+    first = helpers.run_export(helpers.V1_YAML, [f"model.source.path={synthetic_weights()}"], tmp_path / "a", cache)
+    good = first.artifacts["onnx"].read_bytes()
+    entry = cache / "stages" / first.records[-1].key / "model.onnx"
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    entry.write_bytes(bytes(data))
+    with caplog.at_level("INFO", logger="lcpipe"):
+        again = helpers.run_export(helpers.V1_YAML, [f"model.source.path={synthetic_weights()}"], tmp_path / "b", cache)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("model.onnx" in w and "does not match the sha256" in w for w in warnings), warnings
+    assert [r.cached for r in again.records] == [True, True, False]
+    assert again.artifacts["onnx"].read_bytes() == good and entry.read_bytes() == good
+
+
+def test_corrupt_preprocessed_npy_is_reported_and_rebuilt(tmp_path: Path, caplog) -> None:
+    from lcpipe.config import DataConfig, DatasetConfig, PreprocessConfig
+    from lcpipe.data import load_split
+
+    imgs = helpers.real_image_paths(3)
+    if len(imgs) < 3:
+        pytest.skip("no real images")
+    data = DataConfig(eval=DatasetConfig(images=str(imgs[0].parent), count=3))
+    pre, cache = PreprocessConfig(mode="resize", size=(80, 160)), tmp_path / "cache"
+    first = load_split(data, "eval", pre, cache, progress=False).x
+    (npy,) = (cache / "data").glob("*.npy")
+    raw = bytearray(npy.read_bytes())
+    raw[-5] ^= 0x40  # inside the float data: np.load alone would not notice
+    npy.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING", logger="lcpipe"):
+        second = load_split(data, "eval", pre, cache, progress=False).x
+    assert any(str(npy) in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert np.array_equal(first, second)
+    assert np.array_equal(np.load(npy), first)  # the cache holds a good copy again
