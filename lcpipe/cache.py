@@ -105,7 +105,7 @@ class StageCache:
 
     def remove_stale_temps(self) -> None:
         """Remove temps a killed run left (a concurrent live run's temps stay)."""
-        for folder in (self.stages, self.root / "data"):
+        for folder in (self.stages, self.root / "data", self.root / "extracted"):
             for p in remove_stale_temps(folder):
                 log.info("cache: removed %s left by an interrupted run", p)
 

@@ -3,7 +3,8 @@ config sections it depends on, its input artifacts' hashes and the lcpipe versio
 
 Each stage writes into ``<out>/<stage>/`` (built under a temp name, swapped in on success)
 and records ``stage.json``; ``<out>/manifest.json`` records the resolved config, versions,
-CPU, input/output sha256 and timings.
+CPU, input/output sha256 and timings. A cache hit is checked file by file against the sha256 its
+stage.json records before it is used; temps a killed run left behind are removed at the start.
 """
 
 from __future__ import annotations

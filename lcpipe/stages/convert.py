@@ -66,8 +66,8 @@ class ConvertStage(Stage):
 
 
 def save_ir(model: Any, out: Path, *, compress_to_fp16: bool = False) -> Path:
-    """Save an IR whose .xml records the sha256 of its .bin: the runner hashes only the .xml of an
-    IR artifact, and FakeQuantize ranges or weights can change while the graph does not."""
+    """Save an IR whose .xml records the sha256 of its .bin (FakeQuantize ranges or weights can change
+    while the graph does not; the runner's cache key hashes both files too)."""
     from lcpipe.deps import require
 
     ov = require("openvino")
