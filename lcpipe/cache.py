@@ -59,7 +59,12 @@ class StageCache:
             return None
         try:
             meta = json.loads(meta_file.read_text())
-        except (OSError, json.JSONDecodeError):
+        except FileNotFoundError:
+            return None  # discarded by a concurrent run just now
+        except (OSError, ValueError) as exc:
+            # A damaged record would otherwise block this key for good (put() keeps an existing entry).
+            log.warning("cache: %s is unreadable (%s); entry discarded, recomputing", meta_file, exc)
+            self.discard(key)
             return None
         return CacheEntry(key, path, meta)
 

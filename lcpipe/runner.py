@@ -233,11 +233,14 @@ def _reuse(hit: CacheEntry, stage_dir: Path, cache: StageCache) -> dict[str, Any
             bad = mismatched_files(tmp, recorded)
             if bad:
                 raise _CorruptEntry(", ".join(bad))
-    except (_CorruptEntry, FileNotFoundError) as exc:  # FileNotFoundError: a concurrent run discarded it
-        what = str(exc) if isinstance(exc, _CorruptEntry) else f"{exc.filename} (vanished)"
+    except _CorruptEntry as exc:
         log.warning("%s: cached %s in %s does not match the sha256 recorded in stage.json; "
-                    "entry discarded, recomputing", hit.meta.get("stage", "stage"), what, hit.path)
+                    "entry discarded, recomputing", hit.meta.get("stage", "stage"), exc, hit.path)
         cache.discard(hit.key)
+        return None
+    except FileNotFoundError as exc:
+        log.warning("%s: cached entry %s vanished while being reused (%s; a concurrent run discarded it?), "
+                    "recomputing", hit.meta.get("stage", "stage"), hit.path, exc.filename)
         return None
     return hit.meta["outputs"]
 

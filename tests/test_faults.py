@@ -789,3 +789,17 @@ def test_corrupt_preprocessed_npy_is_reported_and_rebuilt(tmp_path: Path, caplog
     assert any(str(npy) in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
     assert np.array_equal(first, second)
     assert np.array_equal(np.load(npy), first)  # the cache holds a good copy again
+
+
+def test_unreadable_stage_json_is_discarded_so_the_key_heals(tmp_path: Path, synthetic_weights, caplog) -> None:
+    cache = tmp_path / "cache"
+    args = [f"model.source.path={synthetic_weights()}"]
+    first = helpers.run_export(helpers.V1_YAML, args, tmp_path / "a", cache)
+    meta = cache / "stages" / first.records[-1].key / "stage.json"
+    meta.write_text(meta.read_text()[:40])  # cut short
+    with caplog.at_level("WARNING", logger="lcpipe"):
+        second = helpers.run_export(helpers.V1_YAML, args, tmp_path / "b", cache)
+    assert any(str(meta) in r.getMessage() for r in caplog.records)
+    assert [r.cached for r in second.records] == [True, True, False]
+    third = helpers.run_export(helpers.V1_YAML, args, tmp_path / "c", cache)
+    assert [r.cached for r in third.records] == [True, True, True]
