@@ -3,12 +3,16 @@
 An entry is a directory ``<root>/stages/<key>/`` holding a stage's outputs and
 ``stage.json``. It is built under a temp name and renamed into place, so a reader never
 sees a half-written entry and two concurrent runs cannot corrupt one (the loser of the
-rename race discards its copy). ``NullCache`` is "off" (--no-cache).
+rename race discards its copy). ``stage.json`` records the sha256 of every file of the entry;
+the runner re-checks them on a hit and discards an entry that does not match. Temps left by a
+killed run carry its pid and are removed by a later run. ``NullCache`` is "off" (--no-cache).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -16,7 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CACHE_FORMAT = 1
+from lcpipe.fileio import remove_stale_temps, temp_prefix
+
+log = logging.getLogger("lcpipe")
+
+# 2: stage.json lists every file's sha256 ("files"); IR inputs are keyed on .xml and .bin
+CACHE_FORMAT = 2
 # What lcpipe keeps under a cache root: stage results, downloads, unpacked archives, preprocessed
 # data. `clean` removes exactly these, never the root itself (it may be a user-chosen directory).
 CACHE_SUBDIRS = ("stages", "downloads", "extracted", "data")
@@ -50,7 +59,12 @@ class StageCache:
             return None
         try:
             meta = json.loads(meta_file.read_text())
-        except (OSError, json.JSONDecodeError):
+        except FileNotFoundError:
+            return None  # discarded by a concurrent run just now
+        except (OSError, ValueError) as exc:
+            # A damaged record would otherwise block this key for good (put() keeps an existing entry).
+            log.warning("cache: %s is unreadable (%s); entry discarded, recomputing", meta_file, exc)
+            self.discard(key)
             return None
         return CacheEntry(key, path, meta)
 
@@ -58,28 +72,47 @@ class StageCache:
         """Copy a finished stage directory into the cache (atomic, first writer wins).
 
         ``replace`` (--force) swaps a fresh result in over an existing entry, so a forced
-        recomputation also refreshes what later runs reuse."""
+        recomputation also refreshes what later runs reuse. Only losing a race to another run is
+        quiet; any other error (disk full, permissions) is raised."""
         self.stages.mkdir(parents=True, exist_ok=True)
         final = self.stages / key
         if final.exists() and not replace:
             return
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=self.stages))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(key[:12]), suffix=".tmp", dir=self.stages))
         try:
             shutil.copytree(src_dir, tmp, dirs_exist_ok=True)
             if replace and final.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", suffix=".old", dir=self.stages))
-                try:
-                    os.rename(final, old / "entry")  # readers see the old or the new entry, never half
-                except OSError:
-                    pass  # a concurrent replace moved it already
-                shutil.rmtree(old, ignore_errors=True)
+                self._remove(final)
             try:
                 os.rename(tmp, final)
-            except OSError:
-                pass  # another run stored the same key first; its copy is equivalent
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # another run stored the same key first; its copy is equivalent
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    def discard(self, key: str) -> None:
+        """Drop an entry (e.g. one whose files no longer match their recorded sha256)."""
+        final = self.stages / key
+        if final.exists():
+            self._remove(final)
+
+    def _remove(self, final: Path) -> None:
+        # Move it aside first: readers see the old entry or none, never half of one.
+        old = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name[:12]), suffix=".old", dir=self.stages))
+        try:
+            os.rename(final, old / "entry")
+        except FileNotFoundError:
+            pass  # a concurrent run moved it already
+        shutil.rmtree(old)
+
+    def remove_stale_temps(self) -> None:
+        """Remove temps a killed run left (a concurrent live run's temps stay)."""
+        for folder in (self.stages, self.root / "data", self.root / "extracted"):
+            for p in remove_stale_temps(folder):
+                log.info("cache: removed %s left by an interrupted run", p)
 
     def entries(self) -> list[CacheEntry]:
         if not self.stages.is_dir():
@@ -112,4 +145,10 @@ class NullCache(StageCache):
         return None
 
     def put(self, key: str, src_dir: Path, *, replace: bool = False) -> None:
+        return None
+
+    def discard(self, key: str) -> None:
+        return None
+
+    def remove_stale_temps(self) -> None:
         return None

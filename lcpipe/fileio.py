@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,7 +44,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``dest``; rename it onto ``dest`` only if the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -63,7 +65,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     """Build a directory under a temp name and swap it into place on success."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest.name), suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
         if dest.exists():
@@ -85,7 +87,7 @@ def atomic_ir(xml: str | Path) -> Iterator[Path]:
     sees an xml without its bin."""
     xml = Path(xml)
     xml.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{xml.stem}.", suffix=".tmp", dir=xml.parent))
+    folder = Path(tempfile.mkdtemp(prefix=temp_prefix(xml.stem), suffix=".tmp", dir=xml.parent))
     try:
         tmp = folder / xml.name
         yield tmp
@@ -93,3 +95,81 @@ def atomic_ir(xml: str | Path) -> Iterator[Path]:
         os.replace(tmp, xml)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- temps left by killed runs
+
+# Temp names carry the writer's pid (".<name>.<pid>.<random>.tmp", ".<name>.old.<pid>"), so a later
+# run can tell a dead run's leftovers from a concurrent run's work in progress.
+_TEMP_WITH_PID = (re.compile(r"^\..*\.(\d+)\.[A-Za-z0-9_]+\.(?:tmp|old)$"), re.compile(r"^\..*\.old\.(\d+)$"))
+_TEMP_LEGACY = re.compile(r"^\..*\.(?:tmp|old)$")
+LEGACY_TEMP_AGE_S = 6 * 3600  # temps without a pid (older lcpipe): removed once this old
+
+
+def temp_prefix(name: str) -> str:
+    return f".{name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temp files/dirs in ``folder`` whose writing process is gone (a killed run's leftovers).
+
+    A live process's temp is never touched; pid-less temps only once older than LEGACY_TEMP_AGE_S.
+    Only this host's pids are checked: keep one cache per machine (not shared over NFS)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.iterdir():
+        if not p.name.startswith("."):
+            continue
+        pid = next((int(m[1]) for rx in _TEMP_WITH_PID if (m := rx.match(p.name))), None)
+        if pid is not None:
+            stale = not _pid_alive(pid)
+        else:
+            try:
+                stale = bool(_TEMP_LEGACY.match(p.name)) and time.time() - p.lstat().st_mtime > LEGACY_TEMP_AGE_S
+            except FileNotFoundError:
+                continue
+        if not stale:
+            continue
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except FileNotFoundError:
+            continue  # another run cleaned it first
+        removed.append(p)
+    return removed
+
+
+# ---------------------------------------------------------------- integrity of a stored folder
+
+def files_sha256(folder: str | Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (relative posix name -> digest), except names in ``skip``."""
+    root = Path(folder)
+    return {f.relative_to(root).as_posix(): sha256_file(f) for f in sorted(root.rglob("*"))
+            if f.is_file() and f.relative_to(root).as_posix() not in skip}
+
+
+def mismatched_files(folder: str | Path, recorded: dict[str, str]) -> list[str]:
+    """Names in ``recorded`` that are missing under ``folder`` or whose sha256 differs."""
+    root = Path(folder)
+    bad = []
+    for name, digest in recorded.items():
+        f = root / name
+        if not f.is_file() or sha256_file(f) != digest:
+            bad.append(name)
+    return bad

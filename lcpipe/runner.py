@@ -3,24 +3,38 @@ config sections it depends on, its input artifacts' hashes and the lcpipe versio
 
 Each stage writes into ``<out>/<stage>/`` (built under a temp name, swapped in on success)
 and records ``stage.json``; ``<out>/manifest.json`` records the resolved config, versions,
-CPU, input/output sha256 and timings.
+CPU, input/output sha256 and timings. A cache hit is checked file by file against the sha256 its
+stage.json records before it is used; temps a killed run left behind are removed at the start.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lcpipe import __version__
-from lcpipe.cache import CACHE_FORMAT, NullCache, StageCache, default_cache_dir
+from lcpipe.cache import CACHE_FORMAT, CacheEntry, NullCache, StageCache, default_cache_dir
 from lcpipe.config import PipelineConfig, load_config
 from lcpipe.errors import ConfigError, InputError
-from lcpipe.fileio import atomic_dir, sha256_json, sha256_path, write_json
+from lcpipe.fileio import (
+    atomic_dir,
+    atomic_path,
+    files_sha256,
+    mismatched_files,
+    remove_stale_temps,
+    sha256_file,
+    sha256_json,
+    sha256_path,
+    write_json,
+)
 from lcpipe.stages.base import Stage, StageContext, get_stage, stage_cache_salt
 from lcpipe.sysinfo import cpu_info, versions
 
@@ -62,9 +76,37 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out: str | Path | None 
             raise ConfigError(f"{flag} {value}: not a stage of this pipeline ({', '.join(names)})")
     run_dir = Path(out) if out else Path("runs") / config.name
     run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache: StageCache = NullCache() if no_cache else StageCache(cache_root)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, /proc, /sys, read-only: the user's --out, not a bug
+        raise InputError(f"--out {run_dir}: cannot create the run directory: {exc.strerror or exc}") from None
+    with _clear_os_errors(run_dir, None if no_cache else cache_root):
+        cache: StageCache = NullCache() if no_cache else StageCache(cache_root)
+        cache.remove_stale_temps()
+        for p in remove_stale_temps(run_dir):
+            log.info("removed %s left by an interrupted run", p)
+        return _run(config, names, run_dir, cache_root, cache, from_stage, until, force, no_cache)
+
+
+_ENV_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
+
+
+@contextmanager
+def _clear_os_errors(run_dir: Path, cache_root: Path | None) -> Iterator[None]:
+    """A full disk, read-only or unwritable folder is the environment, not a bug: one line naming the path."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _ENV_ERRNOS:
+            raise
+        folders = f"--out {run_dir}" + (f" or --cache-dir {cache_root}" if cache_root else "")
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise InputError(f"{where}{exc.strerror or exc} (writing to {folders})") from exc
+
+
+def _run(config: PipelineConfig, names: list[str], run_dir: Path, cache_root: Path, cache: StageCache,
+         from_stage: str | None, until: str | None, force: bool, no_cache: bool) -> RunResult:
     start_idx = names.index(from_stage) if from_stage else 0
     stop_idx = names.index(until) if until else len(names) - 1
     _check_artifact_flow(config)
@@ -133,15 +175,13 @@ def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: di
     for k in getattr(stage, "alternatives", {}).values():
         wanted += [a for a in k if a in artifacts and a not in wanted]
     inputs = {k: artifacts[k] for k in wanted}
-    input_hashes = {k: sha256_path(p) for k, p in inputs.items()}
+    input_hashes = {k: artifact_sha256(p) for k, p in inputs.items()}
     key = _stage_key(stage, options, config, input_hashes)
     stage_dir = run_dir / stage.name
     t0 = time.perf_counter()
     hit = None if force or not stage.cacheable else cache.get(key)
-    if hit is not None:
-        with atomic_dir(stage_dir) as tmp:
-            shutil.copytree(hit.path, tmp, dirs_exist_ok=True)
-        outputs = hit.meta["outputs"]
+    outputs = _reuse(hit, stage_dir, cache) if hit is not None else None
+    if outputs is not None:
         log.info("%s: cached result reused (key %s), skipped", stage.name, key[:12])
         cached = True
     else:
@@ -154,7 +194,8 @@ def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: di
                 rel = Path(path).resolve().relative_to(tmp.resolve())
                 outputs[kind] = {"path": rel.as_posix(), "sha256": sha256_path(path)}
             write_json(tmp / "stage.json", {"stage": stage.name, "key": key, "inputs": input_hashes,
-                                            "outputs": outputs, "lcpipe": __version__})
+                                            "outputs": outputs, "files": files_sha256(tmp, skip=("stage.json",)),
+                                            "lcpipe": __version__})
         if stage.cacheable:
             cache.put(key, stage_dir, replace=force)
         cached = False
@@ -165,6 +206,43 @@ def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: di
         _publish(stage_dir / name, run_dir / name)
     log.info("%s: done in %.1f s", stage.name, seconds)
     return StageRecord(stage.name, key, cached, round(seconds, 3), input_hashes, outputs)
+
+
+def artifact_sha256(path: Path) -> str:
+    """Cache-key hash of an input artifact; an IR .xml is hashed together with its .bin."""
+    path = Path(path)
+    weights = path.with_suffix(".bin")
+    if path.suffix == ".xml" and path.is_file() and weights.is_file():
+        return sha256_json({"xml": sha256_file(path), "bin": sha256_file(weights)})
+    return sha256_path(path)
+
+
+class _CorruptEntry(Exception):
+    pass
+
+
+def _reuse(hit: CacheEntry, stage_dir: Path, cache: StageCache) -> dict[str, Any] | None:
+    """Copy a cache entry into the run dir and check the copy against the sha256 its stage.json
+    records; on a mismatch drop the entry (and the copy) and return None so the stage recomputes."""
+    recorded = hit.meta.get("files")
+    try:
+        if not isinstance(recorded, dict) or not isinstance(hit.meta.get("outputs"), dict):
+            raise _CorruptEntry("stage.json")
+        with atomic_dir(stage_dir) as tmp:
+            shutil.copytree(hit.path, tmp, dirs_exist_ok=True)
+            bad = mismatched_files(tmp, recorded)
+            if bad:
+                raise _CorruptEntry(", ".join(bad))
+    except _CorruptEntry as exc:
+        log.warning("%s: cached %s in %s does not match the sha256 recorded in stage.json; "
+                    "entry discarded, recomputing", hit.meta.get("stage", "stage"), exc, hit.path)
+        cache.discard(hit.key)
+        return None
+    except FileNotFoundError as exc:
+        log.warning("%s: cached entry %s vanished while being reused (%s; a concurrent run discarded it?), "
+                    "recomputing", hit.meta.get("stage", "stage"), hit.path, exc.filename)
+        return None
+    return hit.meta["outputs"]
 
 
 def _remove_stage_output(run_dir: Path, stage: type[Stage]) -> None:
@@ -188,9 +266,8 @@ def _publish(src: Path, dest: Path) -> None:
         with atomic_dir(dest) as tmp:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
     else:
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        shutil.copyfile(src, tmp)
-        tmp.replace(dest)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
 
 
 def _load_previous(run_dir: Path, name: str) -> dict[str, Path]:

@@ -7,6 +7,8 @@ handy with ``rotations``, where the label is the rotation's index anyway.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -19,7 +21,7 @@ import numpy as np
 
 from lcpipe.data import preprocess as _pre
 from lcpipe.errors import ConfigError, InputError
-from lcpipe.fileio import atomic_path, sha256_json, write_json
+from lcpipe.fileio import atomic_path, sha256_file, sha256_json, write_json
 from lcpipe.render.progress import progress as show_progress
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 CACHE_FORMAT = 1  # bump when the cached array layout or preprocessing code changes meaning
 _MAX_LISTED = 5
+_log = logging.getLogger("lcpipe")
 
 
 @dataclass(frozen=True)
@@ -239,13 +242,26 @@ def _cache_key(samples: list[Sample], pre: PreprocessConfig) -> str:
 
 
 def _read_cache(cache: Path, key: str, n: int, pre: PreprocessConfig) -> np.ndarray | None:
-    path = cache / f"{key}.npy"
+    """The cached array, or None (missing, from an interrupted write, or corrupted: then it is
+    deleted with a warning and rebuilt). The sidecar .json records the .npy's sha256."""
+    path, meta_file = cache / f"{key}.npy", cache / f"{key}.json"
     if not path.is_file():
+        return None
+    try:
+        recorded = json.loads(meta_file.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        recorded = None  # no sidecar: a write was interrupted (or an older lcpipe wrote it)
+    if recorded is None:
+        return None
+    if sha256_file(path) != recorded:
+        _log.warning("%s: preprocessed data does not match the sha256 recorded in %s; deleted, recomputing",
+                     path, meta_file.name)
+        path.unlink(missing_ok=True)
         return None
     try:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError):
-        return None  # truncated or foreign file: rebuild it
+        return None  # foreign file with a matching record: rebuild it
     if x.dtype != np.float32 or x.shape != (n, 3, *pre.input_hw):
         return None
     return x
@@ -254,11 +270,13 @@ def _read_cache(cache: Path, key: str, n: int, pre: PreprocessConfig) -> np.ndar
 def _write_cache(cache: Path, key: str, x: np.ndarray, samples: list[Sample],
                  pre: PreprocessConfig, split: str) -> None:
     # A file object keeps np.save from appending ".npy" to the temp name.
-    with atomic_path(cache / f"{key}.npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, x, allow_pickle=False)
+    with atomic_path(cache / f"{key}.npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, x, allow_pickle=False)
+        digest = sha256_file(tmp)
     write_json(cache / f"{key}.json", {
         "format": CACHE_FORMAT, "split": split, "shape": list(x.shape), "preprocess": _pre.preprocess_dict(pre),
-        "count": len(samples), "first": str(samples[0].path) if samples else None,
+        "count": len(samples), "first": str(samples[0].path) if samples else None, "sha256": digest,
     })
 
 

@@ -7,6 +7,7 @@ weights do: rt_info carries the source ONNX's sha256 (which covers the weights).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,16 +66,26 @@ class ConvertStage(Stage):
 
 
 def save_ir(model: Any, out: Path, *, compress_to_fp16: bool = False) -> Path:
-    """Save an IR whose .xml records the sha256 of its .bin: the runner hashes only the .xml of an
-    IR artifact, and FakeQuantize ranges or weights can change while the graph does not."""
+    """Save an IR whose .xml records the sha256 of its .bin (FakeQuantize ranges or weights can change
+    while the graph does not; the runner's cache key hashes both files too)."""
     from lcpipe.deps import require
 
     ov = require("openvino")
     out.parent.mkdir(parents=True, exist_ok=True)
+    _stable_names(model)
     ov.save_model(model, str(out), compress_to_fp16=compress_to_fp16)
     model.set_rt_info(sha256_file(out.with_suffix(".bin")), [RT_SECTION, "weights_sha256"])
     ov.save_model(model, str(out), compress_to_fp16=compress_to_fp16)  # same weights, xml now names them
     return out
+
+
+def _stable_names(model: Any) -> None:
+    """OpenVINO names unnamed nodes "<Type>_<process-wide counter>", so the same model saved by a
+    resumed run (which built fewer nodes before) had other bytes. Number them in graph order."""
+    for i, op in enumerate(model.get_ordered_ops()):
+        kind = op.get_type_name()
+        if re.fullmatch(rf"{re.escape(kind)}_\d+", op.get_friendly_name()):
+            op.set_friendly_name(f"{kind}_lcpipe{i}")
 
 
 def ov_version() -> str:
