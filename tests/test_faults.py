@@ -4,9 +4,6 @@ Every row expects its exit code, a message naming the file or key, no traceback,
 the run dir that looks complete (no finished manifest, no metrics, no stage dir without its
 stage.json, no temp left behind). Most rows stop at config or import; the data rows reach
 quantize on a shared cache, so import..convert are computed once for the whole table.
-
-Rows marked "needs release-pkg" state the behaviour issue 10 part A adds (local sha256, local
-archives, archive limits, absurd / object arrays); they are xfail (not strict) until it lands.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ import helpers
 import numpy as np
 import pytest
 
-NEEDS_PKG = "needs release-pkg (issue 10 part A)"
 BOMB_WORDS = ("limit", "ratio", "too large", "exceeds", "too many")
 
 
@@ -63,12 +59,12 @@ class Expect:
     complete_ok: tuple[str, ...] = field(default_factory=tuple)
 
 
-ROWS: list[tuple[str, Callable[[Ctx], Expect], str | None]] = []
+ROWS: list[tuple[str, Callable[[Ctx], Expect]]] = []
 
 
-def row(name: str, xfail: str | None = None) -> Callable[[Callable[[Ctx], Expect]], Callable[[Ctx], Expect]]:
+def row(name: str) -> Callable[[Callable[[Ctx], Expect]], Callable[[Ctx], Expect]]:
     def deco(fn: Callable[[Ctx], Expect]) -> Callable[[Ctx], Expect]:
-        ROWS.append((name, fn, xfail))
+        ROWS.append((name, fn))
         return fn
     return deco
 
@@ -159,7 +155,7 @@ class _HugeArray:
         return (recon, (np.ndarray, (1 << 25, 1 << 25), b"f"), state)
 
 
-@row("pdparams-absurd-array-size", xfail=NEEDS_PKG)
+@row("pdparams-absurd-array-size")
 def _(c: Ctx) -> Expect:
     tensors = helpers.synthetic_tensors("PPLCNet_x0_25")
     tensors["fc.weight"] = _HugeArray()
@@ -167,7 +163,7 @@ def _(c: Ctx) -> Expect:
     return Expect(c.run(c.pdparams_yaml(bad)), [str(bad), "fc.weight"])
 
 
-@row("pdparams-object-dtype", xfail=NEEDS_PKG)
+@row("pdparams-object-dtype")
 def _(c: Ctx) -> Expect:
     tensors = helpers.synthetic_tensors("PPLCNet_x0_25")
     tensors["fc.bias"] = np.array([0.5] * 999 + ["x"], dtype=object)  # the right shape: only the dtype is wrong
@@ -380,7 +376,7 @@ def _(c: Ctx) -> Expect:
     return Expect(c.run(_url_yaml(c, path)), ["evil.zip", "../escaped.txt"], check=_no_escape(c))
 
 
-@row("url-tar-inside-symlink", xfail=NEEDS_PKG)
+@row("url-tar-inside-symlink")
 def _(c: Ctx) -> Expect:
     """A link that stays inside is still a link: release-pkg refuses links outright."""
     tar = _tar(c.tmp / "inner.tar", [_file_member("model/a.json", b"{}"),
@@ -388,7 +384,7 @@ def _(c: Ctx) -> Expect:
     return Expect(c.run(_url_yaml(c, tar)), ["inner.tar", ("link", "Link")])
 
 
-@row("url-tar-bomb", xfail=NEEDS_PKG)
+@row("url-tar-bomb")
 def _(c: Ctx) -> Expect:
     return Expect(c.run(_url_yaml(c, _bomb_tar(c))), ["bomb.tar.gz", BOMB_WORDS])
 
@@ -399,25 +395,25 @@ def _(c: Ctx) -> Expect:
     return Expect(c.run(url_yaml), [c.weights.name, "0" * 64])
 
 
-@row("local-sha256-mismatch", xfail=NEEDS_PKG)
+@row("local-sha256-mismatch")
 def _(c: Ctx) -> Expect:
     mine = shutil.copy(c.weights, c.tmp / "mine.pdparams")
     y = c.yaml(f"{{format: pdparams, path: {mine}, sha256: '{'0' * 64}'}}")
     return Expect(c.run(y), [str(mine), "0" * 64], check=lambda: Path(mine).is_file() or pytest.fail("deleted"))
 
 
-@row("local-tar-path-traversal", xfail=NEEDS_PKG)
+@row("local-tar-path-traversal")
 def _(c: Ctx) -> Expect:
     return Expect(c.run(_local_yaml(c, _traversal_tar(c))), ["evil.tar", "../../escaped.txt"],
                   check=_no_escape(c))
 
 
-@row("local-tar-symlink", xfail=NEEDS_PKG)
+@row("local-tar-symlink")
 def _(c: Ctx) -> Expect:
     return Expect(c.run(_local_yaml(c, _symlink_tar(c))), ["link.tar", "/etc/passwd"])
 
 
-@row("local-tar-bomb", xfail=NEEDS_PKG)
+@row("local-tar-bomb")
 def _(c: Ctx) -> Expect:
     return Expect(c.run(_local_yaml(c, _bomb_tar(c))), ["bomb.tar.gz", BOMB_WORDS])
 
@@ -636,8 +632,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _params() -> list:
-    return [pytest.param(fn, id=name, marks=[pytest.mark.xfail(reason=why, strict=False)] if why else [])
-            for name, fn, why in ROWS]
+    return [pytest.param(fn, id=name) for name, fn in ROWS]
 
 
 @pytest.mark.parametrize("build", _params())
