@@ -1,0 +1,26 @@
+"""`lcpipe sweep`: one base pipeline, many override points, each an ordinary cached pipeline run.
+
+A sweep file::
+
+    base: v1_int8.yaml                  # relative to the sweep file
+    grid: {model.arch: [PPLCNet_x0_25, PPLCNet_x0_5], stages.quantize.preset: [performance, mixed]}
+    points: []                          # explicit override dicts, run after the grid points
+    set: {data.eval.count: 200}         # applied to every point
+    out: ../runs/sweeps/scales          # relative to the sweep file [runs/sweeps/<name>]
+
+Points run as Ray tasks (local Ray by default, a cluster with ``address``/``RAY_ADDRESS``) or
+sequentially in-process (``local=True``). Every point gets its own run dir under ``<out>/points/``
+and all share one stage cache, so identical upstream stages are computed once; a point that
+measures latency claims every CPU of its node. A failing point is recorded and the others go on;
+running the sweep again resumes from the cache. Results: ``sweep.json``, ``sweep.csv``, ``sweep.html``.
+"""
+
+from lcpipe.sweep.execute import SweepFailedError, SweepResult, run_sweep
+from lcpipe.sweep.point import PointTask, collect_metrics, metrics_columns, run_point
+from lcpipe.sweep.render import render_html, scatter_png
+from lcpipe.sweep.results import COLUMNS, format_table, pareto_front, write_results
+from lcpipe.sweep.schema import Sweep, SweepPoint, SweepSpec, load_sweep, measures_latency
+
+__all__ = ["COLUMNS", "PointTask", "Sweep", "SweepFailedError", "SweepPoint", "SweepResult", "SweepSpec",
+           "collect_metrics", "format_table", "load_sweep", "measures_latency", "metrics_columns", "pareto_front",
+           "render_html", "run_point", "run_sweep", "scatter_png", "write_results"]
