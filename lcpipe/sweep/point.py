@@ -6,7 +6,7 @@ import json
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,34 +22,44 @@ POINT_LOG = "point.log"
 
 @dataclass
 class PointTask:
-    """What a worker needs to run one point (plain data: pickled to Ray workers)."""
+    """What a worker needs to run one point (plain data: pickled to Ray workers).
+
+    In-process points read the driver's files (``base`` + ``args``, ``run_dir``). Ray points carry
+    no driver path: ``config`` names only shipped inputs (see shipping.py), the run dir is made on
+    the node and comes home as a zip."""
 
     index: int
     id: str
-    base: str
-    args: list[str]
     overrides: dict[str, Any]
-    run_dir: str
-    cache_dir: str
+    base: str | None = None  # in-process: the pipeline YAML and its --set strings
+    args: list[str] = field(default_factory=list)
+    run_dir: str | None = None  # in-process: where the run dir goes
+    config: dict[str, Any] | None = None  # Ray: the pipeline with shipped input names
+    inputs_sha256: str | None = None  # Ray: the shipped inputs zip
+    storage: str | None = None  # Ray: storage: URI (inputs too big for the object store, big run dirs)
+    cache_dir: str | None = None  # None: the node's own ($LCPIPE_CACHE_DIR or the user cache)
     force: bool = False
     no_cache: bool = False
     eval_shards: int | None = None
     cpus: int | None = None  # Ray CPUs the point holds (None: run in-process)
+    fingerprint: str | None = None  # what the point's result depends on: a rerun resumes on a match
 
 
-def run_point(task: PointTask) -> dict[str, Any]:
+def run_point(task: PointTask, config: PipelineConfig | None = None, run_dir: str | Path | None = None
+              ) -> dict[str, Any]:
     """Run one point's pipeline; never raises for pipeline errors (they become the row's status)."""
     from lcpipe.runner import run_pipeline
 
-    run_dir = Path(task.run_dir)
+    run_dir = Path(run_dir or task.run_dir or ".")
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _log_to_file(run_dir / POINT_LOG)
     t0 = time.perf_counter()
     row: dict[str, Any] = {"point": task.id, "index": task.index, "overrides": task.overrides,
-                           "run_dir": str(run_dir), "status": "ok", "cpus": task.cpus}
+                           "run_dir": str(run_dir), "status": "ok", "cpus": task.cpus,
+                           "fingerprint": task.fingerprint}
     result = None
     try:
-        config = load_config(task.base, task.args)
+        config = config or load_config(task.base or "", task.args)
         result = run_pipeline(config, out=run_dir, cache_dir=task.cache_dir, force=task.force,
                               no_cache=task.no_cache)
         row.update(collect_metrics(config, result))
@@ -59,7 +69,7 @@ def run_point(task: PointTask) -> dict[str, Any]:
             row.update(status="gate_failed", exit_code=3,
                        error="gates failed: " + ", ".join(g["name"] for g in result.failed_gates))
     except Exception as exc:  # a point's failure is data for the sweep, not the end of it
-        row.update(_error_fields(exc))
+        row.update(error_fields(exc))
         log.error("%s: %s", task.id, row["error"])
         if row["error_class"] == "internal":
             log.error("%s", traceback.format_exc())
@@ -81,7 +91,7 @@ def _log_to_file(path: Path) -> logging.Handler:
     return handler
 
 
-def _error_fields(exc: BaseException) -> dict[str, Any]:
+def error_fields(exc: BaseException) -> dict[str, Any]:
     from lcpipe.errors import GateFailedError, InputError
 
     if isinstance(exc, ConfigError):

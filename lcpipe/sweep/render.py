@@ -72,8 +72,11 @@ def render_html(doc: dict[str, Any]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     env.filters.update(pct=_pct, ms=_ms, mb=_mb, num=_num)
+    from lcpipe.sweep.fleet import fleet_doc
+
+    fleet = fleet_doc(doc.get("fleet") or [], rows)
     return env.get_template("sweep.html.j2").render(doc=doc, png=png, front=set(front), front_order=front,
-                                                    swept=doc["swept"])
+                                                    swept=doc["swept"], fleet=fleet)
 
 
 def _num(v: Any) -> str:

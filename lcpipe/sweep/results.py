@@ -14,17 +14,24 @@ from lcpipe.sweep.schema import Sweep
 COLUMNS = ("point", "status", "arch", "params", "flops", "preset", "fp32_top1", "int8_top1", "top1_drop",
            "agreement", "cosine", "latency_p50_fp32_ms", "latency_p50_int8_ms", "latency_speedup",
            "throughput_fp32", "throughput_int8", "size_fp32", "size_int8", "size_onnx", "images", "seconds",
-           "error_class", "exit_code", "error", "run_dir")
+           "error_class", "exit_code", "error", "run_dir", "cpu_kind", "cpu_model", "node_id")
 
 
-def write_results(sweep: Sweep, rows: list[dict[str, Any]], machine: dict[str, Any]) -> dict[str, Path]:
+def write_results(sweep: Sweep, rows: list[dict[str, Any]], machine: dict[str, Any],
+                  fleet: list[dict[str, Any]] | None = None) -> dict[str, Path]:
     sweep.out.mkdir(parents=True, exist_ok=True)
     keys = _swept_keys(sweep)
     doc = {"sweep": sweep.name, "source": str(sweep.source), "base": str(sweep.base), "swept": keys,
-           "machine": machine, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "points": rows}
+           "machine": machine, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "points": rows,
+           "fleet": fleet or []}
     files = {"json": sweep.out / "sweep.json", "csv": sweep.out / "sweep.csv", "html": sweep.out / "sweep.html"}
     write_json(files["json"], doc)
     _write_csv(files["csv"], rows, keys)
+    if fleet:
+        from lcpipe.sweep.fleet import write_fleet_csv
+
+        files["fleet_csv"] = sweep.out / "sweep_fleet.csv"
+        write_fleet_csv(files["fleet_csv"], fleet)
     from lcpipe.sweep.render import render_html  # matplotlib/jinja2 only when writing
 
     files["html"].write_text(render_html(doc))

@@ -29,6 +29,11 @@ class SweepSpec(BaseModel):
     out: str | None = None  # relative to the sweep file
     cpus_per_point: int = Field(1, gt=0)  # Ray CPUs of a point that does not measure latency
     eval_shards: int | None = Field(None, gt=0)  # also evaluate each point's IRs in N merged shards
+    # Ray: reruns of a point whose worker or node died (a point that fails by itself is not rerun)
+    retries: int = Field(1, ge=0, le=5)
+    # Ray: a location every node can read and write (file:///shared/..., s3://...) for inputs over
+    # Ray's shipping limit and big run dirs; relative to nothing (the same URI on every node)
+    storage: str | None = None
 
     @field_validator("sources")
     @classmethod
