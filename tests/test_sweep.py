@@ -254,3 +254,68 @@ def test_sharded_eval_equals_unsharded_on_real_eval_set(tmp_path: Path) -> None:
     assert s["agreement"] == v["fidelity"]["int8_vs_fp32"]["agreement"]
     assert s["cosine"] == pytest.approx(v["fidelity"]["int8_vs_fp32"]["cosine"], abs=1e-6)
     assert s["fp32_top1"] > 0.6  # a real model on real data
+
+
+# ------------------------------------------------------------------ what travels to a cluster (no Ray needed)
+
+def _shipped_sweep(tmp_path: Path, scales, extra: str = "") -> Path:
+    _base_yaml(tmp_path / "base.yaml", INT8)
+    return _sweep_yaml(tmp_path, "base.yaml", extra)
+
+
+def test_shipped_config_names_inputs_by_content_and_unpacks_on_a_node(tmp_path: Path, scales, monkeypatch) -> None:
+    from lcpipe.sweep import shipping
+
+    sweep = load_sweep(_shipped_sweep(tmp_path, scales))
+    names = shipping.InputNames()
+    shipped = [shipping.shipped_config(p.config, names) for p in sweep.points]
+    text = json.dumps([raw for raw, _ in shipped])
+    assert str(tmp_path) not in text and str(IMAGENET) not in text  # only shipped names travel
+    raw, used = shipped[2]
+    assert raw["model"]["source"]["path"].endswith("/PPLCNet_x0_5.pdparams") and raw["model"]["source"]["path"] in used
+    assert len(names.names) == 5  # two weight files, the image folder, two label files: each once
+    data = shipping.pack_inputs(names)
+    assert data == shipping.pack_inputs(names)  # deterministic: same inputs, same digest
+
+    monkeypatch.setenv("LCPIPE_NODE_DIR", str(tmp_path / "node"))
+    import hashlib
+
+    root = shipping.materialize(data, hashlib.sha256(data).hexdigest())
+    cfg = shipping.node_config(raw, root, "point p02")
+    assert Path(cfg.model.source.path).read_bytes() == scales["PPLCNet_x0_5"].read_bytes()
+    assert Path(cfg.data.eval.labels).read_text() == (IMAGENET / "val.txt").read_text()
+    assert str(root) in cfg.data.eval.images and shipping.materialize(data, hashlib.sha256(data).hexdigest()) == root
+    with pytest.raises(Exception, match="sha256"):
+        shipping.materialize(data, "0" * 64)
+
+
+def test_sweep_refuses_inputs_over_rays_limit_before_starting_ray(tmp_path: Path, scales) -> None:
+    from lcpipe.sweep import shipping
+
+    big = tmp_path / "big.pdparams"
+    with open(big, "wb") as f:  # sparse: no disk used
+        f.truncate(shipping.SHIP_LIMIT_BYTES + 1)
+    path = _shipped_sweep(tmp_path, scales, "points:\n  - {model.source.path: big.pdparams}\n")
+    with pytest.raises(ConfigError) as err:
+        run_sweep(path, address="127.0.0.1:1")  # no cluster there: the refusal must come first
+    assert "over the 512 MiB" in str(err.value) and "storage:" in str(err.value) and "--storage" in str(err.value)
+
+
+def test_sweep_on_ray_refuses_url_source_without_sha256(tmp_path: Path, scales) -> None:
+    from lcpipe.sweep import shipping
+
+    sweep = load_sweep(_shipped_sweep(tmp_path, scales, "points:\n  - {model.source: {format: pdparams, "
+                                                        "url: 'http://127.0.0.1:1/w.pdparams'}}\n"))
+    with pytest.raises(ConfigError, match="model.source.url without sha256"):
+        shipping.shipped_config(sweep.points[-1].config, shipping.InputNames())
+
+
+def test_file_storage_round_trip(tmp_path: Path) -> None:
+    from lcpipe.sweep.storage import Storage
+
+    s = Storage(f"file://{tmp_path}/shared")
+    assert not s.exists("inputs/a.zip")
+    assert s.put("inputs/a.zip", b"abc") == f"file://{tmp_path}/shared/inputs/a.zip"
+    assert s.exists("inputs/a.zip") and s.get("inputs/a.zip") == b"abc"
+    with pytest.raises(ConfigError, match="must be absolute"):
+        Storage("file:relative/dir")

@@ -155,9 +155,9 @@ def driver_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def _sweep_file(d: Path, grid: str) -> Path:
+def _sweep_file(d: Path, grid: str, extra: str = "") -> Path:
     path = d / "sweep.yaml"
-    path.write_text(f"base: tl.yaml\ngrid: {grid}\nout: out\nretries: 1\n")
+    path.write_text(f"base: tl.yaml\ngrid: {grid}\nout: out\n{extra}")
     return path
 
 
@@ -215,11 +215,15 @@ def test_cluster_sweep_ships_inputs_brings_runs_home_and_times_each_cpu_kind(clu
 
 
 @pytest.mark.slow
-def test_cluster_sweep_survives_a_killed_node(cluster: Cluster, driver_dir: Path) -> None:
+@pytest.mark.parametrize("retries", [1, 0])
+def test_cluster_sweep_survives_a_killed_node(cluster: Cluster, driver_dir: Path, retries: int) -> None:
+    """Through storage: (a folder both nodes reach) this time: inputs go out and run dirs come home there."""
     from lcpipe.sweep import run_sweep
 
     d = driver_dir
-    path = _sweep_file(d, "{stages.quantize.subset_size: [8, 12, 16]}")
+    shared = Path(tempfile.mkdtemp(prefix="lcpipe-shared-"))
+    path = _sweep_file(d, "{stages.quantize.subset_size: [8, 12, 16]}",
+                       f"retries: {retries}\nstorage: file://{shared}\n")
     victim = cluster.nodes["b"]
     killed = threading.Event()
 
@@ -243,15 +247,19 @@ def test_cluster_sweep_survives_a_killed_node(cluster: Cluster, driver_dir: Path
     b_ids = {a["node_id"] for r in rows for a in r.get("attempts") or [] if a["cpu_kind"] == "fake_b"}
     hit = [r for r in rows if r.get("attempts") or r["status"] == "failed"]
     assert hit, "the killed node's point left no trace (no retry, no failure)"
-    for r in hit:
-        print(f"{r['point']}: {r['status']} attempts={[a['cpu_kind'] for a in r.get('attempts') or []]} "
-              f"error={r.get('error')}")  # which way it went, for the log
-        if r["status"] == "ok":  # retried on the surviving node
-            assert [a["cpu_kind"] for a in r["attempts"]] == ["fake_b", "fake_a"] and r["cpu_kind"] == "fake_a"
-        else:  # reported, naming the node it died on
-            assert r["error_class"] == "crashed" and "fake_b" in r["error"]
-            assert any(i[:12] in r["error"] for i in b_ids)
+    assert len(hit) == 1, hit
+    r = hit[0]
+    print(f"{r['point']}: {r['status']} attempts={[a['cpu_kind'] for a in r.get('attempts') or []]} "
+          f"error={r.get('error')}")  # which way it went, for the log
+    if retries:  # retried on the surviving node
+        assert r["status"] == "ok" and r["cpu_kind"] == "fake_a"
+        assert [a["cpu_kind"] for a in r["attempts"]] == ["fake_b", "fake_a"]
+    else:  # reported, naming the node it died on
+        assert r["status"] == "failed" and r["error_class"] == "crashed" and "fake_b" in r["error"]
+        assert any(i[:12] in r["error"] for i in b_ids)
     for r in rows:
         if r["status"] == "ok":
             _assert_home(r, d, cluster.nodes)
-    assert sum(r["status"] == "ok" for r in rows) >= 2  # the other points finished
+    assert sum(r["status"] == "ok" for r in rows) == 3 - (retries == 0)  # the other points finished
+    assert list((shared / "inputs").glob("*.zip")) and len(list((shared / "runs").rglob("*.zip"))) >= 2
+    shutil.rmtree(shared, ignore_errors=True)

@@ -3,7 +3,8 @@
 Before anything is submitted: every point's inputs are named and sized (shipping.py; too big ->
 refused, pointing at ``storage:``), and points whose run dir already came home with the same
 fingerprint are resumed, not rerun. Each point runs on some node (spread; a latency point holds
-all CPUs of its node), its run dir comes home under ``--out``. A node that dies takes its attempt
+all CPUs of its node), its run dir comes home under ``--out`` (through the object store,
+or through ``storage:`` when the sweep has one). A node that dies takes its attempt
 with it: Ray retries the point elsewhere (``retries``, bounded), else the row is failed and names
 the node. With ``per_cpu_kind`` every finished latency point is re-timed once on each other CPU
 kind among the alive nodes (pinned with node affinity), giving the fleet rows.
@@ -33,7 +34,6 @@ from lcpipe.sweep.storage import Storage
 log = logging.getLogger("lcpipe")
 
 RAY_OBJECT_STORE_BYTES = 600 * 1024 * 1024  # a local Ray: room for the shipped inputs (<= 512 MiB) and run dirs
-INLINE_HOME_BYTES = 64 * 1024 * 1024  # bigger run dirs go through storage: when there is one
 _KV_PREFIX = "lcpipe-sweep"
 
 
@@ -43,12 +43,14 @@ def prepare(sweep: Sweep, out: Path, opts: dict[str, Any]) -> tuple[list[PointTa
     are resumed from what came home, and the inputs to ship."""
     from lcpipe import __version__
 
-    names = shipping.InputNames()
+    names = shipping.InputNames(None if opts["storage"] else shipping.SHIP_LIMIT_BYTES)
     tasks, done = [], []
     for p in sweep.points:
         home = out / "points" / p.id
         try:
             raw, used = shipping.shipped_config(p.config, names)
+        except shipping.ShipmentTooBigError:
+            raise
         except (ConfigError, InputError) as exc:
             row = {"point": p.id, "index": p.index, "overrides": p.overrides, "run_dir": str(home),
                    **error_fields(exc)}
@@ -63,7 +65,6 @@ def prepare(sweep: Sweep, out: Path, opts: dict[str, Any]) -> tuple[list[PointTa
         tasks.append(PointTask(p.index, p.id, p.overrides, config=raw, cache_dir=opts["cache_dir"],
                                force=opts["force"], no_cache=opts["no_cache"], eval_shards=sweep.spec.eval_shards,
                                storage=opts["storage"], fingerprint=fp))
-    shipping.check_size(names.total_bytes(), bool(opts["storage"]))
     return tasks, done, names
 
 
@@ -107,9 +108,9 @@ def run_shipped(task: PointTask, inputs: bytes | None, kv_key: str) -> dict[str,
         row["node"] = facts
         write_json(run_dir / POINT_FILE, row)
         home = shipping.pack_dir(run_dir)
-        if store is not None and len(home) > INLINE_HOME_BYTES:
-            row["_home_uri"] = store.put(f"runs/{kv_key.rsplit('/', 2)[-2]}/{task.id}.zip", home)
+        if store is not None:  # storage: keeps run dirs out of the object store
             row["_home_rel"] = f"runs/{kv_key.rsplit('/', 2)[-2]}/{task.id}.zip"
+            store.put(row["_home_rel"], home)
         else:
             row["_home"] = home
         return row
@@ -144,7 +145,6 @@ def bring_home(row: dict[str, Any], home: Path, storage: str | None) -> dict[str
     """Unpack a finished point's run dir under the driver's --out; the row then names that path."""
     data = row.pop("_home", None)
     rel = row.pop("_home_rel", None)
-    row.pop("_home_uri", None)
     if data is None and rel and storage:
         data = Storage(storage).get(rel)
     if data is not None:

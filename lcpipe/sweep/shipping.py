@@ -40,11 +40,18 @@ def node_dir() -> Path:
 
 # ---------------------------------------------------------------- driver: what a point reads
 
-class InputNames:
-    """Driver path -> shipped name, shared by all points (a folder two points read ships once)."""
+class ShipmentTooBigError(ConfigError):
+    """The points' inputs exceed what Ray ships with a job (the whole sweep is refused, not a point)."""
 
-    def __init__(self) -> None:
+
+class InputNames:
+    """Driver path -> shipped name, shared by all points (a folder two points read ships once).
+    ``limit``: refuse as soon as the inputs add up to more (checked before hashing them)."""
+
+    def __init__(self, limit: int | None = SHIP_LIMIT_BYTES) -> None:
         self.names: dict[str, str] = {}
+        self.limit = limit
+        self.total = 0
 
     def name(self, key: str, path: str) -> str:
         p = Path(path)
@@ -52,11 +59,15 @@ class InputNames:
             raise InputError(f"{key}: {path} does not exist")
         real = str(p.resolve())
         if real not in self.names:
+            self.total += _tree_bytes(p)
+            if self.limit is not None and self.total > self.limit:
+                raise ShipmentTooBigError(
+                    f"the points' inputs total {self.total / 2**20:.0f} MiB or more (at {key}: {path}), over the "
+                    f"{self.limit / 2**20:.0f} MiB Ray ships with a job; put them on storage every node can read "
+                    "instead: 'storage: file:///shared/lcpipe' (a folder all nodes mount) or 's3://bucket/prefix' "
+                    "in the sweep file, or --storage URI")
             self.names[real] = f"{sha256_path(real)[:16]}/{p.name}"
         return self.names[real]
-
-    def total_bytes(self) -> int:
-        return sum(_tree_bytes(Path(p)) for p in self.names)
 
 
 def shipped_config(config: PipelineConfig, names: InputNames) -> tuple[dict[str, Any], list[str]]:
@@ -94,21 +105,12 @@ def _rename_paths(raw: Any, model: Any, names: InputNames, used: list[str], keys
 
 
 def pack_inputs(names: InputNames) -> bytes:
-    """One deterministic zip of every shipped input."""
+    """One deterministic zip of every shipped input (stored: images and weights barely compress)."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+    with zipfile.ZipFile(buf, "w") as zf:
         for path, name in sorted(names.names.items(), key=lambda kv: kv[1]):
-            _add_tree(zf, Path(path), name)
+            _add_tree(zf, Path(path), name, zipfile.ZIP_STORED)
     return buf.getvalue()
-
-
-def check_size(total: int, have_storage: bool) -> None:
-    if total > SHIP_LIMIT_BYTES and not have_storage:
-        raise ConfigError(
-            f"the points' inputs total {total / 2**20:.0f} MiB, over the {SHIP_LIMIT_BYTES / 2**20:.0f} MiB "
-            "Ray ships with a job; put them on storage every node can read instead: 'storage: "
-            "file:///shared/lcpipe' (a folder all nodes mount) or 's3://bucket/prefix' in the sweep file, "
-            "or --storage URI")
 
 
 # ---------------------------------------------------------------- worker: unpack, resolve
@@ -155,7 +157,7 @@ def node_config(raw: dict[str, Any], root: Path, where: str) -> PipelineConfig:
 def pack_dir(folder: Path) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        _add_tree(zf, folder, "")
+        _add_tree(zf, folder, "", zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 
 
@@ -165,12 +167,12 @@ def unpack_home(data: bytes, dest: Path) -> None:
         _extract(data, tmp)
 
 
-def _add_tree(zf: zipfile.ZipFile, path: Path, name: str) -> None:
+def _add_tree(zf: zipfile.ZipFile, path: Path, name: str, compress: int) -> None:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for f in files:
         arc = name if f == path else str(PurePosixPath(name, f.relative_to(path).as_posix())).lstrip("/")
         info = zipfile.ZipInfo(arc, _ZIP_TIME)
-        info.compress_type = zipfile.ZIP_DEFLATED
+        info.compress_type = compress
         info.external_attr = 0o644 << 16
         with open(f, "rb") as src, zf.open(info, "w") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
