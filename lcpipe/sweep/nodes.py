@@ -84,30 +84,28 @@ def retime(irs: dict[str, bytes], timing: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import ray
 
-    from lcpipe.bench import compile_ir, measure_latency, measure_throughput, ov_runner
+    from lcpipe.measure.runtime import compile_ir
+    from lcpipe.measure.timing import measure_throughput, time_irs
     from lcpipe.sysinfo import default_threads
 
     facts = node_facts(ray)
     threads = timing.get("threads") or default_threads()
     with tempfile.TemporaryDirectory(prefix="lcpipe-retime-") as tmp:
-        xml = {}
         for name, data in irs.items():
             Path(tmp, name).write_bytes(data)
         xml = {"fp32": Path(tmp, "fp32.xml"), "int8": Path(tmp, "int8.xml")}
-        lat_compiled = {k: compile_ir(p, "LATENCY", threads, "f32") for k, p in xml.items()}
-        shape = [d.get_length() for d in lat_compiled["fp32"].inputs[0].get_partial_shape()]
+        compiled = {k: compile_ir(p, "THROUGHPUT", threads, "f32") for k, p in xml.items()}
+        shape = [d.get_length() if d.is_static else 1 for d in compiled["fp32"].inputs[0].get_partial_shape()]
         x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
         row: dict[str, Any] = {**facts, "threads": threads}
         if timing.get("latency", True):
-            lat = measure_latency({k: ov_runner(c, x) for k, c in lat_compiled.items()},
-                                  warmup=timing["warmup"], rounds=timing["rounds"],
-                                  iterations=timing["iterations"], show=False)
-            row.update(latency_p50_fp32_ms=lat["fp32"].p50, latency_p50_int8_ms=lat["int8"].p50,
-                       latency_speedup=round(lat["fp32"].p50 / lat["int8"].p50, 4))
+            lat = time_irs(xml, x, threads=threads, precision="f32", warmup=timing["warmup"], rounds=timing["rounds"],
+                           iterations=timing["iterations"], show=False)
+            row.update(latency_p50_fp32_ms=lat["fp32"]["p50"], latency_p50_int8_ms=lat["int8"]["p50"],
+                       latency_speedup=round(lat["fp32"]["p50"] / lat["int8"]["p50"], 4))
         if timing.get("throughput", True):
-            thr_compiled = {k: compile_ir(p, "THROUGHPUT", threads, "f32") for k, p in xml.items()}
-            thr = measure_throughput(thr_compiled, x, seconds=timing["throughput_seconds"],
-                                     rounds=timing["rounds"], show=False)
+            thr = measure_throughput(compiled, x, seconds=timing["throughput_seconds"], rounds=timing["rounds"],
+                                     show=False)
             row.update(throughput_fp32=thr["fp32"]["images_per_s"], throughput_int8=thr["int8"]["images_per_s"],
                        throughput_speedup=round(thr["int8"]["images_per_s"] / thr["fp32"]["images_per_s"], 4))
     return row

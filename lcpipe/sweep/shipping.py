@@ -83,9 +83,7 @@ def shipped_config(config: PipelineConfig, names: InputNames) -> tuple[dict[str,
     for entry in raw["stages"]:
         opts = entry.get("validate")
         if opts and opts.get("groups"):
-            from lcpipe.stages.validate import _groups_path
-
-            opts["groups"] = names.name("stages.validate.groups", str(_groups_path(config, opts["groups"])))
+            opts["groups"] = names.name("stages.validate.groups", str(config.option_path(opts["groups"])))
             used.append(opts["groups"])
     return raw, sorted(set(used))
 
