@@ -319,3 +319,21 @@ def test_file_storage_round_trip(tmp_path: Path) -> None:
     assert s.exists("inputs/a.zip") and s.get("inputs/a.zip") == b"abc"
     with pytest.raises(ConfigError, match="must be absolute"):
         Storage("file:relative/dir")
+
+
+def test_fleet_has_a_pareto_front_per_cpu_kind() -> None:
+    from lcpipe.sweep.fleet import fleet_doc, format_fleet, fronts
+
+    rows = [{"point": "p00", "status": "ok", "int8_top1": 0.70}, {"point": "p01", "status": "ok", "int8_top1": 0.75}]
+    # p01 is more accurate; on kind a it is also faster (p00 drops off), on kind b it is slower (both stay)
+    fleet = [{"point": p, "cpu_kind": k, "status": "ok", "latency_p50_int8_ms": ms, "source": "point"}
+             for p, k, ms in [("p00", "a", 2.0), ("p01", "a", 1.5), ("p00", "b", 1.0), ("p01", "b", 3.0)]]
+    assert fronts(fleet, rows) == {"a": ["p01"], "b": ["p00", "p01"]}
+    doc = fleet_doc(fleet, rows)
+    assert doc["kinds"] == ["a", "b"] and [r["point"] for r in doc["rows"]] == ["p00", "p01"]
+    assert "1.50 ms" in format_fleet(fleet) and "3.00 ms" in format_fleet(fleet)
+
+
+def test_per_cpu_kind_needs_ray(tmp_path: Path, scales) -> None:
+    res = CliRunner().invoke(cli, ["sweep", str(_shipped_sweep(tmp_path, scales)), "--local", "--per-cpu-kind"])
+    assert res.exit_code == 2 and "drop --local" in res.output
