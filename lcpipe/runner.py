@@ -53,7 +53,9 @@ class RunResult:
 def run_pipeline(config: PipelineConfig | str | Path, *, out: str | Path | None = None,
                  overrides: tuple[str, ...] | list[str] = (), from_stage: str | None = None,
                  until: str | None = None, force: bool = False, cache_dir: str | Path | None = None,
-                 no_cache: bool = False) -> RunResult:
+                 no_cache: bool = False, stage_cache: StageCache | None = None) -> RunResult:
+    """``stage_cache``: a StageCache over ``cache_dir`` to use instead of the plain one (a sweep
+    point's cache backed by shared storage)."""
     if not isinstance(config, PipelineConfig):
         config = load_config(config, overrides)
     names = config.stage_names()
@@ -64,7 +66,7 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out: str | Path | None 
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache: StageCache = NullCache() if no_cache else StageCache(cache_root)
+    cache: StageCache = NullCache() if no_cache else stage_cache or StageCache(cache_root)
     start_idx = names.index(from_stage) if from_stage else 0
     stop_idx = names.index(until) if until else len(names) - 1
     _check_artifact_flow(config)

@@ -337,3 +337,20 @@ def test_fleet_has_a_pareto_front_per_cpu_kind() -> None:
 def test_per_cpu_kind_needs_ray(tmp_path: Path, scales) -> None:
     res = CliRunner().invoke(cli, ["sweep", str(_shipped_sweep(tmp_path, scales)), "--local", "--per-cpu-kind"])
     assert res.exit_code == 2 and "drop --local" in res.output
+
+
+@pytest.mark.slow
+def test_stage_cache_backed_by_storage_spares_a_second_node_the_work(tmp_path: Path) -> None:
+    """Two 'nodes' = two stage caches; with storage: the second fetches what the first computed."""
+    import lcpipe
+    from lcpipe.sweep.point import PointTask, run_point
+
+    cfg = lcpipe.load_config(helpers.textline_yaml(tmp_path / "tl.yaml"))
+    shared = f"file://{tmp_path / 'shared'}"
+    rows = [run_point(PointTask(0, "p00", {}, cache_dir=str(tmp_path / node), storage=shared), cfg,
+                      tmp_path / f"run_{node}") for node in ("a", "b")]
+    assert [r["status"] for r in rows] == ["ok", "ok"], rows
+    assert rows[0]["computed_stages"] == ["import", "fuse", "export", "convert", "quantize"]
+    assert rows[1]["computed_stages"] == [] and rows[1]["cached_stages"] == rows[0]["computed_stages"]
+    assert len(list((tmp_path / "shared" / "cache" / "stages").glob("*.zip"))) == 5
+    assert len(list((tmp_path / "b" / "stages").iterdir())) == 5 and rows[1]["size_int8"] == rows[0]["size_int8"]

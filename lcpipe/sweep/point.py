@@ -61,7 +61,7 @@ def run_point(task: PointTask, config: PipelineConfig | None = None, run_dir: st
     try:
         config = config or load_config(task.base or "", task.args)
         result = run_pipeline(config, out=run_dir, cache_dir=task.cache_dir, force=task.force,
-                              no_cache=task.no_cache)
+                              no_cache=task.no_cache, stage_cache=_backed_cache(task))
         row.update(collect_metrics(config, result))
         if task.eval_shards:
             row.update(_sharded_eval(config, result, task.eval_shards, run_dir))
@@ -79,6 +79,17 @@ def run_point(task: PointTask, config: PipelineConfig | None = None, run_dir: st
         handler.close()
     write_json(run_dir / POINT_FILE, row)
     return row
+
+
+def _backed_cache(task: PointTask) -> Any:
+    """With storage: the node's stage cache looks there on a miss and copies new entries there."""
+    if not task.storage or task.no_cache:
+        return None
+    from lcpipe.cache import default_cache_dir
+    from lcpipe.sweep.cache_backing import BackedStageCache
+    from lcpipe.sweep.storage import Storage
+
+    return BackedStageCache(Path(task.cache_dir) if task.cache_dir else default_cache_dir(), Storage(task.storage))
 
 
 def _log_to_file(path: Path) -> logging.Handler:
