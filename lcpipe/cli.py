@@ -161,7 +161,8 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | No
 @click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the local Ray [all cores].")
 @click.option("--force", is_flag=True, help="Recompute every stage of every point, ignoring the cache.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Stage cache shared by the points [$LCPIPE_CACHE_DIR or the user cache dir].")
+              help="Stage cache shared by the points; on a Ray cluster a path each node uses for itself "
+                   "[$LCPIPE_CACHE_DIR or the user cache dir, of each node].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the stage cache.")
 @click.option("--per-cpu-kind", is_flag=True,
               help="Also time every latency point on each CPU kind among the Ray cluster's nodes (fleet table).")

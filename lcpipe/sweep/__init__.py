@@ -7,6 +7,8 @@ A sweep file::
     points: []                          # explicit override dicts, run after the grid points
     set: {data.eval.count: 200}         # applied to every point
     out: ../runs/sweeps/scales          # relative to the sweep file [runs/sweeps/<name>]
+    retries: 1                          # Ray: reruns of a point whose worker or node died
+    storage: file:///shared/lcpipe      # Ray: where big inputs, run dirs and the stage cache meet [none]
 
 Points run as Ray tasks (local Ray by default, a cluster with ``address``/``RAY_ADDRESS``) or
 sequentially in-process (``local=True``). On Ray the inputs travel with the job and each point's run
