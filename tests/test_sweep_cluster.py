@@ -109,7 +109,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
     try:
         _start(nodes["a"], ["--head", "--port", str(port), "--include-dashboard", "false",
                             "--temp-dir", str(root / "ta")], "fake_a")
-        _start(nodes["b"], ["--address", f"127.0.0.1:{port}"], "fake_b")
+        _start(nodes["b"], ["--address", f"127.0.0.1:{port}", "--temp-dir", str(root / "tb")], "fake_b")
         for k, v in RAY_ENV.items():
             monkeypatch.setenv(k, v)
         monkeypatch.delenv("RAY_ADDRESS", raising=False)
