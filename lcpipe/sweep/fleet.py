@@ -90,13 +90,13 @@ def write_fleet_csv(path: Path, fleet: list[dict[str, Any]]) -> None:
 
 def format_fleet(fleet: list[dict[str, Any]]) -> str:
     """Terminal table: point x CPU kind."""
-    lines = [["point", "CPU kind", "status", "p50 FP32", "p50 INT8", "speed-up", "img/s INT8", "node"]]
+    lines = [["point", "CPU kind", "status", "p50 FP32", "p50 INT8", "speed-up", "img/s INT8", "from", "node"]]
     for f in sorted(fleet, key=lambda r: (r["point"], str(r["cpu_kind"]))):
         ok = f["status"] == "ok"
         lines.append([f["point"], str(f["cpu_kind"]), f["status"] if ok else f"failed: {f.get('error')}",
                       _ms(f.get("latency_p50_fp32_ms")), _ms(f.get("latency_p50_int8_ms")),
                       f"{f['latency_speedup']:.2f}x" if f.get("latency_speedup") else "-",
                       f"{f['throughput_int8']:.0f}" if f.get("throughput_int8") else "-",
-                      str(f.get("node_id") or "-")[:12]])
+                      str(f.get("source")), str(f.get("node_id") or "-")[:12]])
     widths = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines)
