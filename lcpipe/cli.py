@@ -198,21 +198,30 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | No
 @click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the local Ray [all cores].")
 @click.option("--force", is_flag=True, help="Recompute every stage of every point, ignoring the cache.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Stage cache shared by the points [$LCPIPE_CACHE_DIR or the user cache dir].")
+              help="Stage cache shared by the points; on a Ray cluster a path each node uses for itself "
+                   "[$LCPIPE_CACHE_DIR or the user cache dir, of each node].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the stage cache.")
+@click.option("--per-cpu-kind", is_flag=True,
+              help="Also time every latency point on each CPU kind among the Ray cluster's nodes (fleet table).")
+@click.option("--storage", metavar="URI",
+              help="Location every node can read (file:///shared/..., s3://...) for big inputs/run dirs "
+                   "[the sweep file's storage].")
 def sweep(sweep_file: Path, out: Path | None, overrides: tuple[str, ...], local: bool, address: str | None,
-          num_cpus: int | None, force: bool, cache_dir: Path | None, no_cache: bool) -> None:
+          num_cpus: int | None, force: bool, cache_dir: Path | None, no_cache: bool, per_cpu_kind: bool,
+          storage: str | None) -> None:
     """Run SWEEP.yaml: a base pipeline over a grid/list of overrides, one run per point (on Ray).
 
     Writes sweep.json, sweep.csv and sweep.html. Exit 0 all points ok, 3 only gates failed,
     1 a point failed (the others still ran), 2 bad sweep file."""
     from lcpipe.errors import GateFailedError
-    from lcpipe.sweep import SweepFailedError, format_table, load_sweep, run_sweep
+    from lcpipe.sweep import SweepFailedError, format_fleet, format_table, load_sweep, run_sweep
 
     spec = load_sweep(sweep_file, overrides)
     result = run_sweep(spec, out=out, local=local, address=address, cache_dir=cache_dir, force=force,
-                       no_cache=no_cache, num_cpus=num_cpus)
+                       no_cache=no_cache, num_cpus=num_cpus, per_cpu_kind=per_cpu_kind, storage=storage)
     click.echo(format_table(result.rows, list(dict.fromkeys(k for p in spec.points for k in p.overrides))))
+    if result.fleet:
+        click.echo(format_fleet(result.fleet))
     click.echo(f"results: {result.files['html']} (+ sweep.json, sweep.csv) in {result.seconds:.0f} s")
     if result.failed:
         raise SweepFailedError(f"{len(result.failed)} of {len(result.rows)} point(s) failed: "

@@ -67,7 +67,9 @@ class RunResult:
 def run_pipeline(config: PipelineConfig | str | Path, *, out: str | Path | None = None,
                  overrides: tuple[str, ...] | list[str] = (), from_stage: str | None = None,
                  until: str | None = None, force: bool = False, cache_dir: str | Path | None = None,
-                 no_cache: bool = False) -> RunResult:
+                 no_cache: bool = False, stage_cache: StageCache | None = None) -> RunResult:
+    """``stage_cache``: a StageCache over ``cache_dir`` to use instead of the plain one (a sweep
+    point's cache backed by shared storage)."""
     if not isinstance(config, PipelineConfig):
         config = load_config(config, overrides)
     names = config.stage_names()
@@ -82,7 +84,7 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out: str | Path | None 
     except OSError as exc:  # a file in the way, /proc, /sys, read-only: the user's --out, not a bug
         raise InputError(f"--out {run_dir}: cannot create the run directory: {exc.strerror or exc}") from None
     with _clear_os_errors(run_dir, None if no_cache else cache_root):
-        cache: StageCache = NullCache() if no_cache else StageCache(cache_root)
+        cache: StageCache = NullCache() if no_cache else stage_cache or StageCache(cache_root)
         cache.remove_stale_temps()
         for p in remove_stale_temps(run_dir):
             log.info("removed %s left by an interrupted run", p)

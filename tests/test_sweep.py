@@ -254,3 +254,103 @@ def test_sharded_eval_equals_unsharded_on_real_eval_set(tmp_path: Path) -> None:
     assert s["agreement"] == v["fidelity"]["int8_vs_fp32"]["agreement"]
     assert s["cosine"] == pytest.approx(v["fidelity"]["int8_vs_fp32"]["cosine"], abs=1e-6)
     assert s["fp32_top1"] > 0.6  # a real model on real data
+
+
+# ------------------------------------------------------------------ what travels to a cluster (no Ray needed)
+
+def _shipped_sweep(tmp_path: Path, scales, extra: str = "") -> Path:
+    _base_yaml(tmp_path / "base.yaml", INT8)
+    return _sweep_yaml(tmp_path, "base.yaml", extra)
+
+
+def test_shipped_config_names_inputs_by_content_and_unpacks_on_a_node(tmp_path: Path, scales, monkeypatch) -> None:
+    from lcpipe.sweep import shipping
+
+    sweep = load_sweep(_shipped_sweep(tmp_path, scales))
+    names = shipping.InputNames()
+    shipped = [shipping.shipped_config(p.config, names) for p in sweep.points]
+    text = json.dumps([raw for raw, _ in shipped])
+    assert str(tmp_path) not in text and str(IMAGENET) not in text  # only shipped names travel
+    raw, used = shipped[2]
+    assert raw["model"]["source"]["path"].endswith("/PPLCNet_x0_5.pdparams") and raw["model"]["source"]["path"] in used
+    assert len(names.names) == 5  # two weight files, the image folder, two label files: each once
+    data = shipping.pack_inputs(names)
+    assert data == shipping.pack_inputs(names)  # deterministic: same inputs, same digest
+
+    monkeypatch.setenv("LCPIPE_NODE_DIR", str(tmp_path / "node"))
+    import hashlib
+
+    root = shipping.materialize(data, hashlib.sha256(data).hexdigest())
+    cfg = shipping.node_config(raw, root, "point p02")
+    assert Path(cfg.model.source.path).read_bytes() == scales["PPLCNet_x0_5"].read_bytes()
+    assert Path(cfg.data.eval.labels).read_text() == (IMAGENET / "val.txt").read_text()
+    assert str(root) in cfg.data.eval.images and shipping.materialize(data, hashlib.sha256(data).hexdigest()) == root
+    with pytest.raises(Exception, match="sha256"):
+        shipping.materialize(data, "0" * 64)
+
+
+def test_sweep_refuses_inputs_over_rays_limit_before_starting_ray(tmp_path: Path, scales) -> None:
+    from lcpipe.sweep import shipping
+
+    big = tmp_path / "big.pdparams"
+    with open(big, "wb") as f:  # sparse: no disk used
+        f.truncate(shipping.SHIP_LIMIT_BYTES + 1)
+    path = _shipped_sweep(tmp_path, scales, "points:\n  - {model.source.path: big.pdparams}\n")
+    with pytest.raises(ConfigError) as err:
+        run_sweep(path, address="127.0.0.1:1")  # no cluster there: the refusal must come first
+    assert "over the 512 MiB" in str(err.value) and "storage:" in str(err.value) and "--storage" in str(err.value)
+
+
+def test_sweep_on_ray_refuses_url_source_without_sha256(tmp_path: Path, scales) -> None:
+    from lcpipe.sweep import shipping
+
+    sweep = load_sweep(_shipped_sweep(tmp_path, scales, "points:\n  - {model.source: {format: pdparams, "
+                                                        "url: 'http://127.0.0.1:1/w.pdparams'}}\n"))
+    with pytest.raises(ConfigError, match="model.source.url without sha256"):
+        shipping.shipped_config(sweep.points[-1].config, shipping.InputNames())
+
+
+def test_file_storage_round_trip(tmp_path: Path) -> None:
+    from lcpipe.sweep.storage import Storage
+
+    s = Storage(f"file://{tmp_path}/shared")
+    assert not s.exists("inputs/a.zip")
+    assert s.put("inputs/a.zip", b"abc") == f"file://{tmp_path}/shared/inputs/a.zip"
+    assert s.exists("inputs/a.zip") and s.get("inputs/a.zip") == b"abc"
+    with pytest.raises(ConfigError, match="must be absolute"):
+        Storage("file:relative/dir")
+
+
+def test_fleet_has_a_pareto_front_per_cpu_kind() -> None:
+    from lcpipe.sweep.fleet import fleet_doc, format_fleet, fronts
+
+    rows = [{"point": "p00", "status": "ok", "int8_top1": 0.70}, {"point": "p01", "status": "ok", "int8_top1": 0.75}]
+    # p01 is more accurate; on kind a it is also faster (p00 drops off), on kind b it is slower (both stay)
+    fleet = [{"point": p, "cpu_kind": k, "status": "ok", "latency_p50_int8_ms": ms, "source": "point"}
+             for p, k, ms in [("p00", "a", 2.0), ("p01", "a", 1.5), ("p00", "b", 1.0), ("p01", "b", 3.0)]]
+    assert fronts(fleet, rows) == {"a": ["p01"], "b": ["p00", "p01"]}
+    doc = fleet_doc(fleet, rows)
+    assert doc["kinds"] == ["a", "b"] and [r["point"] for r in doc["rows"]] == ["p00", "p01"]
+    assert "1.50 ms" in format_fleet(fleet) and "3.00 ms" in format_fleet(fleet)
+
+
+def test_per_cpu_kind_needs_ray(tmp_path: Path, scales) -> None:
+    res = CliRunner().invoke(cli, ["sweep", str(_shipped_sweep(tmp_path, scales)), "--local", "--per-cpu-kind"])
+    assert res.exit_code == 2 and "drop --local" in res.output
+
+
+@pytest.mark.slow
+def test_stage_cache_backed_by_storage_spares_a_second_node_the_work(tmp_path: Path) -> None:
+    """Two 'nodes' = two stage caches; with storage: the second fetches what the first computed."""
+    import lcpipe
+    from lcpipe.sweep.point import PointTask, run_point
+
+    cfg = lcpipe.load_config(helpers.textline_yaml(tmp_path / "tl.yaml"))
+    shared = f"file://{tmp_path / 'shared'}"
+    rows = [run_point(PointTask(0, "p00", {}, cache_dir=str(tmp_path / node), storage=shared), cfg,
+                      tmp_path / f"run_{node}") for node in ("a", "b")]
+    assert [r["status"] for r in rows] == ["ok", "ok"], rows
+    assert rows[0]["computed_stages"] == ["import", "fuse", "export", "convert", "quantize"]
+    assert rows[1]["computed_stages"] == [] and rows[1]["cached_stages"] == rows[0]["computed_stages"]
+    assert len(list((tmp_path / "shared" / "cache" / "stages").glob("*.zip"))) == 5
+    assert len(list((tmp_path / "b" / "stages").iterdir())) == 5 and rows[1]["size_int8"] == rows[0]["size_int8"]

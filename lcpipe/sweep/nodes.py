@@ -1,0 +1,124 @@
+"""Which CPU a figure was measured on: node facts, CPU kinds of a Ray cluster, and re-timing a
+point's IRs on another kind.
+
+A node's CPU kind is, in order: the env var ``LCPIPE_CPU_KIND`` set on that node, a custom Ray
+resource ``cpu_kind:<name>`` the node was started with (``ray start --resources
+'{"cpu_kind:spr": 1}'``), else its CPU model and ISA level. The first two are an ops/test
+override (name a fleet's kinds yourself, or make one machine's nodes stand for two kinds).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+KIND_RESOURCE = "cpu_kind:"
+
+
+def node_facts(ray: Any = None) -> dict[str, Any]:
+    """This process's node: id, host, CPU model, ISA, cores and CPU kind."""
+    from lcpipe.sysinfo import cpu_model, default_threads, isa_flags, isa_level
+
+    node_id = resources = None
+    if ray is not None and ray.is_initialized():
+        node_id = ray.get_runtime_context().get_node_id()
+        resources = next((n.get("Resources", {}) for n in ray.nodes() if n.get("NodeID") == node_id), {})
+    facts = {"node_id": node_id, "hostname": platform.node(), "cpu_model": cpu_model(), "isa": isa_level(),
+             "flags": isa_flags(), "cores": default_threads()}
+    facts["cpu_kind"] = cpu_kind(facts, resources or {})
+    return facts
+
+
+def cpu_kind(facts: dict[str, Any], resources: dict[str, Any]) -> str:
+    env = os.environ.get("LCPIPE_CPU_KIND")
+    if env:
+        return env
+    tagged = sorted(k[len(KIND_RESOURCE):] for k in resources if k.startswith(KIND_RESOURCE))
+    if tagged:
+        return tagged[0]
+    return f"{facts['cpu_model']} [{facts['isa']}]"
+
+
+def probe_nodes(ray: Any) -> list[dict[str, Any]]:
+    """Facts of every alive node, from a zero-CPU task pinned to each (a node's CPU model and env
+    are only visible from inside it)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(_probe)
+    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+            for n in ray.nodes() if n.get("Alive")]
+    facts = []
+    for ref in refs:
+        try:
+            facts.append(ray.get(ref, timeout=120))
+        except Exception:  # a node that died since ray.nodes(): it runs nothing of this sweep
+            continue
+    cpus = {n["NodeID"]: int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")}
+    for f in facts:
+        f["ray_cpus"] = cpus.get(f["node_id"], 0)
+    return [f for f in facts if f["ray_cpus"] > 0]
+
+
+def _probe() -> dict[str, Any]:
+    import ray
+
+    return node_facts(ray)
+
+
+def kinds_of(nodes: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """CPU kind -> its nodes (most CPUs first: a latency point wants the whole node)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for n in sorted(nodes, key=lambda n: -n["ray_cpus"]):
+        out.setdefault(n["cpu_kind"], []).append(n)
+    return out
+
+
+def retime(irs: dict[str, bytes], timing: dict[str, Any]) -> dict[str, Any]:
+    """Ray task: time a point's FP32 and INT8 IRs on this node as the validate stage does (same
+    options, interleaved rounds, f32 inference, batch 1). Accuracy is not recomputed: it does not
+    depend on the CPU. The input is a fixed random tensor of the IR's shape (these conv nets do
+    the same work whatever the pixel values)."""
+    import numpy as np
+    import ray
+
+    from lcpipe.measure.runtime import compile_ir
+    from lcpipe.measure.timing import measure_throughput, time_irs
+    from lcpipe.sysinfo import default_threads
+
+    facts = node_facts(ray)
+    threads = timing.get("threads") or default_threads()
+    with tempfile.TemporaryDirectory(prefix="lcpipe-retime-") as tmp:
+        for name, data in irs.items():
+            Path(tmp, name).write_bytes(data)
+        xml = {"fp32": Path(tmp, "fp32.xml"), "int8": Path(tmp, "int8.xml")}
+        compiled = {k: compile_ir(p, "THROUGHPUT", threads, "f32") for k, p in xml.items()}
+        shape = [d.get_length() if d.is_static else 1 for d in compiled["fp32"].inputs[0].get_partial_shape()]
+        x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        row: dict[str, Any] = {**facts, "threads": threads}
+        if timing.get("latency", True):
+            lat = time_irs(xml, x, threads=threads, precision="f32", warmup=timing["warmup"], rounds=timing["rounds"],
+                           iterations=timing["iterations"], show=False)
+            row.update(latency_p50_fp32_ms=lat["fp32"]["p50"], latency_p50_int8_ms=lat["int8"]["p50"],
+                       latency_speedup=round(lat["fp32"]["p50"] / lat["int8"]["p50"], 4))
+        if timing.get("throughput", True):
+            thr = measure_throughput(compiled, x, seconds=timing["throughput_seconds"], rounds=timing["rounds"],
+                                     show=False)
+            row.update(throughput_fp32=thr["fp32"]["images_per_s"], throughput_int8=thr["int8"]["images_per_s"],
+                       throughput_speedup=round(thr["int8"]["images_per_s"] / thr["fp32"]["images_per_s"], 4))
+    return row
+
+
+def ir_files(run_dir: Path) -> dict[str, bytes] | None:
+    """The FP32 and INT8 IR (xml + bin) of a finished run dir, as bytes for a re-time task."""
+    pairs = {"fp32": sorted((run_dir / "convert").glob("*.xml")), "int8": sorted((run_dir / "quantize").glob("*.xml"))}
+    if not pairs["fp32"] or not pairs["int8"]:
+        return None
+    out = {}
+    for name, found in pairs.items():
+        xml = found[0]
+        out[f"{name}.xml"] = xml.read_bytes()
+        out[f"{name}.bin"] = xml.with_suffix(".bin").read_bytes()
+    return out

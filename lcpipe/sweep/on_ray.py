@@ -1,0 +1,229 @@
+"""Points as Ray tasks on a local Ray or a cluster without a shared filesystem.
+
+Before anything is submitted: every point's inputs are named and sized (shipping.py; too big ->
+refused, pointing at ``storage:``), and points whose run dir already came home with the same
+fingerprint are resumed, not rerun. Each point runs on some node (spread; a latency point holds
+all CPUs of its node), its run dir comes home under ``--out`` (through the object store,
+or through ``storage:`` when the sweep has one). A node that dies takes its attempt
+with it: Ray retries the point elsewhere (``retries``, bounded), else the row is failed and names
+the node. With ``per_cpu_kind`` every finished latency point is re-timed once on each other CPU
+kind among the alive nodes (pinned with node affinity), giving the fleet rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from lcpipe.errors import ConfigError, InputError, MissingDependencyError
+from lcpipe.fileio import sha256_json, write_json
+from lcpipe.sweep import shipping
+from lcpipe.sweep.fleet import FLEET_FILE, fleet_row
+from lcpipe.sweep.point import POINT_FILE, PointTask, error_fields, run_point
+from lcpipe.sweep.schema import Sweep
+from lcpipe.sweep.storage import Storage
+
+log = logging.getLogger("lcpipe")
+
+RAY_OBJECT_STORE_BYTES = 600 * 1024 * 1024  # a local Ray: room for the shipped inputs (<= 512 MiB) and run dirs
+_KV_PREFIX = "lcpipe-sweep"
+
+
+def prepare(sweep: Sweep, out: Path, opts: dict[str, Any]) -> tuple[list[PointTask], list[dict[str, Any]],
+                                                                     shipping.InputNames]:
+    """Tasks for the points to run, rows for points that fail before running (a missing input) or
+    are resumed from what came home, and the inputs to ship."""
+    from lcpipe import __version__
+
+    names = shipping.InputNames(None if opts["storage"] else shipping.SHIP_LIMIT_BYTES)
+    tasks, done = [], []
+    for p in sweep.points:
+        home = out / "points" / p.id
+        try:
+            raw, used = shipping.shipped_config(p.config, names)
+        except shipping.ShipmentTooBigError:
+            raise
+        except (ConfigError, InputError) as exc:
+            row = {"point": p.id, "index": p.index, "overrides": p.overrides, "run_dir": str(home),
+                   **error_fields(exc)}
+            write_json(home / POINT_FILE, row)
+            done.append(row)
+            continue
+        fp = sha256_json({"config": raw, "eval_shards": sweep.spec.eval_shards, "lcpipe": __version__})
+        resumed = None if opts["force"] else _resumed(home, fp, p.config.stage_names())
+        if resumed:
+            done.append(resumed)
+            continue
+        tasks.append(PointTask(p.index, p.id, p.overrides, config=raw, cache_dir=opts["cache_dir"],
+                               force=opts["force"], no_cache=opts["no_cache"], eval_shards=sweep.spec.eval_shards,
+                               storage=opts["storage"], fingerprint=fp))
+    return tasks, done, names
+
+
+def _resumed(home: Path, fingerprint: str, stages: list[str]) -> dict[str, Any] | None:
+    """The row of a point whose run dir came home finished, for the same inputs and config."""
+    try:
+        row = json.loads((home / POINT_FILE).read_text())
+        finished = json.loads((home / "manifest.json").read_text()).get("finished")
+    except (OSError, ValueError):
+        return None
+    if row.get("fingerprint") != fingerprint or row.get("status") not in ("ok", "gate_failed") or not finished:
+        return None
+    # nothing of it is computed in this run: every stage is reused
+    return {**row, "run_dir": str(home), "resumed": True, "cached_stages": stages, "computed_stages": []}
+
+
+def run_shipped(task: PointTask, inputs: bytes | None, kv_key: str) -> dict[str, Any]:
+    """Ray task: unpack the shipped inputs on this node, run the point in a node-local run dir,
+    and return its row with the run dir zipped (or put on storage)."""
+    import ray
+
+    from lcpipe.sweep.nodes import node_facts
+
+    facts = node_facts(ray)
+    _note_attempt(kv_key, facts)
+    work = shipping.node_dir() / "runs" / uuid.uuid4().hex[:12]
+    run_dir = work / task.id
+    try:
+        store = Storage(task.storage) if task.storage else None
+        try:
+            if inputs is None:
+                assert store is not None and task.inputs_sha256
+                inputs = store.get(f"inputs/{task.inputs_sha256}.zip")
+            root = shipping.materialize(inputs, task.inputs_sha256 or "")
+            config = shipping.node_config(task.config or {}, root, f"point {task.id}")
+        except Exception as exc:  # bad shipment: the point's failure, not the sweep's
+            run_dir.mkdir(parents=True, exist_ok=True)
+            row = {"point": task.id, "index": task.index, "overrides": task.overrides, **error_fields(exc)}
+        else:
+            row = run_point(task, config, run_dir)
+        row["node"] = facts
+        write_json(run_dir / POINT_FILE, row)
+        home = shipping.pack_dir(run_dir)
+        if store is not None:  # storage: keeps run dirs out of the object store
+            row["_home_rel"] = f"runs/{kv_key.rsplit('/', 2)[-2]}/{task.id}.zip"
+            store.put(row["_home_rel"], home)
+        else:
+            row["_home"] = home
+        return row
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _note_attempt(key: str, facts: dict[str, Any]) -> None:
+    """Record in Ray's GCS which node runs this attempt, so a crash can be pinned on a node."""
+    try:
+        from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_put
+
+        old = _internal_kv_get(key)
+        attempts = json.loads(old) if old else []
+        attempts.append({k: facts[k] for k in ("node_id", "hostname", "cpu_kind")})
+        _internal_kv_put(key, json.dumps(attempts).encode(), overwrite=True)
+    except Exception:  # bookkeeping only: a sweep must not fail for it
+        log.debug("could not record the attempt's node", exc_info=True)
+
+
+def attempts(key: str) -> list[dict[str, Any]]:
+    try:
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        raw = _internal_kv_get(key)
+        return json.loads(raw) if raw else []
+    except Exception:
+        return []
+
+
+def bring_home(row: dict[str, Any], home: Path, storage: str | None) -> dict[str, Any]:
+    """Unpack a finished point's run dir under the driver's --out; the row then names that path."""
+    data = row.pop("_home", None)
+    rel = row.pop("_home_rel", None)
+    if data is None and rel and storage:
+        data = Storage(storage).get(rel)
+    if data is not None:
+        shipping.unpack_home(data, home)
+    row["run_dir"] = str(home)
+    write_json(home / POINT_FILE, row)
+    return row
+
+
+def crashed_row(task: PointTask, exc: BaseException, tried: list[dict[str, Any]], home: Path) -> dict[str, Any]:
+    """A point whose every attempt died with its worker or node: name the node(s)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    nodes = ", ".join(f"{a['node_id'][:12]} ({a['hostname']}, {a['cpu_kind']})" for a in tried) or _node_in(exc)
+    row = {"point": task.id, "index": task.index, "overrides": task.overrides, "run_dir": str(home),
+           "status": "failed", "error": f"worker or node died on {nodes}: {type(exc).__name__}: {text}",
+           "error_class": "crashed", "exit_code": 1, "attempts": tried, "fingerprint": None}
+    write_json(home / POINT_FILE, row)
+    return row
+
+
+def _node_in(exc: BaseException) -> str:
+    m = re.search(r"node[ _]?id[:= ]+([0-9a-f]{16,})", str(exc), re.I)
+    return m.group(1)[:12] if m else "an unknown node"
+
+
+# ---------------------------------------------------------------- Ray session
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise MissingDependencyError("package 'ray' is not installed (needed for sweeps on Ray): "
+                                     "pip install 'lcpipe[sweep]', or run with --local") from exc
+    return ray
+
+
+def start_ray(ray: Any, address: str | None, num_cpus: int | None) -> tuple[bool, str | None]:
+    """Connect to ``address`` / $RAY_ADDRESS, or start a lean, quiet local Ray; returns
+    (started here, temp dir to remove)."""
+    if ray.is_initialized():
+        return False, None
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
+              "configure_logging": True}
+    if address:
+        ray.init(address=address, **common)
+        return True, None
+    from lcpipe.sysinfo import default_threads
+
+    # A short temp path: Ray's unix sockets live under it and must stay below ~107 characters.
+    tmp = tempfile.mkdtemp(prefix="lcpipe-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    ray.init(num_cpus=num_cpus or default_threads(), object_store_memory=RAY_OBJECT_STORE_BYTES,
+             _temp_dir=tmp, **common)
+    return True, tmp
+
+
+def largest_node_cpus(ray: Any) -> int:
+    """CPUs of the biggest alive node: a latency point asks for all of them, so it only fits on
+    such a node, alone."""
+    cpus = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    return max(1, int(max(cpus, default=1)))
+
+
+def ship(ray: Any, data: bytes, storage: str | None) -> tuple[str, Any]:
+    """sha256 of the inputs zip and what the tasks get: an object ref, or None (they read storage:)."""
+    digest = hashlib.sha256(data).hexdigest()
+    if storage:
+        store = Storage(storage)
+        if not store.exists(f"inputs/{digest}.zip"):
+            store.put(f"inputs/{digest}.zip", data)
+        return digest, None
+    return digest, ray.put(data)
+
+
+def fleet_from_row(row: dict[str, Any], home: Path) -> list[dict[str, Any]]:
+    """The fleet rows a point already has: its own node's timing, plus re-times that came home before."""
+    try:
+        kept = json.loads((home / FLEET_FILE).read_text())
+    except (OSError, ValueError):
+        kept = []
+    own = fleet_row(row, row.get("node") or {}, source="point")
+    return [own, *[r for r in kept if r.get("cpu_kind") != own["cpu_kind"]]] if own else kept

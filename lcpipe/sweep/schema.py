@@ -1,0 +1,170 @@
+"""The sweep file: its schema, grid/points expansion and every point's validated pipeline config."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lcpipe.config import PipelineConfig, _format_errors, _is_path_field, _sub_model, load_config, read_yaml_mapping
+from lcpipe.errors import ConfigError
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")  # default: the sweep file's stem
+    base: str  # pipeline YAML, relative to the sweep file
+    grid: dict[str, list[Any]] = {}  # key path -> values; the cartesian product, in key order
+    points: list[dict[str, Any]] = []  # explicit points (override dicts), after the grid
+    set: dict[str, Any] = {}  # overrides every point gets (a point's own value wins)
+    # arch -> model.source for points that set model.arch (weights differ per scale); paths
+    # relative to the sweep file. A point that sets model.source.* itself keeps its own.
+    sources: dict[str, dict[str, Any]] = {}
+    out: str | None = None  # relative to the sweep file
+    cpus_per_point: int = Field(1, gt=0)  # Ray CPUs of a point that does not measure latency
+    eval_shards: int | None = Field(None, gt=0)  # also evaluate each point's IRs in N merged shards
+    # Ray: reruns of a point whose worker or node died (a point that fails by itself is not rerun)
+    retries: int = Field(1, ge=0, le=5)
+    # Ray: a location every node can read and write (file:///shared/..., s3://...) for inputs over
+    # Ray's shipping limit and big run dirs; relative to nothing (the same URI on every node)
+    storage: str | None = None
+
+    @field_validator("sources")
+    @classmethod
+    def _known_archs(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from lcpipe.config import SourceConfig
+        from lcpipe.models.spec import ARCHS
+
+        for arch, src in v.items():
+            if arch not in ARCHS:
+                raise ValueError(f"{arch}: unknown arch; one of {', '.join(ARCHS)}")
+            SourceConfig.model_validate(src)  # a typo in a source key fails here, naming it
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"{key}: needs at least one value")
+        return v
+
+
+@dataclass
+class SweepPoint:
+    index: int
+    id: str  # stable, readable run-dir name
+    overrides: dict[str, Any]  # key path -> value (the point's own, without `set`)
+    args: list[str]  # `--set` strings, `set` first, paths already absolute
+    measures_latency: bool = False
+    config: PipelineConfig | None = None
+
+
+@dataclass
+class Sweep:
+    spec: SweepSpec
+    name: str
+    source: Path
+    base: Path
+    out: Path
+    points: list[SweepPoint] = field(default_factory=list)
+
+
+def load_sweep(path: str | Path, extra: tuple[str, ...] | list[str] = ()) -> Sweep:
+    """Read and check a sweep file; ``extra`` are `--set` strings added to every point.
+
+    Every point's pipeline config is validated here, so a typo in a key path fails before
+    anything runs (the message names the point and the key)."""
+    path = Path(path)
+    spec = _read_spec(path)
+    folder = path.parent.resolve()
+    base = (folder / spec.base).resolve()
+    if not base.is_file():
+        raise ConfigError(f"{path}: base: {base} does not exist")
+    name = spec.name or re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
+    out = (folder / spec.out).resolve() if spec.out else Path("runs", "sweeps", name).resolve()
+    sweep = Sweep(spec, name, path, base, out)
+    common = [_override_arg(k, v, folder) for k, v in spec.set.items()] + list(extra)
+    for i, overrides in enumerate(_expand(spec)):
+        args = common + _source_args(spec, overrides, folder)
+        args += [_override_arg(k, v, folder) for k, v in overrides.items()]
+        try:
+            cfg = load_config(base, args)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: point {i} ({_describe(overrides)}): {exc}") from None
+        point = SweepPoint(i, _point_id(i, overrides), overrides, args, measures_latency(cfg), cfg)
+        sweep.points.append(point)
+    if not sweep.points:
+        raise ConfigError(f"{path}: no points (give 'grid' and/or 'points')")
+    return sweep
+
+
+def _read_spec(path: Path) -> SweepSpec:
+    raw = read_yaml_mapping(path, "sweep", "base, grid, points, set, out")
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path), "", SweepSpec)) from None
+
+
+def _expand(spec: SweepSpec) -> list[dict[str, Any]]:
+    keys = list(spec.grid)
+    grid = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*spec.grid.values())] if keys else []
+    return grid + [dict(p) for p in spec.points]
+
+
+def _source_args(spec: SweepSpec, overrides: dict[str, Any], folder: Path) -> list[str]:
+    """``model.source={...}`` from ``sources`` for the point's arch, unless the point sets the source."""
+    arch = overrides.get("model.arch")
+    if arch not in spec.sources or any(k == "model.source" or k.startswith("model.source.") for k in overrides):
+        return []
+    src = dict(spec.sources[arch])
+    if isinstance(src.get("path"), str):
+        src["path"] = str((folder / Path(src["path"]).expanduser()).resolve())
+    return [f"model.source={json.dumps(src)}"]
+
+
+def _override_arg(key: str, value: Any, folder: Path) -> str:
+    """``key=value`` for apply_override; a relative path value is made absolute against the sweep
+    file's folder (apply_override would resolve it against the current directory)."""
+    if isinstance(value, str) and _is_path_key(key) and not Path(value).expanduser().is_absolute():
+        value = str((folder / value).resolve())
+    # JSON is YAML: the value round-trips with its type (a str stays a str, a list a list).
+    return f"{key}={json.dumps(value)}"
+
+
+def _is_path_key(key: str) -> bool:
+    keys = key.split(".")
+    if keys[0] == "stages":
+        return False  # stage options hold no paths (and are not path-resolved by config.py either)
+    model: Any = PipelineConfig
+    for k in keys[:-1]:
+        model = _sub_model(model, k) if model else None
+    return model is not None and _is_path_field(model, keys[-1])
+
+
+def _describe(overrides: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "base"
+
+
+def _point_id(index: int, overrides: dict[str, Any]) -> str:
+    """``p03-PPLCNet_x0_5-mixed``: index first (unique, sorted), then the values for humans."""
+    parts = [f"p{index:02d}"]
+    for v in overrides.values():
+        text = Path(v).name if isinstance(v, str) and "/" in v else str(v)
+        parts.append(re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_")[:24])
+    return "-".join(p for p in parts if p)
+
+
+def measures_latency(config: PipelineConfig) -> bool:
+    """Does the pipeline time inference (a validate stage with latency or throughput on)? Such a
+    point gets the whole node so nothing runs beside it."""
+    opts = config.stage_options("validate")
+    return opts is not None and bool(getattr(opts, "latency", True) or getattr(opts, "throughput", False))
+

@@ -1,0 +1,191 @@
+"""Inputs travel with the job, artifacts come home: nothing assumes the nodes share the driver's disk.
+
+Driver: every local path a point's pipeline reads (model source file or folder, data folders and
+label files, validate's groups TSV) gets a shipped name ``<content sha256[:16]>/<file name>``; the
+point's config travels with those names only, and the files travel as one zip (through Ray's object
+store, or ``storage:`` when too big). Worker: the zip is checked against its sha256, each input is
+unpacked once per node into ``<node dir>/inputs/<its digest>/`` and the config's names are made
+absolute there. Names depend only on content, so the node's stage cache keys stay the same when a
+sweep gains a point or the driver's folders move. The point's run
+dir is built on the node and returned as a zip, unpacked under the driver's ``--out``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from lcpipe.config import PipelineConfig, _is_path_field, _resolve_paths, _sub_model, validate_config
+from lcpipe.errors import ConfigError, InputError
+from lcpipe.fileio import atomic_dir, sha256_path
+
+# Ray refuses runtime_env packages at its gRPC message limit (ray/_private/runtime_env/packaging.py:
+# GCS_STORAGE_MAX_SIZE = RAY_max_grpc_message_size, default 512 MiB); the same bound holds for the
+# one object lcpipe puts in the object store for the inputs.
+SHIP_LIMIT_BYTES = 512 * 1024 * 1024
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same inputs give the same zip and digest
+
+
+def node_dir() -> Path:
+    """Where a node keeps shipped inputs and run dirs in progress: $LCPIPE_NODE_DIR, else the temp dir."""
+    env = os.environ.get("LCPIPE_NODE_DIR")
+    return Path(env) if env else Path(tempfile.gettempdir()) / f"lcpipe-node-{os.getuid()}"
+
+
+# ---------------------------------------------------------------- driver: what a point reads
+
+class ShipmentTooBigError(ConfigError):
+    """The points' inputs exceed what Ray ships with a job (the whole sweep is refused, not a point)."""
+
+
+class InputNames:
+    """Driver path -> shipped name, shared by all points (a folder two points read ships once).
+    ``limit``: refuse as soon as the inputs add up to more (checked before hashing them)."""
+
+    def __init__(self, limit: int | None = SHIP_LIMIT_BYTES) -> None:
+        self.names: dict[str, str] = {}
+        self.limit = limit
+        self.total = 0
+
+    def name(self, key: str, path: str) -> str:
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"{key}: {path} does not exist")
+        real = str(p.resolve())
+        if real not in self.names:
+            self.total += _tree_bytes(p)
+            if self.limit is not None and self.total > self.limit:
+                raise ShipmentTooBigError(
+                    f"the points' inputs total {self.total / 2**20:.0f} MiB or more (at {key}: {path}), over the "
+                    f"{self.limit / 2**20:.0f} MiB Ray ships with a job; put them on storage every node can read "
+                    "instead: 'storage: file:///shared/lcpipe' (a folder all nodes mount) or 's3://bucket/prefix' "
+                    "in the sweep file, or --storage URI")
+            self.names[real] = f"{sha256_path(real)[:16]}/{p.name}"
+        return self.names[real]
+
+
+def shipped_config(config: PipelineConfig, names: InputNames) -> tuple[dict[str, Any], list[str]]:
+    """The point's config as plain data with every local path replaced by its shipped name, and the
+    names it uses. URL sources stay URLs (fetched on the node) and must pin a sha256."""
+    src = config.model.source
+    if src.url and not src.path and not src.sha256:
+        raise ConfigError("model.source.url without sha256: every node downloads it on its own; pin "
+                          "model.source.sha256 so each verifies the same bytes")
+    raw = config.to_yaml_dict()
+    used: list[str] = []
+    raw = _rename_paths(raw, PipelineConfig, names, used, [])
+    for entry in raw["stages"]:
+        opts = entry.get("validate")
+        if opts and opts.get("groups"):
+            opts["groups"] = names.name("stages.validate.groups", str(config.option_path(opts["groups"])))
+            used.append(opts["groups"])
+    return raw, sorted(set(used))
+
+
+def _rename_paths(raw: Any, model: Any, names: InputNames, used: list[str], keys: list[str]) -> Any:
+    if not isinstance(raw, dict) or model is None:
+        return raw
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, str) and _is_path_field(model, key):
+            value = names.name(".".join([*keys, key]), value)
+            used.append(value)
+        elif isinstance(value, dict):
+            value = _rename_paths(value, _sub_model(model, key), names, used, [*keys, key])
+        out[key] = value
+    return out
+
+
+def pack_inputs(names: InputNames) -> bytes:
+    """One deterministic zip of every shipped input (stored: images and weights barely compress)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path, name in sorted(names.names.items(), key=lambda kv: kv[1]):
+            _add_tree(zf, Path(path), name, zipfile.ZIP_STORED)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- worker: unpack, resolve
+
+def materialize(data: bytes, digest: str) -> Path:
+    """Unpack each shipped input once per node (the first unpacker wins); returns the inputs root."""
+    got = hashlib.sha256(data).hexdigest()
+    if got != digest:
+        raise InputError(f"shipped inputs have sha256 {got}, the driver sent {digest}")
+    root = node_dir() / "inputs"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".unpack.", dir=root))
+    try:
+        _extract(data, tmp)
+        for part in sorted(p for p in tmp.iterdir() if p.is_dir()):
+            dest = root / part.name
+            if (dest / ".complete").is_file():
+                continue
+            (part / ".complete").write_text(part.name)
+            try:
+                os.rename(part, dest)
+            except OSError:  # another point on this node unpacked it first
+                if not (dest / ".complete").is_file():
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def node_config(raw: dict[str, Any], root: Path, where: str) -> PipelineConfig:
+    """The shipped config with its names made absolute under ``root`` (the unpacked inputs)."""
+    raw = _resolve_paths(dict(raw), PipelineConfig, root, [])
+    stages = []
+    for entry in raw["stages"]:
+        opts = entry.get("validate")
+        if opts and opts.get("groups"):
+            entry = {"validate": {**opts, "groups": str(root / opts["groups"])}}
+        stages.append(entry)
+    return validate_config({**raw, "stages": stages}, where)
+
+
+# ---------------------------------------------------------------- run dirs: node -> driver
+
+def pack_dir(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        _add_tree(zf, folder, "", zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+def unpack_home(data: bytes, dest: Path) -> None:
+    """Replace ``dest`` with the zip's content, atomically (a half copy never looks like a run)."""
+    with atomic_dir(dest) as tmp:
+        _extract(data, tmp)
+
+
+def _add_tree(zf: zipfile.ZipFile, path: Path, name: str, compress: int) -> None:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        arc = name if f == path else str(PurePosixPath(name, f.relative_to(path).as_posix())).lstrip("/")
+        info = zipfile.ZipInfo(arc, _ZIP_TIME)
+        info.compress_type = compress
+        info.external_attr = 0o644 << 16
+        with open(f, "rb") as src, zf.open(info, "w") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _extract(data: bytes, dest: Path) -> None:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        for member in zf.namelist():
+            p = PurePosixPath(member)
+            if p.is_absolute() or ".." in p.parts:  # lcpipe wrote these zips; refuse anything else
+                raise InputError(f"shipped zip member {member!r} leaves its folder")
+        zf.extractall(dest)
+
+
+def _tree_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
