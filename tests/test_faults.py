@@ -664,7 +664,7 @@ def test_bad_input(build: Callable[[Ctx], Expect], shared: dict, tmp_path: Path)
 
 
 def test_table_is_large_enough() -> None:
-    assert len(ROWS) >= 30 and len({name for name, _, _ in ROWS}) == len(ROWS)
+    assert len(ROWS) >= 30 and len({name for name, _ in ROWS}) == len(ROWS)
 
 
 # ---------------------------------------------------------------- cache internals (fast, in-process)
