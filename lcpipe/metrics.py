@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lcpipe.measure.e2e import e2e_speedups
+
 SCHEMA = 1
 
 
@@ -29,7 +31,7 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
     sizes = v.get("sizes_bytes", {})
     spec = info.get("spec") or {}
     e2e = v.get("e2e") or {}
-    speedup = {**_speedups(lat, thr, sizes), **_e2e_speedups(e2e)}
+    speedup = {**_speedups(lat, thr, sizes), **e2e_speedups(e2e)}
     latency_ms = {**(lat or {}), "e2e": e2e["latency_ms"]} if e2e.get("latency_ms") else lat
     throughput_ips = {n: t["images_per_s"] for n, t in thr.items()} if thr else None
     if e2e.get("throughput"):
@@ -67,14 +69,6 @@ def _speedups(lat: dict[str, Any] | None, thr: dict[str, Any] | None, sizes: dic
         "latency_p50_ptq": _ratio(p50.get("fp32"), p50.get("int8_ptq")),
         "size": _ratio(sizes.get("fp32"), sizes.get("int8")),
     }
-
-
-def _e2e_speedups(e2e: dict[str, Any]) -> dict[str, Any]:
-    """What a serving process gains end to end: INT8 image-input route vs FP32 IR + Python preprocessing."""
-    p50 = {n: s["p50"] for n, s in (e2e.get("latency_ms") or {}).items()}
-    ips = {n: t["images_per_s"] for n, t in (e2e.get("throughput") or {}).items()}
-    return {"e2e_latency_p50": _ratio(p50.get("fp32_py"), p50.get("int8_image")),
-            "e2e_throughput": _ratio(ips.get("int8_image"), ips.get("fp32_py"))}
 
 
 def model_latency(m: dict[str, Any]) -> dict[str, Any]:

@@ -157,6 +157,28 @@ def _run(requests: list[Any], prep: Prep, images: Sequence[np.ndarray], k: int, 
     return done, time.perf_counter() - t0
 
 
+def measure_e2e_samples(fp32: Path, int8: Path, samples: Sequence[Any], pre: Any, threads: int,
+                        precision: str | None, **timing: Any) -> dict[str, Any]:
+    """measure_e2e on dataset samples (decoded here, their rotation applied) plus the decode time of
+    their files and the end-to-end speed-ups: what validate and bench both report."""
+    out = measure_e2e(fp32, int8, decoded_samples(samples), pre, threads, precision, **timing)
+    out["decode_ms"] = measure_decode(sorted({s.path for s in samples}))
+    out["speedup"] = e2e_speedups(out)
+    return out
+
+
+def e2e_speedups(e2e: dict[str, Any]) -> dict[str, Any]:
+    """What a serving process gains end to end: INT8 image-input route vs FP32 IR + Python preprocessing."""
+    p50 = {n: s["p50"] for n, s in (e2e.get("latency_ms") or {}).items()}
+    ips = {n: t["images_per_s"] for n, t in (e2e.get("throughput") or {}).items()}
+    return {"e2e_latency_p50": _ratio(p50.get("fp32_py"), p50.get("int8_image")),
+            "e2e_throughput": _ratio(ips.get("int8_image"), ips.get("fp32_py"))}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 4) if a and b else None
+
+
 def measure_decode(paths: Sequence[Path], repeats: int = 3) -> dict[str, Any]:
     """cv2 decode time per image (ms), reported next to the routes (the same for all of them)."""
     if not paths:

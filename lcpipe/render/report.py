@@ -72,9 +72,13 @@ E2E_LABELS = {"fp32_py": "FP32 IR + Python float preprocessing", "int8_py": "INT
 
 
 def e2e_rows(m: dict[str, Any]) -> list[list[str]]:
-    """Decoded image -> top-k per route (first row: header); empty when not measured."""
-    lat = (m.get("latency_ms") or {}).get("e2e") or {}
-    ips = (m.get("throughput_ips") or {}).get("e2e") or {}
+    """Decoded image -> top-k per route (first row: header) from metrics.json; empty when not measured."""
+    return e2e_table((m.get("latency_ms") or {}).get("e2e") or {}, (m.get("throughput_ips") or {}).get("e2e") or {},
+                     m.get("decode_ms") or {})
+
+
+def e2e_table(lat: dict[str, Any], ips: dict[str, float], dec: dict[str, Any]) -> list[list[str]]:
+    """Route rows: p50/p90 ms, images/s, p50 ratio to fp32_py; the decode time as a last, separate row."""
     routes = list(lat or ips)
     if not routes:
         return []
@@ -84,7 +88,6 @@ def e2e_rows(m: dict[str, Any]) -> list[list[str]]:
         s = lat.get(r) or {}
         ratio = round(base / s["p50"], 4) if base and s.get("p50") else None
         rows.append([E2E_LABELS.get(r, r), num(s.get("p50")), num(s.get("p90")), num(ips.get(r)), f"{num(ratio)}x"])
-    dec = m.get("decode_ms") or {}
     if dec.get("p50") is not None:
         rows.append(["(decode, cv2; not in the figures above)", num(dec["p50"]), num(dec["p90"]), "", ""])
     return rows

@@ -154,16 +154,12 @@ def _image_input(inputs: dict[str, Path], ev: Any, logits: dict[str, np.ndarray]
 
 def _e2e(inputs: dict[str, Path], ev: Any, pre: Any, threads: int, precision: str | None,
          options: ValidateOptions, k: int) -> dict[str, Any]:
-    from lcpipe.measure.e2e import decoded_samples, measure_decode, measure_e2e
+    from lcpipe.measure.e2e import measure_e2e_samples
 
-    samples = ev.samples[: options.e2e_images]
-    images = decoded_samples(samples)
-    out = measure_e2e(inputs["ir_fp32"], inputs["ir_int8"], images, pre, threads, precision, k=k,
-                      warmup=options.warmup, rounds=options.rounds, iterations=options.iterations,
-                      throughput_seconds=options.throughput_seconds, latency=options.latency,
-                      throughput=options.throughput, show=options.progress)
-    out["decode_ms"] = measure_decode(sorted({s.path for s in samples}))
-    return out
+    return measure_e2e_samples(inputs["ir_fp32"], inputs["ir_int8"], ev.samples[: options.e2e_images], pre, threads,
+                               precision, k=k, warmup=options.warmup, rounds=options.rounds,
+                               iterations=options.iterations, throughput_seconds=options.throughput_seconds,
+                               latency=options.latency, throughput=options.throughput, show=options.progress)
 
 
 # ---------------------------------------------------------------- groups
