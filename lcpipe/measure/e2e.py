@@ -72,8 +72,11 @@ def route_models(fp32: Path, int8: Path) -> dict[str, tuple[Any, str]]:
 def measure_e2e(fp32: Path, int8: Path, images: Sequence[np.ndarray], pre: Any, threads: int,
                 precision: str | None, *, k: int = 5, warmup: int = 10, rounds: int = 5, iterations: int = 100,
                 throughput_seconds: float = 1.0, latency: bool = True, throughput: bool = True,
-                show: bool = True) -> dict[str, Any]:
-    """Per route: batch-1 latency (ms) and async throughput (images/s) from decoded BGR ``images``."""
+                default_precision_route: bool = False, show: bool = True) -> dict[str, Any]:
+    """Per route: batch-1 latency (ms) and async throughput (images/s) from decoded BGR ``images``.
+
+    ``default_precision_route`` adds ``fp32_py_default``: the FP32 route at the plugin's own float
+    precision (bf16 on CPUs with avx512_bf16/AMX), what a user gets without setting a hint."""
     from lcpipe.measure.runtime import ov_config as _cfg
     from lcpipe.measure.timing import measure_latency
 
@@ -82,15 +85,18 @@ def measure_e2e(fp32: Path, int8: Path, images: Sequence[np.ndarray], pre: Any, 
     ov = require("openvino")
     core = ov.Core()
     models = route_models(fp32, int8)
+    precisions = {r: precision for r in models}
+    if default_precision_route:
+        models["fp32_py_default"], precisions["fp32_py_default"] = models["fp32_py"], None
     preps = {r: (float_prep(pre) if kind == "float" else image_prep(pre)) for r, (_, kind) in models.items()}
-    result: dict[str, Any] = {"images": len(images), "routes": list(ROUTES), "cv2_threads": _cv2_threads()}
+    result: dict[str, Any] = {"images": len(images), "routes": list(models), "cv2_threads": _cv2_threads()}
     if latency:
-        runners = {r: _latency_runner(core.compile_model(m, "CPU", _cfg("LATENCY", threads, precision)), preps[r],
-                                      images, k) for r, (m, _) in models.items()}
+        runners = {r: _latency_runner(core.compile_model(m, "CPU", _cfg("LATENCY", threads, precisions[r])),
+                                      preps[r], images, k) for r, (m, _) in models.items()}
         stats = measure_latency(runners, warmup=warmup, rounds=rounds, iterations=iterations, show=show)
         result["latency_ms"] = {r: s.as_dict() for r, s in stats.items()}
     if throughput:
-        compiled = {r: core.compile_model(m, "CPU", _cfg("THROUGHPUT", threads, precision))
+        compiled = {r: core.compile_model(m, "CPU", _cfg("THROUGHPUT", threads, precisions[r]))
                     for r, (m, _) in models.items()}
         result["throughput"] = _throughput(compiled, preps, images, k, throughput_seconds, rounds)
     return result
