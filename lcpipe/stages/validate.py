@@ -203,8 +203,9 @@ def _log_summary(ctx: StageContext, r: dict[str, Any]) -> None:
         ctx.log.info("validate: %d unlabeled images, agreement %.4f, cosine %.5f", r["images"], fid["agreement"],
                      fid["cosine"])
     for tag, c in (r.get("image_input") or {}).items():
-        ctx.log.info("validate: %s image-input IR vs float IR: top-1 agreement %.4f, max abs logit diff %.2e",
-                     tag.upper(), c["top1_agreement"], c["max_abs_logit_diff"])
+        log = ctx.log.info if c["same_top1"] else ctx.log.warning  # a flip means the in-graph steps differ
+        log("validate: %s image-input IR vs float IR: top-1 agreement %.4f, max abs logit diff %.2e",
+            tag.upper(), c["top1_agreement"], c["max_abs_logit_diff"])
     e2e = (r.get("e2e") or {}).get("latency_ms")
     if e2e:
         ctx.log.info("validate: end-to-end p50 " + ", ".join(f"{n} {s['p50']:.2f} ms" for n, s in e2e.items())
