@@ -1,6 +1,6 @@
 """End-to-end routes side by side (decoded image -> top-k, batch 1) for the docs: a benchmark, not a test.
 
-    python benchmarks/e2e_routes.py --out runs/e2e-routes --threads 2
+    python -m benchmarks.e2e_routes --out runs/e2e-routes --threads 2
 
 Models: the shipped real textline model (pipelines/textline_ori_int8.yaml) and PP-LCNetV2 base with
 random weights (pipelines/v2_int8.yaml; latency does not depend on the weights; the calibration
@@ -23,7 +23,7 @@ ROUTE_ORDER = ("fp32_py_default", "fp32_py", "int8_py", "fp32_image", "int8_imag
 
 
 def _v2_weights(root: Path) -> Path:
-    from lcpipe.benchmark_matrix import synthetic_tensors, write_pdparams
+    from benchmarks.matrix import synthetic_tensors, write_pdparams
     from lcpipe.models.spec import ModelSpec
 
     path = root / "PPLCNetV2_base_random.pdparams"
