@@ -219,7 +219,9 @@ def test_e2e_metrics_keys_speedups_and_gates():
     assert not rows["min_e2e_latency_speedup"]["passed"]  # not measured fails
     text = render_summary(m)
     assert "int8_image 2.50 ms" in text and "latency 2.40x" in text
-    from lcpipe.render.report import render_markdown
+    from lcpipe.render.report import render_html, render_markdown
 
     md = render_markdown({**m, "gates": [], "passed": True})
     assert "INT8 image-input IR + uint8 resize/crop | 2.5 |" in md and "Image-input IRs" in md
+    html = render_html({**m, "gates": [], "passed": True})
+    assert "<td>INT8 image-input IR + uint8 resize/crop</td><td>2.5</td>" in html and "Image-input IRs" in html
