@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from lcpipe.measure.e2e import e2e_speedups
-
 SCHEMA = 1
 
 
@@ -31,6 +29,8 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
     sizes = v.get("sizes_bytes", {})
     spec = info.get("spec") or {}
     e2e = v.get("e2e") or {}
+    from lcpipe.measure.e2e import e2e_speedups  # the one definition, shared with bench
+
     speedup = {**_speedups(lat, thr, sizes), **e2e_speedups(e2e)}
     latency_ms = {**(lat or {}), "e2e": e2e["latency_ms"]} if e2e.get("latency_ms") else lat
     throughput_ips = {n: t["images_per_s"] for n, t in thr.items()} if thr else None
