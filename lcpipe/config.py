@@ -160,6 +160,8 @@ class GatesConfig(Strict):
     min_int8_top1: Threshold | None = None
     min_latency_speedup: Threshold | None = None
     min_throughput_speedup: Threshold | None = None
+    min_e2e_latency_speedup: Threshold | None = None  # INT8 image-input route vs FP32 IR + Python preprocessing
+    min_e2e_throughput_speedup: Threshold | None = None
 
 
 class RuntimeConfig(Strict):

@@ -20,6 +20,8 @@ GATES: dict[str, tuple[str, str]] = {
     "min_int8_top1": ("accuracy.int8.top1", "min"),
     "min_latency_speedup": ("speedup.latency_p50", "min"),
     "min_throughput_speedup": ("speedup.throughput", "min"),
+    "min_e2e_latency_speedup": ("speedup.e2e_latency_p50", "min"),
+    "min_e2e_throughput_speedup": ("speedup.e2e_throughput", "min"),
 }
 REVERTED_GATE = "max_reverted_fraction"  # built in when accuracy control ran (see quantize.MOSTLY_REVERTED)
 

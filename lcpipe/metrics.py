@@ -23,17 +23,28 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
         accuracy["onnxruntime_vs_fp32"] = v["fidelity"]["onnxruntime_vs_fp32"]
     if v.get("routes"):
         accuracy["routes"] = v["routes"]
+    if v.get("image_input"):
+        accuracy["image_input"] = v["image_input"]
     lat, thr = v.get("latency_ms"), v.get("throughput")
     sizes = v.get("sizes_bytes", {})
     spec = info.get("spec") or {}
+    e2e = v.get("e2e") or {}
+    from lcpipe.measure.e2e import e2e_speedups  # the one definition, shared with bench
+
+    speedup = {**_speedups(lat, thr, sizes), **e2e_speedups(e2e)}
+    latency_ms = {**(lat or {}), "e2e": e2e["latency_ms"]} if e2e.get("latency_ms") else lat
+    throughput_ips = {n: t["images_per_s"] for n, t in thr.items()} if thr else None
+    if e2e.get("throughput"):
+        throughput_ips = {**(throughput_ips or {}), "e2e": {n: t["images_per_s"] for n, t in e2e["throughput"].items()}}
     return {
         "schema": SCHEMA,
         "pipeline": name,
         "model": {"arch": spec.get("arch"), "classes": v["classes"], "source_sha256": info.get("sha256")},
         "accuracy": accuracy,
-        "latency_ms": lat,
-        "throughput_ips": {n: t["images_per_s"] for n, t in thr.items()} if thr else None,
-        "speedup": _speedups(lat, thr, sizes),
+        "latency_ms": latency_ms,
+        "throughput_ips": throughput_ips,
+        "speedup": speedup,
+        "decode_ms": e2e.get("decode_ms"),
         "size_mb": {n: round(b / 1e6, 3) for n, b in sizes.items()},
         "quantize": _quantize_summary(quant),
         "inference_precision": v.get("inference_precision"),
@@ -58,6 +69,11 @@ def _speedups(lat: dict[str, Any] | None, thr: dict[str, Any] | None, sizes: dic
         "latency_p50_ptq": _ratio(p50.get("fp32"), p50.get("int8_ptq")),
         "size": _ratio(sizes.get("fp32"), sizes.get("int8")),
     }
+
+
+def model_latency(m: dict[str, Any]) -> dict[str, Any]:
+    """latency_ms without the end-to-end routes (model-only rows: one stats dict per model)."""
+    return {n: s for n, s in (m.get("latency_ms") or {}).items() if n != "e2e"}
 
 
 def _quantize_summary(q: dict[str, Any]) -> dict[str, Any] | None:

@@ -69,7 +69,6 @@ def to_probabilities(out: np.ndarray) -> np.ndarray:
 
 
 def predict(xml: str | Path, images: list[str | Path], top_k: int = 5, threads: int | None = None) -> list[Prediction]:
-    from lcpipe.data import load_image
     from lcpipe.deps import require
 
     xml = Path(xml)
@@ -84,13 +83,24 @@ def predict(xml: str | Path, images: list[str | Path], top_k: int = 5, threads: 
     if threads:
         cfg["INFERENCE_NUM_THREADS"] = threads
     compiled = core.compile_model(model, "CPU", cfg)
+    load = _image_loader(pre_dict, pre)
     out = []
     for image in images:
-        x = load_image(Path(image), pre)[None]
+        x = load(Path(image))
         probs = to_probabilities(compiled(x)[0][0])
         idx = np.argsort(-probs)[: min(top_k, len(probs))]
         out.append(Prediction(Path(image), [(int(i), labels[i] if labels else None, float(probs[i])) for i in idx]))
     return out
+
+
+def _image_loader(pre_dict: dict[str, Any], pre: Any) -> Any:
+    """Path -> the IR's batch-1 input: uint8 BGR crop for an image-input IR, float32 RGB CHW otherwise."""
+    from lcpipe.data.preprocess import decode_image_bgr, load_image, resize_crop
+    from lcpipe.deploy.image_input import is_image_input
+
+    if is_image_input(pre_dict):
+        return lambda p: np.ascontiguousarray(resize_crop(decode_image_bgr(p), pre)[None])
+    return lambda p: load_image(p, pre)[None]
 
 
 def format_predictions(preds: list[Prediction]) -> str:

@@ -259,7 +259,7 @@ stages:
   - export: {{opset: 17}}
   - convert: {{batch: 1}}
   - quantize: {{preset: mixed, subset_size: 16, fast_bias_correction: true}}
-  - bench: {{rounds: 2, iterations: 5, warmup: 2, batch: 4, progress: false}}
+  - bench: {{rounds: 2, iterations: 5, warmup: 2, batch: 4, progress: false, e2e_images: 8, throughput_seconds: 0.2}}
 """
 
 
@@ -361,6 +361,11 @@ def test_bench_stage_in_a_pipeline(smoke_yaml: Path, tmp_path: Path) -> None:
     data = json.loads((out / "bench.json").read_text())  # published at the top of the run dir
     assert [e["name"] for e in data["engines"]] == ["ov_fp32", "ov_int8", "ort_fp32"]
     assert "bench_png" not in result.artifacts and (out / "bench" / "stage.json").is_file()
+    e2e = data["e2e"]  # decoded image -> top-k routes, timed with the same code as validate
+    assert e2e["images"] == 8 and e2e["decode_ms"]["p50"] > 0
+    for route in ("fp32_py", "int8_py", "fp32_image", "int8_image"):
+        assert e2e["latency_ms"][route]["p50"] > 0 and e2e["throughput"][route]["images_per_s"] > 0
+    assert e2e["speedup"]["e2e_latency_p50"] > 0 and "End to end" in (out / "bench" / "bench.md").read_text()
 
 
 def test_isa_cap_sets_the_effective_isa_for_goals() -> None:

@@ -187,3 +187,41 @@ def test_predict_rebuilds_preprocessing_from_ir_metadata(pre: dict[str, Any]):
     back = preprocess_from_dict(preprocess_dict(cfg))
     assert preprocess_dict(back) == preprocess_dict(cfg)
     assert back.input_hw == cfg.input_hw
+
+
+_ROUTES = ("fp32_py", "int8_py", "fp32_image", "int8_image")
+E2E_KEYS = [f"latency_ms.e2e.{r}.{q}" for r in _ROUTES for q in ("p50", "p90")]
+E2E_KEYS += [f"throughput_ips.e2e.{r}" for r in _ROUTES]
+E2E_KEYS += ["speedup.e2e_latency_p50", "speedup.e2e_throughput", "decode_ms.p50",
+             "accuracy.image_input.fp32.max_abs_logit_diff", "accuracy.image_input.int8.top1_agreement"]
+
+
+def _with_e2e() -> dict[str, Any]:
+    v = _validation()
+    p50 = {"fp32_py": 6.0, "int8_py": 4.5, "fp32_image": 4.0, "int8_image": 2.5}
+    v["e2e"] = {"latency_ms": {r: {"p50": t, "p90": t * 1.1, "mean": t} for r, t in p50.items()},
+                "throughput": {r: {"images_per_s": 1000 / t} for r, t in p50.items()},
+                "decode_ms": {"p50": 0.5, "p90": 0.6, "mean": 0.5, "samples": 9}}
+    v["image_input"] = {t: {"images": 100, "top1_agreement": 1.0, "same_top1": True, "max_abs_logit_diff": 1e-5,
+                            "rel_logit_diff": 1e-6, "top1": 0.8} for t in ("fp32", "int8")}
+    return build_metrics("t", v, _quantize(), {})
+
+
+def test_e2e_metrics_keys_speedups_and_gates():
+    m = _with_e2e()
+    assert [k for k in E2E_KEYS if get_path(m, k) is None] == []
+    assert m["speedup"]["e2e_latency_p50"] == pytest.approx(2.4)  # fp32_py / int8_image
+    assert m["speedup"]["e2e_throughput"] == pytest.approx(2.4)
+    assert m["speedup"]["latency_p50"] == pytest.approx(1.6)  # model-only figures unchanged by the e2e entry
+    rows = _by_name(evaluate_gates({"min_e2e_latency_speedup": 2.5, "min_e2e_throughput_speedup": 2.0}, m))
+    assert not rows["min_e2e_latency_speedup"]["passed"] and rows["min_e2e_throughput_speedup"]["passed"]
+    rows = _by_name(evaluate_gates({"min_e2e_latency_speedup": 1.0}, _metrics()))
+    assert not rows["min_e2e_latency_speedup"]["passed"]  # not measured fails
+    text = render_summary(m)
+    assert "int8_image 2.50 ms" in text and "latency 2.40x" in text
+    from lcpipe.render.report import render_html, render_markdown
+
+    md = render_markdown({**m, "gates": [], "passed": True})
+    assert "INT8 image-input IR + uint8 resize/crop | 2.5 |" in md and "Image-input IRs" in md
+    html = render_html({**m, "gates": [], "passed": True})
+    assert "<td>INT8 image-input IR + uint8 resize/crop</td><td>2.5</td>" in html and "Image-input IRs" in html

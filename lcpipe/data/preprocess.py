@@ -59,6 +59,11 @@ def decode_image(path: str | Path) -> np.ndarray:
     return _decode_with_pil(path)
 
 
+def decode_image_bgr(path: str | Path) -> np.ndarray:
+    """BGR uint8 HWC, what cv2.imread gives a server and what the image-input IR takes."""
+    return np.ascontiguousarray(decode_image(path)[:, :, ::-1])
+
+
 def _decode_with_pil(path: Path) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -81,19 +86,25 @@ def rotate_image(img: np.ndarray, rotate: int) -> np.ndarray:
 
 def preprocess_array(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """RGB uint8 HWC -> float32 CHW per ``cfg``."""
+    return _normalize_chw(resize_crop(img, cfg), cfg.mean, cfg.std)
+
+
+def resize_crop(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """uint8 HWC -> uint8 HWC of the network's input size (resize + crop per ``cfg``, no normalization).
+
+    Channel order is kept, so it serves both the float path (RGB in) and the image-input IR (BGR in,
+    as cv2 decodes): cv2 resizes each channel independently, the result is the same per channel."""
     interp = _interp(cfg.resolved_interpolation)
     if cfg.mode == "paddleclas":
         _check_crop(cfg.resize_short, cfg.crop, "resize_short")
         img = _resize_short(img, cfg.resize_short, interp, _paddleclas_size)
-        img = _center_crop(img, cfg.crop, _floor_offset)
-    elif cfg.mode == "timm":
+        return _center_crop(img, cfg.crop, _floor_offset)
+    if cfg.mode == "timm":
         # timm resizes with PIL bicubic (antialiased); cv2 INTER_CUBIC is close but not identical.
         img = _resize_short(img, timm_scale_size(cfg), interp, _torchvision_size)
-        img = _center_crop(img, cfg.crop, _round_offset)
-    else:
-        h, w = cfg.input_hw
-        img = _cv2().resize(img, (w, h), interpolation=interp)
-    return _normalize_chw(img, cfg.mean, cfg.std)
+        return _center_crop(img, cfg.crop, _round_offset)
+    h, w = cfg.input_hw
+    return _cv2().resize(img, (w, h), interpolation=interp)
 
 
 def timm_scale_size(cfg: PreprocessConfig) -> int:

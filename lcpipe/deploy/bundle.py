@@ -1,7 +1,8 @@
 """The deploy bundle: what a serving host needs, with a README that holds a runnable serving snippet.
 
 deploy/
-  model_int8.xml/.bin, model_fp32.xml/.bin   the IRs
+  model_int8_image.xml/.bin, model_fp32_image.xml/.bin   the IRs taking images (uint8 BGR, lcpipe.deploy.image_input)
+  model_int8.xml/.bin, model_fp32.xml/.bin   the IRs taking normalized float32 NCHW RGB
   labels.txt, preprocess.json                class names, input preprocessing (from the IR's rt_info)
   metrics.json, README.txt                   the measured figures, how to serve it
 """
@@ -18,14 +19,18 @@ from lcpipe.render.format import num, pct
 
 def write_deploy(dest: Path, fp32_xml: Path, int8_xml: Path, rt: dict[str, Any], metrics: dict[str, Any]) -> Path:
     dest.mkdir(parents=True)
+    from lcpipe.deploy.image_input import image_input_preprocess, write_image_input_ir
+
     for tag, xml in (("int8", int8_xml), ("fp32", fp32_xml)):
         shutil.copyfile(xml, dest / f"model_{tag}.xml")
         shutil.copyfile(Path(xml).with_suffix(".bin"), dest / f"model_{tag}.bin")
+        write_image_input_ir(Path(xml), dest / f"model_{tag}_image.xml")
     labels = rt.get("labels")
     if labels:
         (dest / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     pre = rt.get("preprocess") or {}
-    write_json(dest / "preprocess.json", pre)
+    # the float IRs' input; the image-input IRs carry their own description (rt_info) and it is here too
+    write_json(dest / "preprocess.json", {**pre, "image_input_ir": image_input_preprocess(pre)} if pre else pre)
     write_json(dest / "metrics.json", metrics)
     (dest / "README.txt").write_text(deploy_readme(metrics, pre, bool(labels)), encoding="utf-8")
     return dest
@@ -35,17 +40,28 @@ def deploy_readme(m: dict[str, Any], pre: dict[str, Any], labels: bool) -> str:
     sp = m["speedup"]
     return f"""lcpipe deploy bundle: {m['pipeline']}
 
-model_int8.xml/.bin  INT8 OpenVINO IR (serve this)     model_fp32.xml/.bin  FP32 reference
-preprocess.json      input preprocessing (RGB, NCHW float32)  labels.txt  class names, one per line
+model_int8_image.xml/.bin  INT8 IR taking images (serve this): uint8 NHWC BGR as cv2 decodes,
+                           after resize/crop; colour, float conversion and mean/std run in the graph
+model_fp32_image.xml/.bin  FP32 reference, same input
+model_int8.xml, model_fp32.xml  the same models taking float32 NCHW RGB, normalized (preprocess.json)
+preprocess.json      resize/crop and normalization; "image_input_ir" describes the image-input IRs
+labels.txt           class names, one per line
 metrics.json         accuracy, fidelity, latency, gates measured on {m['cpu'].get('model')} ({m['cpu'].get('isa')})
 INT8 top-1 {pct(m['accuracy']['int8']['top1'])} (FP32 {pct(m['accuracy']['fp32']['top1'])}), \
-latency speed-up {num(sp['latency_p50'])}x.
+latency speed-up {num(sp['latency_p50'])}x{_e2e_line(sp)}.
 
-Quick check:  lcpipe predict model_int8.xml image.jpg --top-k 5
+Quick check:  lcpipe predict model_int8_image.xml image.jpg --top-k 5
 Serve it (pip install openvino opencv-python-headless numpy):
 
 {serving_snippet(pre, labels)}
 """
+
+
+def _e2e_line(sp: dict[str, Any]) -> str:
+    if not sp.get("e2e_latency_p50"):
+        return ""
+    return (f"; end to end (decoded image -> top-k) {num(sp['e2e_latency_p50'])}x vs the FP32 IR "
+            "with Python float preprocessing")
 
 
 def serving_snippet(pre: dict[str, Any], labels: bool) -> str:
@@ -64,12 +80,11 @@ def serving_snippet(pre: dict[str, Any], labels: bool) -> str:
                   f"round(img.shape[0] * s)), interpolation={interp})\n"
                   f"c = {c}; h, w = img.shape[:2]; t, l = (h - c) // 2, (w - c) // 2; img = img[t:t + c, l:l + c]")
     names = 'open("labels.txt", encoding="utf-8").read().splitlines()' if labels else "None"
-    return f"""import json, sys, cv2, numpy as np, openvino as ov
-pre = json.load(open("preprocess.json")); labels = {names}
-model = ov.Core().compile_model("model_int8.xml", "CPU", {{"PERFORMANCE_HINT": "LATENCY"}})
-img = cv2.cvtColor(cv2.imread(sys.argv[1]), cv2.COLOR_BGR2RGB)
+    return f"""import sys, cv2, numpy as np, openvino as ov
+labels = {names}
+model = ov.Core().compile_model("model_int8_image.xml", "CPU", {{"PERFORMANCE_HINT": "LATENCY"}})
+img = cv2.imread(sys.argv[1])  # BGR uint8 HWC: the IR converts colour and normalizes itself
 {resize}
-x = ((img.astype(np.float32) / 255 - pre["mean"]) / pre["std"]).astype(np.float32).transpose(2, 0, 1)[None]
-logits = model(x)[0][0]
+logits = model(np.ascontiguousarray(img[None]))[0][0]
 for i in np.argsort(-logits)[:5]:
     print(i, labels[i] if labels else "", float(logits[i]))"""

@@ -113,7 +113,7 @@ def measure_throughput(compiled: dict[str, Any], x: np.ndarray, *, seconds: floa
     """Images/s with the plugin's optimal number of async requests kept busy, interleaved rounds
     of ``seconds`` each; reports the median round."""
     names = list(compiled)
-    pools = {n: _request_pool(compiled[n]) for n in names}
+    pools = {n: request_pool(compiled[n]) for n in names}
     sample = {0: np.ascontiguousarray(x[:1])}
     for n in names:  # warm-up: one pass through every request
         _run_pool(pools[n], sample, min(0.2, seconds))
@@ -128,7 +128,7 @@ def measure_throughput(compiled: dict[str, Any], x: np.ndarray, *, seconds: floa
                 "requests": len(pools[n])} for n in names}
 
 
-def _request_pool(compiled: Any) -> list[Any]:
+def request_pool(compiled: Any) -> list[Any]:
     try:
         n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     except RuntimeError:  # property missing on some devices

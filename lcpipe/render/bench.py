@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from lcpipe.render.format import fixed, pct
+from lcpipe.render.format import fixed, num, pct
 from lcpipe.render.html import png_base64, render_template
 from lcpipe.render.tables import md_table, rich_table
 
@@ -75,7 +75,23 @@ def render_markdown(result: dict[str, Any]) -> str:
     if reason_lines(result):
         parts += ["Not measured:", "", *reason_lines(result), ""]
     parts += ["## Goals", "", md_table(goal_rows(result)), ""]
+    if e2e_rows(result):
+        sp = result["e2e"]["speedup"]
+        parts += ["## End to end (decoded image -> top-k, batch 1, float ops f32)", "", md_table(e2e_rows(result)), "",
+                  f"INT8 image-input IR vs FP32 IR + Python float preprocessing: latency p50 "
+                  f"{num(sp['e2e_latency_p50'])}x, throughput {num(sp['e2e_throughput'])}x.", ""]
     return "\n".join(parts)
+
+
+def e2e_rows(result: dict[str, Any]) -> list[list[str]]:
+    from lcpipe.render.report import e2e_table
+
+    e2e = result.get("e2e") or {}
+    if not e2e.get("latency_ms") and not e2e.get("throughput"):
+        return []
+    return e2e_table(e2e.get("latency_ms") or {},
+                     {n: t["images_per_s"] for n, t in (e2e.get("throughput") or {}).items()},
+                     e2e.get("decode_ms") or {})
 
 
 def render_rich(result: dict[str, Any]) -> Any:
@@ -85,8 +101,11 @@ def render_rich(result: dict[str, Any]) -> Any:
 
     head = Text("\n".join(line.removeprefix("- ") for line in header_lines(result)))
     notes = Text("\n".join(reason_lines(result)))
-    return Group(head, rich_table(table_rows(result), f"bench: {result['pipeline']}"), notes,
-                 rich_table(goal_rows(result), "goals"))
+    parts = [head, rich_table(table_rows(result), f"bench: {result['pipeline']}"), notes,
+             rich_table(goal_rows(result), "goals")]
+    if e2e_rows(result):
+        parts.append(rich_table(e2e_rows(result), "end to end (decoded image -> top-k, batch 1)"))
+    return Group(*parts)
 
 
 def render_html_fragment(result: dict[str, Any], png: bytes) -> str:

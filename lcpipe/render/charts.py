@@ -26,7 +26,9 @@ def _png(fig: Any) -> bytes:
 def report_chart(m: dict[str, Any]) -> bytes:
     """metrics.json: accuracy (or agreement/cosine when unlabeled) and latency, FP32 vs INT8."""
     plt = _pyplot()
-    acc, lat = m["accuracy"], m.get("latency_ms") or {}
+    from lcpipe.metrics import model_latency
+
+    acc, lat = m["accuracy"], model_latency(m)
     fig, axes = plt.subplots(1, 2 if lat else 1, figsize=(9 if lat else 4.5, 3.2), squeeze=False)
     ax = axes[0][0]
     if acc["labeled"]:

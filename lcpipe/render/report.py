@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lcpipe.metrics import model_latency
 from lcpipe.render.charts import report_chart
 from lcpipe.render.format import num, pct
 from lcpipe.render.html import png_base64, render_template
@@ -40,11 +41,19 @@ def report_tables(m: dict[str, Any]) -> dict[str, list[list[str]]]:
                           ["max / mean abs logit diff",
                            f"{acc['max_abs_logit_diff']:.4g} / {acc['mean_abs_logit_diff']:.4g}"],
                           ["relative logit error", f"{acc['rel_logit_error']:.4g}"]]
-    if m.get("latency_ms"):
+    if model_latency(m):
         ips = m.get("throughput_ips") or {}
         tables["speed"] = [["model", "p50 ms", "p90 ms", "mean ms", "images/s"]] + [
             [display_name(n, m), num(s["p50"]), num(s["p90"]), num(s["mean"]), num(ips.get(n))]
-            for n, s in m["latency_ms"].items()]
+            for n, s in model_latency(m).items()]
+    e2e = e2e_rows(m)
+    if e2e:
+        tables["e2e"] = e2e
+    if acc.get("image_input"):
+        tables["image_input"] = [["image-input IR vs float IR", "images", "top-1 agreement", "max abs logit diff",
+                                  "top-1"]] + [
+            [tag.upper(), str(c["images"]), pct(c["top1_agreement"]), f"{c['max_abs_logit_diff']:.3g}",
+             pct(c.get("top1"))] for tag, c in acc["image_input"].items()]
     if acc.get("groups"):
         cols = [k for k in next(iter(acc["groups"].values())) if k != "images"]
         tables["groups"] = [["group", "images", *cols]] + [
@@ -55,6 +64,33 @@ def report_tables(m: dict[str, Any]) -> dict[str, list[list[str]]]:
             [k, acc["routes"]["compared_on"], f"{r['max_abs_diff']:.3g}", pct(r["argmax_agreement"])]
             for k, r in routes.items()]
     return tables
+
+
+E2E_LABELS = {"fp32_py": "FP32 IR + Python float preprocessing", "int8_py": "INT8 IR + Python float preprocessing",
+              "fp32_image": "FP32 image-input IR + uint8 resize/crop",
+              "int8_image": "INT8 image-input IR + uint8 resize/crop"}
+
+
+def e2e_rows(m: dict[str, Any]) -> list[list[str]]:
+    """Decoded image -> top-k per route (first row: header) from metrics.json; empty when not measured."""
+    return e2e_table((m.get("latency_ms") or {}).get("e2e") or {}, (m.get("throughput_ips") or {}).get("e2e") or {},
+                     m.get("decode_ms") or {})
+
+
+def e2e_table(lat: dict[str, Any], ips: dict[str, float], dec: dict[str, Any]) -> list[list[str]]:
+    """Route rows: p50/p90 ms, images/s, p50 ratio to fp32_py; the decode time as a last, separate row."""
+    routes = list(lat or ips)
+    if not routes:
+        return []
+    base = (lat.get("fp32_py") or {}).get("p50")
+    rows = [["route (decoded image -> top-k)", "p50 ms", "p90 ms", "images/s", "p50 vs FP32 + Python"]]
+    for r in routes:
+        s = lat.get(r) or {}
+        ratio = round(base / s["p50"], 4) if base and s.get("p50") else None
+        rows.append([E2E_LABELS.get(r, r), num(s.get("p50")), num(s.get("p90")), num(ips.get(r)), f"{num(ratio)}x"])
+    if dec.get("p50") is not None:
+        rows.append(["(decode, cv2; not in the figures above)", num(dec["p50"]), num(dec["p90"]), "", ""])
+    return rows
 
 
 def headline(m: dict[str, Any]) -> dict[str, str]:
@@ -70,7 +106,10 @@ def headline(m: dict[str, Any]) -> dict[str, str]:
         "speedup": f"latency p50 {num(sp['latency_p50'])}x, throughput {num(sp['throughput'])}x, "
                    f"size {num(sp['size'])}x" + (f", vs FP32 at plugin default precision "
                                                   f"{num(sp['latency_p50_vs_default'])}x"
-                                                  if sp.get("latency_p50_vs_default") else ""),
+                                                  if sp.get("latency_p50_vs_default") else "")
+                   + (f"; end to end (INT8 image-input IR vs FP32 IR + Python preprocessing): latency p50 "
+                      f"{num(sp.get('e2e_latency_p50'))}x, throughput {num(sp.get('e2e_throughput'))}x"
+                      if sp.get("e2e_latency_p50") or sp.get("e2e_throughput") else ""),
         "quantize": (f"preset {q.get('preset')} ({q.get('preset_reason')}), {q.get('subset_size')} calibration "
                      f"images, {q.get('quantized_ops')}/{q.get('quantizable_ops')} convs+matmuls INT8, "
                      f"{q.get('fake_quantize_ops')} FakeQuantize, PTQ {q.get('seconds')} s") if q else "n/a",
@@ -85,7 +124,8 @@ def render_markdown(m: dict[str, Any]) -> str:
              f"- speed-up: {h['speedup']}", f"- quantization: {h['quantize']}",
              f"- images: {m['accuracy']['images']}{'' if m['accuracy']['labeled'] else ' (unlabeled)'}", ""]
     titles = {"gates": "Gates", "accuracy": "Accuracy", "fidelity": "INT8 fidelity", "speed": "Speed (batch 1)",
-              "groups": "Per-group top-1", "routes": "Other conversion routes"}
+              "groups": "Per-group top-1", "routes": "Other conversion routes",
+              "e2e": "End to end (decoded image -> top-k, batch 1)", "image_input": "Image-input IRs"}
     for key, rows in report_tables(m).items():
         parts += [f"## {titles[key]}", "", md_table(rows), ""]
     ac = (m.get("quantize") or {}).get("accuracy_control")

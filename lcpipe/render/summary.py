@@ -13,7 +13,7 @@ NAN = float("nan")
 
 
 def render_summary(metrics: dict[str, Any]) -> str:
-    lines = [*_accuracy_lines(metrics), *_speed_lines(metrics), *_quantize_lines(metrics)]
+    lines = [*_accuracy_lines(metrics), *_speed_lines(metrics), *_e2e_lines(metrics), *_quantize_lines(metrics)]
     cpu = metrics.get("cpu") or {}
     if cpu:
         lines.append(f"cpu: {cpu.get('model')} ({cpu.get('isa')}), threads {metrics.get('threads')}")
@@ -50,6 +50,24 @@ def _speed_lines(metrics: dict[str, Any]) -> list[str]:
         speedup = fixed(sp.get("latency_p50_vs_default"), 2, "x")
         out.append(f"  FP32 at the plugin default precision ({metrics.get('default_precision')}): "
                    f"{_ms(lat, 'fp32_default')} ms, INT8 speedup over it {speedup}")
+    return out
+
+
+def _e2e_lines(metrics: dict[str, Any]) -> list[str]:
+    lat = (metrics.get("latency_ms") or {}).get("e2e") or {}
+    ips = (metrics.get("throughput_ips") or {}).get("e2e") or {}
+    sp = metrics.get("speedup") or {}
+    if not lat and not ips:
+        return []
+    out = ["end to end (decoded image -> top-k, batch 1): "
+           + ", ".join(f"{r} {_ms(lat, r)} ms" + (f" / {ips[r]:.0f} img/s" if r in ips else "") for r in lat or ips)]
+    dec = (metrics.get("decode_ms") or {}).get("p50")
+    lat_x, ips_x = fixed(sp.get("e2e_latency_p50"), 2, "x"), fixed(sp.get("e2e_throughput"), 2, "x")
+    out.append(f"  INT8 image-input vs FP32 + Python preprocessing: latency {lat_x}, throughput {ips_x}"
+               + ("" if dec is None else f"; decode {dec:.2f} ms apart"))
+    for tag, c in ((metrics.get("accuracy") or {}).get("image_input") or {}).items():
+        out.append(f"  {tag.upper()} image-input IR vs float IR: top-1 agreement {pct(c.get('top1_agreement'))}, "
+                   f"max abs logit diff {c.get('max_abs_logit_diff', NAN):.2g}")
     return out
 
 

@@ -56,6 +56,11 @@ class BenchOptions(StageOptions):
     profile: bool = False  # OpenVINO per-layer counters of the FP32 and INT8 IRs -> profile.json
     profile_iterations: int = Field(50, gt=0)
     chart: bool = True  # bench.png + bench.html (matplotlib)
+    # end to end (decoded image -> top-k; lcpipe.measure.e2e) for the float and image-input IRs, on the
+    # first e2e_images of data.eval, float ops in f32 (as validate)
+    e2e: bool = True
+    e2e_images: int = Field(64, gt=0)
+    throughput_seconds: float = Field(1.0, gt=0)  # e2e throughput: per route per round
     progress: bool = True
 
 
@@ -147,6 +152,8 @@ def run_bench(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path])
     analysis = analyse(result["engines"], result["model"].get("arch"))
     result.update(goals=analysis["goals"], noise=analysis["noise"],
                   load_avg={"before": load_before, "after": _loadavg()})
+    if options.e2e and ctx.config.data.eval is not None:
+        result["e2e"] = _e2e(ctx, options, inputs, threads)
     if options.profile:
         result["profile"] = profile_engines(engines, threads, hw, x, options.profile_iterations)
     result.update(cpu=analysis["cpu"], versions=versions(), seconds=round(time.perf_counter() - t0, 2))
@@ -202,8 +209,22 @@ def _eval_data(ctx: StageContext, options: BenchOptions, hw: tuple[int, ...]) ->
     return np.ascontiguousarray(ev.x[:n]), labels, int(min(n, len(ev.x)))
 
 
+def _e2e(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path], threads: int) -> dict[str, Any]:
+    from lcpipe.data import load_split
+    from lcpipe.measure.e2e import measure_e2e_samples
+
+    ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir, progress=False)
+    return measure_e2e_samples(inputs["ir_fp32"], inputs["ir_int8"], ev.samples[: options.e2e_images],
+                               ctx.config.preprocess, threads, "f32", warmup=options.warmup, rounds=options.rounds,
+                               iterations=options.iterations, throughput_seconds=options.throughput_seconds,
+                               show=options.progress)
+
+
 def _log(ctx: StageContext, result: dict[str, Any]) -> None:
     for r in result["engines"]:
         if r["available"]:
             ctx.log.info("bench: %-16s p50 %.3f ms, %.0f img/s (batch %d)", r["name"], r["latency_ms"]["p50"],
                          r["throughput"]["images_per_s"], result["batch"])
+    for n, s in ((result.get("e2e") or {}).get("latency_ms") or {}).items():
+        ctx.log.info("bench: e2e %-12s p50 %.3f ms, %.0f img/s", n, s["p50"],
+                     result["e2e"]["throughput"][n]["images_per_s"])

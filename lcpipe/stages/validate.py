@@ -51,6 +51,12 @@ class ValidateOptions(StageOptions):
     # Paddle inference sources: also run Paddle Inference itself and OpenVINO on the raw paddle2onnx
     # ONNX, and compare both with lcpipe's FP32 IR (route check; needs paddle).
     paddle_reference: bool = False
+    # Image-input IRs (uint8 BGR in, normalization in the graph): same top-1 as the float IRs on the eval set?
+    image_input: bool = True
+    # End-to-end (decoded image -> top-k) latency/throughput of the float and image-input routes
+    # (lcpipe.measure.e2e); follows ``latency`` / ``throughput``; cycles over the first e2e_images eval images.
+    e2e: bool = True
+    e2e_images: int = Field(64, gt=0)
 
 
 @register
@@ -123,10 +129,37 @@ class ValidateStage(Stage):
             result["throughput"] = measure_throughput(
                 {**compiled, **({"fp32_default": default} if with_default else {})}, ev.x,
                 seconds=options.throughput_seconds, rounds=options.rounds, show=options.progress)
+        if options.image_input:
+            result["image_input"] = _image_input(inputs, ev, logits, ctx.config.preprocess, threads, precision)
+        if options.e2e and (options.latency or options.throughput):
+            result["e2e"] = _e2e(inputs, ev, ctx.config.preprocess, threads, precision, options, result["top_k"])
         result.update(cpu=cpu_info(), versions=versions(), seconds=round(time.perf_counter() - t0, 2))
         _log_summary(ctx, result)
         write_json(ctx.workdir / "validation.json", result)
         return {"validation": ctx.workdir / "validation.json"}
+
+
+# ---------------------------------------------------------------- image-input IRs, end to end
+
+def _image_input(inputs: dict[str, Path], ev: Any, logits: dict[str, np.ndarray], pre: Any, threads: int,
+                 precision: str | None) -> dict[str, Any]:
+    from lcpipe.measure.e2e import compare_image_input, image_input_logits
+
+    got = image_input_logits(inputs["ir_fp32"], inputs["ir_int8"], ev.samples, pre, threads, precision)
+    out = {tag: compare_image_input(logits[tag], got[tag]) for tag in ("fp32", "int8")}
+    for tag in out:
+        out[tag]["top1"] = accuracy(got[tag], ev.labels, 1)["top1"]
+    return out
+
+
+def _e2e(inputs: dict[str, Path], ev: Any, pre: Any, threads: int, precision: str | None,
+         options: ValidateOptions, k: int) -> dict[str, Any]:
+    from lcpipe.measure.e2e import measure_e2e_samples
+
+    return measure_e2e_samples(inputs["ir_fp32"], inputs["ir_int8"], ev.samples[: options.e2e_images], pre, threads,
+                               precision, k=k, warmup=options.warmup, rounds=options.rounds,
+                               iterations=options.iterations, throughput_seconds=options.throughput_seconds,
+                               latency=options.latency, throughput=options.throughput, show=options.progress)
 
 
 # ---------------------------------------------------------------- groups
@@ -169,6 +202,14 @@ def _log_summary(ctx: StageContext, r: dict[str, Any]) -> None:
     else:
         ctx.log.info("validate: %d unlabeled images, agreement %.4f, cosine %.5f", r["images"], fid["agreement"],
                      fid["cosine"])
+    for tag, c in (r.get("image_input") or {}).items():
+        log = ctx.log.info if c["same_top1"] else ctx.log.warning  # a flip means the in-graph steps differ
+        log("validate: %s image-input IR vs float IR: top-1 agreement %.4f, max abs logit diff %.2e",
+            tag.upper(), c["top1_agreement"], c["max_abs_logit_diff"])
+    e2e = (r.get("e2e") or {}).get("latency_ms")
+    if e2e:
+        ctx.log.info("validate: end-to-end p50 " + ", ".join(f"{n} {s['p50']:.2f} ms" for n, s in e2e.items())
+                     + f" (decode {r['e2e']['decode_ms']['p50']:.2f} ms, not included)")
     lat = r.get("latency_ms")
     if lat:
         ctx.log.info("validate: latency p50 " + ", ".join(f"{n} {s['p50']:.2f} ms" for n, s in lat.items())

@@ -1,0 +1,82 @@
+"""Image-input IR: the float-input IR wrapped so it takes what cv2 decodes (uint8 NHWC, BGR).
+
+Color conversion, the float conversion and mean/std move into the graph (OpenVINO
+PrePostProcessor); resize and crop stay in cv2 on uint8 (lcpipe.data.preprocess.resize_crop,
+PaddleClas-exact). That drops the Python float32 normalize/transpose, which costs more than the
+resize itself, from every request. The float-input IR stays the reference: validate compares both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lcpipe.deps import require
+
+# What the graph does to its input, in order; recorded in rt_info and preprocess.json.
+IN_GRAPH_STEPS = ["convert_element_type(f32)", "convert_color(BGR->RGB)", "mean(255*mean)", "scale(255*std)"]
+
+
+def image_input_preprocess(pre: dict[str, Any]) -> dict[str, Any]:
+    """The float IR's preprocess description turned into the image-input IR's."""
+    return {**pre, "image_input": True, "color": "BGR", "layout": "NHWC", "dtype": "uint8",
+            "in_graph": IN_GRAPH_STEPS, "outside_graph": "decode (cv2), resize + crop on uint8"}
+
+
+def is_image_input(pre: dict[str, Any] | None) -> bool:
+    return bool(pre and pre.get("image_input"))
+
+
+def build_image_input_model(model: Any, pre: dict[str, Any]) -> Any:
+    """An ov.Model (float NCHW RGB input) -> a new ov.Model taking uint8 NHWC BGR.
+
+    ``pre`` is the float IR's preprocess dict (mean/std in 0..1, as PaddleClas NormalizeImage)."""
+    ov = require("openvino")
+    from openvino.preprocess import ColorFormat, PrePostProcessor
+
+    model = model.clone()
+    ppp = PrePostProcessor(model)
+    inp = ppp.input()
+    inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
+    inp.model().set_layout(ov.Layout("NCHW"))
+    steps = inp.preprocess()
+    steps.convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB)
+    steps.mean([255.0 * m for m in pre["mean"]]).scale([255.0 * s for s in pre["std"]])
+    out = ppp.build()
+    _record(out, pre)
+    return out
+
+
+def _record(model: Any, pre: dict[str, Any]) -> None:
+    from lcpipe.stages.convert import set_lcpipe_rt_info
+
+    set_lcpipe_rt_info(model, {"preprocess": image_input_preprocess(pre)})
+    # OpenVINO Model API: preprocessing is embedded, do not apply mean/scale/channel swap again.
+    model.set_rt_info("True", ["model_info", "embedded_processing"])
+    model.set_rt_info("False", ["model_info", "reverse_input_channels"])
+    model.set_rt_info("0 0 0", ["model_info", "mean_values"])
+    model.set_rt_info("1 1 1", ["model_info", "scale_values"])
+
+
+def read_image_input_model(xml: Path) -> tuple[Any, dict[str, Any]]:
+    """Read a float-input lcpipe IR and wrap it; returns (model, its preprocess dict)."""
+    from lcpipe.errors import InputError
+    from lcpipe.stages.convert import read_lcpipe_rt_info
+
+    ov = require("openvino")
+    model = ov.Core().read_model(str(xml))
+    pre = read_lcpipe_rt_info(model).get("preprocess")
+    if not pre:
+        raise InputError(f"{xml}: no lcpipe preprocessing in rt_info; cannot build an image-input IR")
+    if is_image_input(pre):
+        return model, pre
+    wrapped = build_image_input_model(model, pre)
+    return wrapped, image_input_preprocess(pre)
+
+
+def write_image_input_ir(src_xml: Path, dst_xml: Path) -> Path:
+    """Save the image-input variant of ``src_xml`` at ``dst_xml`` (.xml + .bin, weights as they are)."""
+    from lcpipe.stages.convert import save_ir
+
+    model, _ = read_image_input_model(src_xml)
+    return save_ir(model, Path(dst_xml))

@@ -1,0 +1,239 @@
+"""End-to-end timing: decoded image -> top-k, the way a serving process runs lcpipe's IRs.
+
+Routes (same threads, same images, interleaved rounds):
+  fp32_py / int8_py        float-input IR + Python float32 preprocessing (cvtColor, resize/crop,
+                           normalize, transpose): what the float IR asks of users
+  fp32_image / int8_image  image-input IR (lcpipe.deploy.image_input) + uint8 resize/crop in cv2
+so the preprocessing gain and the INT8 gain show separately. Decoding (cv2.imdecode) is the same
+for every route; it is timed on its own and reported, not mixed into the routes.
+
+Throughput keeps the plugin's optimal number of requests busy over the eval images while the
+main thread preprocesses the next image; requests are polled with wait(), never given a Python
+completion callback (those can deadlock against the GIL when OpenVINO frees a model).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lcpipe.deps import require
+
+ROUTES = ("fp32_py", "int8_py", "fp32_image", "int8_image")
+Prep = Callable[[np.ndarray], np.ndarray]  # decoded BGR uint8 HWC -> the IR's batch-1 input
+
+
+def decode_bgr(path: Path) -> np.ndarray:
+    """What a server does first (cv2.imread; imdecode on the bytes also handles non-ASCII paths)."""
+    cv2 = require("cv2")
+    return cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+
+
+def float_prep(pre: Any) -> Prep:
+    """The float IR's input from a decoded image: BGR->RGB, then lcpipe's PaddleClas-exact path."""
+    from lcpipe.data.preprocess import preprocess_array
+
+    cv2 = require("cv2")
+    return lambda bgr: preprocess_array(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), pre)[None]
+
+
+def image_prep(pre: Any) -> Prep:
+    """The image-input IR's input: uint8 resize/crop only (colour, float, mean/std are in the graph)."""
+    from lcpipe.data.preprocess import resize_crop
+
+    return lambda bgr: np.ascontiguousarray(resize_crop(bgr, pre)[None])
+
+
+def top_k(logits: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, logits.shape[-1])
+    idx = np.argpartition(-logits, k - 1)[:k]
+    return idx[np.argsort(-logits[idx])]
+
+
+def route_models(fp32: Path, int8: Path) -> dict[str, tuple[Any, str]]:
+    """route -> (ov.Model, "float" | "image"); image-input models are built in memory from the IRs."""
+    from lcpipe.deploy.image_input import build_image_input_model
+    from lcpipe.stages.convert import read_lcpipe_rt_info
+
+    ov = require("openvino")
+    core = ov.Core()
+    out: dict[str, tuple[Any, str]] = {}
+    for tag, xml in (("fp32", fp32), ("int8", int8)):
+        model = core.read_model(str(xml))
+        out[f"{tag}_py"] = (model, "float")
+        out[f"{tag}_image"] = (build_image_input_model(model, read_lcpipe_rt_info(model)["preprocess"]), "image")
+    return {r: out[r] for r in ROUTES}
+
+
+def measure_e2e(fp32: Path, int8: Path, images: Sequence[np.ndarray], pre: Any, threads: int,
+                precision: str | None, *, k: int = 5, warmup: int = 10, rounds: int = 5, iterations: int = 100,
+                throughput_seconds: float = 1.0, latency: bool = True, throughput: bool = True,
+                default_precision_route: bool = False, show: bool = True) -> dict[str, Any]:
+    """Per route: batch-1 latency (ms) and async throughput (images/s) from decoded BGR ``images``.
+
+    ``default_precision_route`` adds ``fp32_py_default``: the FP32 route at the plugin's own float
+    precision (bf16 on CPUs with avx512_bf16/AMX), what a user gets without setting a hint."""
+    from lcpipe.measure.runtime import ov_config as _cfg
+    from lcpipe.measure.timing import measure_latency
+
+    if not images:
+        return {"images": 0}
+    ov = require("openvino")
+    core = ov.Core()
+    models = route_models(fp32, int8)
+    precisions = {r: precision for r in models}
+    if default_precision_route:
+        models["fp32_py_default"], precisions["fp32_py_default"] = models["fp32_py"], None
+    preps = {r: (float_prep(pre) if kind == "float" else image_prep(pre)) for r, (_, kind) in models.items()}
+    result: dict[str, Any] = {"images": len(images), "routes": list(models), "cv2_threads": _cv2_threads()}
+    if latency:
+        runners = {r: _latency_runner(core.compile_model(m, "CPU", _cfg("LATENCY", threads, precisions[r])),
+                                      preps[r], images, k) for r, (m, _) in models.items()}
+        stats = measure_latency(runners, warmup=warmup, rounds=rounds, iterations=iterations, show=show)
+        result["latency_ms"] = {r: s.as_dict() for r, s in stats.items()}
+    if throughput:
+        compiled = {r: core.compile_model(m, "CPU", _cfg("THROUGHPUT", threads, precisions[r]))
+                    for r, (m, _) in models.items()}
+        result["throughput"] = _throughput(compiled, preps, images, k, throughput_seconds, rounds)
+    return result
+
+
+def _cv2_threads() -> int:
+    return int(require("cv2").getNumThreads())
+
+
+def _latency_runner(compiled: Any, prep: Prep, images: Sequence[np.ndarray], k: int) -> Callable[[], Any]:
+    """One call = the next image through prep -> infer -> top-k (cycling over ``images``)."""
+    request = compiled.create_infer_request()
+    state = {"i": 0}
+
+    def run() -> np.ndarray:
+        img = images[state["i"] % len(images)]
+        state["i"] += 1
+        request.infer({0: prep(img)}, share_inputs=True)
+        return top_k(request.get_output_tensor(0).data[0], k)
+
+    return run
+
+
+def _throughput(compiled: dict[str, Any], preps: dict[str, Prep], images: Sequence[np.ndarray], k: int,
+                seconds: float, rounds: int) -> dict[str, Any]:
+    from lcpipe.measure.timing import request_pool
+
+    names = list(compiled)
+    pools = {n: request_pool(compiled[n]) for n in names}
+    for n in names:  # warm-up: every request once
+        _run(pools[n], preps[n], images, k, min(0.2, seconds))
+    per_round: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names if r % 2 == 0 else reversed(names):
+            count, elapsed = _run(pools[n], preps[n], images, k, seconds)
+            per_round[n].append(round(count / elapsed, 2))
+    return {n: {"images_per_s": float(np.median(per_round[n])), "round_images_per_s": per_round[n],
+                "requests": len(pools[n])} for n in names}
+
+
+def _run(requests: list[Any], prep: Prep, images: Sequence[np.ndarray], k: int, seconds: float) -> tuple[int, float]:
+    """Round robin over the requests: preprocess the next image on this thread while the others
+    run; wait() on a busy request and take its top-k before reusing it."""
+    busy = [False] * len(requests)
+    held: list[Any] = [None] * len(requests)  # inputs are shared with OpenVINO until the request finishes
+    done, i, n = 0, 0, 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        x = prep(images[n % len(images)])
+        n += 1
+        if busy[i]:
+            requests[i].wait()
+            top_k(requests[i].get_output_tensor(0).data[0], k)
+            done += 1
+        held[i] = x
+        requests[i].start_async({0: x}, share_inputs=True)
+        busy[i] = True
+        i = (i + 1) % len(requests)
+    for j, req in enumerate(requests):
+        if busy[j]:
+            req.wait()
+            top_k(req.get_output_tensor(0).data[0], k)
+            done += 1
+    return done, time.perf_counter() - t0
+
+
+def measure_e2e_samples(fp32: Path, int8: Path, samples: Sequence[Any], pre: Any, threads: int,
+                        precision: str | None, **timing: Any) -> dict[str, Any]:
+    """measure_e2e on dataset samples (decoded here, their rotation applied) plus the decode time of
+    their files and the end-to-end speed-ups: what validate and bench both report."""
+    out = measure_e2e(fp32, int8, decoded_samples(samples), pre, threads, precision, **timing)
+    out["decode_ms"] = measure_decode(sorted({s.path for s in samples}))
+    out["speedup"] = e2e_speedups(out)
+    return out
+
+
+def e2e_speedups(e2e: dict[str, Any]) -> dict[str, Any]:
+    """What a serving process gains end to end: INT8 image-input route vs FP32 IR + Python preprocessing."""
+    p50 = {n: s["p50"] for n, s in (e2e.get("latency_ms") or {}).items()}
+    ips = {n: t["images_per_s"] for n, t in (e2e.get("throughput") or {}).items()}
+    return {"e2e_latency_p50": _ratio(p50.get("fp32_py"), p50.get("int8_image")),
+            "e2e_throughput": _ratio(ips.get("int8_image"), ips.get("fp32_py"))}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 4) if a and b else None
+
+
+def measure_decode(paths: Sequence[Path], repeats: int = 3) -> dict[str, Any]:
+    """cv2 decode time per image (ms), reported next to the routes (the same for all of them)."""
+    if not paths:
+        return {"p50": None, "p90": None, "mean": None, "samples": 0}
+    ms: list[float] = []
+    for _ in range(repeats):
+        for p in paths:
+            t0 = time.perf_counter()
+            decode_bgr(p)
+            ms.append((time.perf_counter() - t0) * 1e3)
+    a = np.asarray(ms)
+    return {"p50": round(float(np.percentile(a, 50)), 4), "p90": round(float(np.percentile(a, 90)), 4),
+            "mean": round(float(a.mean()), 4), "samples": len(a)}
+
+
+def decoded_samples(samples: Sequence[Any], n: int | None = None) -> list[np.ndarray]:
+    """BGR uint8 images of dataset samples (their rotation applied), as a server would hold them."""
+    from lcpipe.data.preprocess import decode_image_bgr, rotate_image
+
+    return [rotate_image(decode_image_bgr(s.path), s.rotate) for s in list(samples)[:n]]
+
+
+def image_input_logits(fp32: Path, int8: Path, samples: Sequence[Any], pre: Any, threads: int,
+                       precision: str | None) -> dict[str, np.ndarray]:
+    """Logits of the image-input IRs ("fp32", "int8") on every sample, from uint8 resize/crop."""
+    from lcpipe.measure.runtime import ov_config
+
+    ov = require("openvino")
+    core = ov.Core()
+    models = route_models(fp32, int8)
+    prep = image_prep(pre)
+    out: dict[str, np.ndarray] = {}
+    for tag in ("fp32", "int8"):
+        request = core.compile_model(models[f"{tag}_image"][0], "CPU",
+                                     ov_config("THROUGHPUT", threads, precision)).create_infer_request()
+        rows = []
+        for s in samples:  # one image at a time: the eval set need not fit in memory as uint8
+            request.infer({0: prep(decoded_samples([s])[0])}, share_inputs=True)
+            rows.append(request.get_output_tensor(0).data[0].copy())
+        out[tag] = np.stack(rows)
+    return out
+
+
+def compare_image_input(float_logits: np.ndarray, image_logits: np.ndarray) -> dict[str, Any]:
+    """Image-input IR vs the float-input IR on the same images: same top-1? how far the logits?"""
+    ref, got = float_logits.astype(np.float64), image_logits.astype(np.float64)
+    diff = np.abs(ref - got)
+    scale = max(1.0, float(np.abs(ref).max()))
+    return {"images": len(ref), "top1_agreement": float(np.mean(ref.argmax(1) == got.argmax(1))),
+            "same_top1": bool(np.all(ref.argmax(1) == got.argmax(1))), "max_abs_logit_diff": float(diff.max()),
+            "rel_logit_diff": float(diff.max() / scale)}
+
