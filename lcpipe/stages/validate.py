@@ -79,6 +79,7 @@ class ValidateStage(Stage):
 
     def run(self, ctx: StageContext, options: ValidateOptions, inputs: dict[str, Path]) -> dict[str, Path]:
         from lcpipe.data import load_split
+        from lcpipe.plan import planned_precision
         from lcpipe.sysinfo import cpu_info, default_threads, versions
 
         t0 = time.perf_counter()
@@ -88,7 +89,9 @@ class ValidateStage(Stage):
         if "ir_int8_ptq" in inputs:
             models["int8_ptq"] = inputs["ir_int8_ptq"]
         precision = None if options.inference_precision == "default" else options.inference_precision
-        compiled = {n: compile_ir(p, "THROUGHPUT", threads, precision) for n, p in models.items()}
+        # an IR the plan stage chose runs (and is judged) at the float precision it was chosen with
+        precisions = {n: planned_precision(p) or precision for n, p in models.items()}
+        compiled = {n: compile_ir(p, "THROUGHPUT", threads, precisions[n]) for n, p in models.items()}
         default = compile_ir(models["fp32"], "THROUGHPUT", threads, None)  # the plugin's own float precision
         default_precision = compiled_precision(default)
         with_default = options.compare_default_precision and precision is not None and default_precision != precision
@@ -115,7 +118,7 @@ class ValidateStage(Stage):
             result["sizes_bytes"]["onnx"] = Path(inputs["onnx"]).stat().st_size
         result["static_batch"] = {n: static_batch(c) is not None for n, c in compiled.items()}
         if options.latency:
-            result["latency_ms"] = time_irs(models, ev.x, threads=threads, precision=precision,
+            result["latency_ms"] = time_irs(models, ev.x, threads=threads, precision=precisions,
                                             default_precision_of=models["fp32"] if with_default else None,
                                             onnx=onnx, warmup=options.warmup, rounds=options.rounds,
                                             iterations=options.iterations, show=options.progress)

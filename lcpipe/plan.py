@@ -1,0 +1,124 @@
+"""Precision plans: the deployable variants of one model, and the rule that picks the one to ship.
+
+A plan is an IR plus the float precision the CPU plugin runs its non-INT8 ops in
+(``INFERENCE_PRECISION_HINT``). Which plan is fastest depends on the CPU: on AMX the plugin's
+bf16 makes an "FP32" IR fast and INT8 gains little for small V1 models; the mixed preset runs on
+slower AMX kernels than the performance preset; a 3-channel stem conv is slower in INT8 than in
+f32 (docs/benchmarks.md). So lcpipe measures the plans on the deploy CPU instead of guessing.
+
+This module holds the pure parts (candidate grid, selection rule, rt_info record); the stage
+that quantizes, times and checks the candidates is lcpipe/stages/plan.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Gates that judge the deployed model's outputs against FP32 (or its accuracy). Speed gates
+# (min_latency_speedup, ...) are not fidelity: the plan search is about speed already.
+FIDELITY_GATES = ("max_top1_drop", "max_top1_flips", "min_agreement", "min_cosine", "max_rel_logit_error",
+                  "min_int8_top1")
+KEEP_FLOAT_LAYERS = ("stem", "fc")
+PLAN_RT_KEY = "plan"  # rt_info/lcpipe/plan: JSON with the plan's name and runtime config
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """One plan. ``preset`` None: the FP32 IR itself (a non-INT8 plan)."""
+
+    preset: str | None
+    keep_float: tuple[str, ...]
+    precision: str  # INFERENCE_PRECISION_HINT for the float ops: f32 | bf16
+
+    @property
+    def int8(self) -> bool:
+        return self.preset is not None
+
+    @property
+    def ir_name(self) -> str:
+        """Name of the IR this plan runs (plans that differ only in precision share it)."""
+        if self.preset is None:
+            return "fp32"
+        return "_".join(["int8", self.preset, *(f"{k}_float" for k in self.keep_float)])
+
+    @property
+    def name(self) -> str:
+        return f"{self.ir_name}@{self.precision}"
+
+    def describe(self) -> str:
+        if self.preset is None:
+            return f"FP32 IR, float ops in {self.precision} (no INT8)"
+        kept = f", {' + '.join(self.keep_float)} kept in float" if self.keep_float else ""
+        return f"INT8 ({self.preset} preset{kept}), float ops in {self.precision}"
+
+
+def candidate_grid(presets: list[str], keep_float: list[list[str]], precisions: list[str],
+                   with_fp32: bool) -> list[CandidateSpec]:
+    """Every INT8 (preset x layers kept in float) IR at every precision, then the FP32 IR at every
+    precision; duplicates (e.g. [stem, fc] and [fc, stem]) collapse."""
+    out: list[CandidateSpec] = []
+    seen: set[str] = set()
+    combos = [(p, tuple(k for k in KEEP_FLOAT_LAYERS if k in kf)) for p in presets for kf in keep_float]
+    if with_fp32:
+        combos.append((None, ()))
+    for preset, kept in combos:
+        for prec in precisions:
+            spec = CandidateSpec(preset, kept, prec)
+            if spec.name not in seen:
+                seen.add(spec.name)
+                out.append(spec)
+    return out
+
+
+def select_plan(rows: list[dict[str, Any]]) -> tuple[str | None, dict[str, str]]:
+    """The fastest candidate (lowest batch-1 p50) that ran and passed every fidelity gate.
+
+    ``rows``: ``{"name", "p50" (ms or None if it could not run), "failed_gates": [names]}``.
+    Returns (winner name or None, {name: why it won or lost}). Pure: the unit tests feed it figures."""
+    passing = [r for r in rows if r.get("p50") is not None and not r.get("failed_gates")]
+    winner = min(passing, key=lambda r: (r["p50"], r["name"])) if passing else None
+    why: dict[str, str] = {}
+    for r in rows:
+        if r.get("p50") is None:
+            why[r["name"]] = f"could not run: {r.get('error') or 'not measured'}"
+        elif r.get("failed_gates"):
+            why[r["name"]] = "failed gate(s): " + ", ".join(r["failed_gates"])
+        elif winner is not None and r is winner:
+            runner_up = min((p["p50"] for p in passing if p is not r), default=None)
+            why[r["name"]] = "fastest candidate that passes every fidelity gate" + (
+                f" ({100 * (runner_up / r['p50'] - 1):.1f}% ahead of the next passing one)" if runner_up else "")
+        else:
+            assert winner is not None
+            why[r["name"]] = f"passes, but {100 * (r['p50'] / winner['p50'] - 1):.1f}% slower than {winner['name']}"
+    return (winner["name"] if winner else None), why
+
+
+def runtime_config(precision: str) -> dict[str, str]:
+    """Compile properties a server must pass for the plan it was measured with: the plugin's own
+    default precision differs by CPU (bf16 on AMX and avx512_bf16 CPUs), so it is always explicit."""
+    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+
+
+def plan_record(spec: CandidateSpec, why: str) -> dict[str, Any]:
+    """What rt_info, plan.json and the deploy bundle record about the shipped plan."""
+    return {"name": spec.name, "int8": spec.int8, "preset": spec.preset, "keep_float": list(spec.keep_float),
+            "inference_precision": spec.precision, "runtime_config": runtime_config(spec.precision),
+            "description": spec.describe(), "why": why}
+
+
+def planned_precision(xml: str | Path) -> str | None:
+    """The float precision the plan stage chose for this IR, from its rt_info (None: no plan recorded)."""
+    from lcpipe.deps import require
+    from lcpipe.stages.convert import RT_SECTION
+
+    ov = require("openvino")
+    model = ov.Core().read_model(str(xml))
+    if not model.has_rt_info([RT_SECTION, PLAN_RT_KEY]):
+        return None
+    try:
+        return json.loads(model.get_rt_info([RT_SECTION, PLAN_RT_KEY]).astype(str)).get("inference_precision")
+    except (json.JSONDecodeError, AttributeError):
+        return None
