@@ -48,9 +48,10 @@ class PlanOptions(StageOptions):
     candidate_bias_correction: Literal["fast", "as_quantize"] = "fast"
     candidate_subset_size: int | None = Field(None, gt=0)  # calibration images per extra IR (None: quantize's)
     eval_images: int | None = Field(None, gt=0)  # fidelity on the first N of data.eval (None: all)
+    # Many candidates: short rounds, many of them, so a burst of load on a shared machine hits all alike.
     warmup: int = Field(10, ge=0)
-    rounds: int = Field(5, gt=0)
-    iterations: int = Field(50, gt=0)
+    rounds: int = Field(10, gt=0)
+    iterations: int = Field(25, gt=0)
     progress: bool = True
 
 
@@ -154,7 +155,7 @@ def _build_irs(ctx: StageContext, options: PlanOptions, specs: list[Any], inputs
     """One IR per distinct ``ir_name``: the FP32 IR, the quantize stage's INT8 IR for the candidate it
     matches, fresh NNCF PTQ for the others (same calibration tensors and dataset)."""
     from lcpipe.deps import require
-    from lcpipe.stages.quantize import QuantizeOptions, _nncf_params, _ptq, _save, count_quantization
+    from lcpipe.stages.quantize import QuantizeOptions, _nncf_params, _save, count_quantization
 
     ov = require("openvino")
     needed = list(dict.fromkeys(s.ir_name for s in specs))
@@ -180,24 +181,67 @@ def _build_irs(ctx: StageContext, options: PlanOptions, specs: list[Any], inputs
     fast = options.candidate_bias_correction == "fast" or qopts.fast_bias_correction
     subset = options.candidate_subset_size or qopts.subset_size
     by_ir = {s.ir_name: s for s in specs}
+    params: dict[str, dict[str, Any]] = {}
     for ir_name in todo:
         spec = by_ir[ir_name]
         scope = qopts.ignored_scope.model_dump() if qopts.ignored_scope else {"names": [], "patterns": [], "types": []}
         scope["names"] = list(dict.fromkeys([*scope["names"], *(names[k] for k in spec.keep_float)]))
         cand = qopts.model_copy(update={"preset": spec.preset, "fast_bias_correction": fast, "subset_size": subset,
                                         "ignored_scope": _scope(scope)})
-        params = _nncf_params(cand, spec.preset, len(calib.x))
-        t = time.perf_counter()
-        model = _ptq(fp32, calib.x, params)
-        seconds = round(time.perf_counter() - t, 2)
-        info = {"preset": spec.preset, "subset_size": params["subset_size"], "fast_bias_correction": fast,
-                "calib_images": len(calib.x)}
+        params[ir_name] = _nncf_params(cand, spec.preset, len(calib.x))
+        builds[ir_name] = {"source": "NNCF PTQ in the plan stage (shared statistics)",
+                           "bias_correction": "fast" if fast else "full", "subset_size": params[ir_name]["subset_size"],
+                           "ignored_names": scope["names"]}
+    t = time.perf_counter()
+    models, stats_seconds = quantize_shared(fp32, calib.x, params)
+    ctx.log.info("plan: %d INT8 IRs from one statistics pass (%.1f s) in %.1f s", len(models), stats_seconds,
+                 time.perf_counter() - t)
+    for ir_name, (model, seconds) in models.items():
+        info = {"preset": by_ir[ir_name].preset, "subset_size": params[ir_name]["subset_size"],
+                "fast_bias_correction": fast, "calib_images": len(calib.x)}
         irs[ir_name] = _save(model, ctx.workdir / "candidates" / ir_name / "model.xml", inputs["ir_fp32"], info)
-        builds[ir_name] = {"source": "NNCF PTQ in the plan stage", "seconds": seconds,
-                           "bias_correction": "fast" if fast else "full", "subset_size": params["subset_size"],
-                           "ignored_names": scope["names"], **count_quantization(model)}
-        ctx.log.info("plan: built %s in %.1f s", ir_name, seconds)
+        builds[ir_name].update(apply_seconds=seconds, **count_quantization(model))
+    builds["shared_statistics"] = {"seconds": stats_seconds, "irs": len(models)}
     return irs, builds
+
+
+def quantize_shared(model: Any, x: np.ndarray, params: dict[str, dict[str, Any]]
+                    ) -> tuple[dict[str, tuple[Any, float]], float]:
+    """Several ``nncf.quantize`` configurations of one model from ONE calibration statistics pass.
+
+    NNCF's public ``nncf.quantize`` collects statistics per call (running the FP32 model over every
+    calibration image: most of the PTQ time here). Its hyperparameter tuner shares one collection
+    among many PTQ pipelines with ``collect_statistics([containers...])`` and ``run_from_step``; this
+    does the same, then applies what ``nncf.quantize`` does after the pipeline for OpenVINO (weights
+    stored as int8 constants). Returns {name: (model, seconds to apply)}, statistics seconds."""
+    import nncf
+    from nncf.common.factory import build_graph
+    from nncf.openvino.graph.model_utils import remove_friendly_name_duplicates
+    from nncf.quantization.algorithms.pipeline import collect_statistics
+    from nncf.quantization.algorithms.post_training.pipeline import create_ptq_pipeline
+    from openvino._offline_transformations import compress_quantize_weights_transformation
+
+    from lcpipe.stages.quantize import _dataset, quiet_progress
+
+    model = remove_friendly_name_duplicates(model.clone())
+    graph = build_graph(model)
+    dataset = _dataset(x)
+    try:
+        pipelines = {name: create_ptq_pipeline(**p) for name, p in params.items()}
+        with quiet_progress():
+            t = time.perf_counter()
+            containers = [p.get_statistic_points_for_step(0, model, graph) for p in pipelines.values()]
+            stats = collect_statistics(containers, model, graph, dataset)
+            stats_seconds = round(time.perf_counter() - t, 2)
+            out: dict[str, tuple[Any, float]] = {}
+            for name, pipeline in pipelines.items():
+                t = time.perf_counter()
+                q = pipeline.run_from_step(model, dataset, graph, 0, {0: stats})
+                compress_quantize_weights_transformation(q)
+                out[name] = (q, round(time.perf_counter() - t, 2))
+    except nncf.ValidationError as exc:  # e.g. an ignored_scope entry matches nothing
+        raise ConfigError(f"stages.quantize.ignored_scope (as used by stages.plan): {exc}") from None
+    return out, stats_seconds
 
 
 def _scope(scope: dict[str, list[str]]) -> Any:
