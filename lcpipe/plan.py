@@ -122,3 +122,45 @@ def planned_precision(xml: str | Path) -> str | None:
         return json.loads(model.get_rt_info([RT_SECTION, PLAN_RT_KEY]).astype(str)).get("inference_precision")
     except (json.JSONDecodeError, AttributeError):
         return None
+
+
+# ---------------------------------------------------------------- metrics.json + report
+
+def plan_metrics(plan: dict[str, Any]) -> dict[str, Any] | None:
+    """plan.json -> the ``plan`` section of metrics.json (keys documented in the README)."""
+    if not plan:
+        return None
+    chosen = plan["chosen"]
+    rows = []
+    for r in plan["candidates"]:
+        fid = r.get("fidelity") or {}
+        rows.append({"name": r["name"], "int8": r["int8"], "precision": r["precision"], "p50": r["p50"],
+                     "p90": r["p90"], "passed": r["p50"] is not None and not r["failed_gates"],
+                     "failed_gates": r["failed_gates"], "chosen": r["chosen"], "why": r["why"],
+                     **{k: fid.get(k) for k in ("top1", "top1_drop", "agreement", "cosine", "rel_logit_error")},
+                     "flips_lost": (fid.get("flips") or {}).get("lost")})
+    return {"chosen": chosen["name"], "int8": chosen["int8"], "description": chosen["description"],
+            "inference_precision": chosen["inference_precision"], "runtime_config": chosen["runtime_config"],
+            "why": chosen["why"], "speedup_vs_fp32_f32": plan.get("speedup_vs_fp32_f32"),
+            "search_seconds": plan["seconds"]["total"], "eval_images": plan["eval_images"],
+            "gates_checked": plan["gates_checked"], "candidates": rows}
+
+
+def plan_headline(p: dict[str, Any]) -> str:
+    """One plain sentence; says so when the shipped model is not INT8."""
+    head = f"shipped plan {p['chosen']}: {p['description']}"
+    if not p["int8"]:
+        head = f"A non-INT8 plan won: {head}; no INT8 candidate was both faster and within the gates"
+    return f"{head} (compile with INFERENCE_PRECISION_HINT={p['inference_precision']})."
+
+
+def plan_rows(p: dict[str, Any]) -> list[list[str]]:
+    """The candidate table (first row: header), fastest first, as report.md/html show it."""
+    def num(v: Any, fmt: str) -> str:
+        return "n/a" if v is None else fmt.format(v)
+
+    head = ["candidate", "p50 ms", "p90 ms", "agreement", "cosine", "top-1 drop", "gates", "result"]
+    return [head] + [[r["name"], num(r["p50"], "{:.3f}"), num(r["p90"], "{:.3f}"), num(r["agreement"], "{:.2%}"),
+                      num(r["cosine"], "{:.5f}"), num(r["top1_drop"], "{:.2%}"),
+                      "pass" if r["passed"] else ("fail" if r["failed_gates"] else "n/a"),
+                      ("CHOSEN: " if r["chosen"] else "") + r["why"]] for r in p["candidates"]]

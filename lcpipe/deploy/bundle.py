@@ -27,6 +27,8 @@ def write_deploy(dest: Path, fp32_xml: Path, int8_xml: Path, rt: dict[str, Any],
     pre = rt.get("preprocess") or {}
     write_json(dest / "preprocess.json", pre)
     write_json(dest / "metrics.json", metrics)
+    if metrics.get("plan"):  # the shipped plan and the compile properties it was measured with
+        write_json(dest / "plan.json", metrics["plan"])
     (dest / "README.txt").write_text(deploy_readme(metrics, pre, bool(labels)), encoding="utf-8")
     return dest
 
@@ -40,15 +42,24 @@ preprocess.json      input preprocessing (RGB, NCHW float32)  labels.txt  class 
 metrics.json         accuracy, fidelity, latency, gates measured on {m['cpu'].get('model')} ({m['cpu'].get('isa')})
 INT8 top-1 {pct(m['accuracy']['int8']['top1'])} (FP32 {pct(m['accuracy']['fp32']['top1'])}), \
 latency speed-up {num(sp['latency_p50'])}x.
+{_plan_line(m)}
 
 Quick check:  lcpipe predict model_int8.xml image.jpg --top-k 5
 Serve it (pip install openvino opencv-python-headless numpy):
 
-{serving_snippet(pre, labels)}
+{serving_snippet(pre, labels, (m.get("plan") or {}).get("runtime_config"))}
 """
 
 
-def serving_snippet(pre: dict[str, Any], labels: bool) -> str:
+def _plan_line(m: dict[str, Any]) -> str:
+    if not m.get("plan"):
+        return ""
+    from lcpipe.plan import plan_headline
+
+    return f"Precision plan (plan.json): {plan_headline(m['plan'])}\n"
+
+
+def serving_snippet(pre: dict[str, Any], labels: bool, compile_config: dict[str, str] | None = None) -> str:
     interp = "cv2.INTER_CUBIC" if pre.get("interpolation") == "bicubic" else "cv2.INTER_LINEAR"
     mode, short, c = pre.get("mode"), pre.get("resize_short", 256), pre.get("crop", 224)
     if mode == "resize":
@@ -66,7 +77,7 @@ def serving_snippet(pre: dict[str, Any], labels: bool) -> str:
     names = 'open("labels.txt", encoding="utf-8").read().splitlines()' if labels else "None"
     return f"""import json, sys, cv2, numpy as np, openvino as ov
 pre = json.load(open("preprocess.json")); labels = {names}
-model = ov.Core().compile_model("model_int8.xml", "CPU", {{"PERFORMANCE_HINT": "LATENCY"}})
+model = ov.Core().compile_model("model_int8.xml", "CPU", {compile_config or {"PERFORMANCE_HINT": "LATENCY"}!r})
 img = cv2.cvtColor(cv2.imread(sys.argv[1]), cv2.COLOR_BGR2RGB)
 {resize}
 x = ((img.astype(np.float32) / 255 - pre["mean"]) / pre["std"]).astype(np.float32).transpose(2, 0, 1)[None]
