@@ -76,24 +76,32 @@ def candidate_grid(presets: list[str], keep_float: list[list[str]], precisions: 
 def select_plan(rows: list[dict[str, Any]]) -> tuple[str | None, dict[str, str]]:
     """The fastest candidate (lowest batch-1 p50) that ran and passed every fidelity gate.
 
-    ``rows``: ``{"name", "p50" (ms or None if it could not run), "failed_gates": [names]}``.
-    Returns (winner name or None, {name: why it won or lost}). Pure: the unit tests feed it figures."""
-    passing = [r for r in rows if r.get("p50") is not None and not r.get("failed_gates")]
+    ``rows``: ``{"name", "p50" (ms, None if it could not run), "failed_gates": [names], or None when its
+    fidelity was not checked}``. Returns (winner name or None, {name: why it won or lost}). Pure: the
+    unit tests feed it figures."""
+    passing = [r for r in rows if r.get("p50") is not None and r.get("failed_gates") == []]
     winner = min(passing, key=lambda r: (r["p50"], r["name"])) if passing else None
     why: dict[str, str] = {}
     for r in rows:
         if r.get("p50") is None:
             why[r["name"]] = f"could not run: {r.get('error') or 'not measured'}"
-        elif r.get("failed_gates"):
+        elif r.get("failed_gates") is None:
+            why[r["name"]] = "fidelity not checked" + (
+                f": {_slower(r, winner)}, so it could not win" if winner is not None else "")
+        elif r["failed_gates"]:
             why[r["name"]] = "failed gate(s): " + ", ".join(r["failed_gates"])
-        elif winner is not None and r is winner:
+        elif r is winner:
             runner_up = min((p["p50"] for p in passing if p is not r), default=None)
             why[r["name"]] = "fastest candidate that passes every fidelity gate" + (
                 f" ({100 * (runner_up / r['p50'] - 1):.1f}% ahead of the next passing one)" if runner_up else "")
         else:
-            assert winner is not None
-            why[r["name"]] = f"passes, but {100 * (r['p50'] / winner['p50'] - 1):.1f}% slower than {winner['name']}"
+            why[r["name"]] = f"passes, but {_slower(r, winner)}"
     return (winner["name"] if winner else None), why
+
+
+def _slower(r: dict[str, Any], winner: dict[str, Any] | None) -> str:
+    assert winner is not None
+    return f"{100 * (r['p50'] / winner['p50'] - 1):.1f}% slower than {winner['name']}"
 
 
 def runtime_config(precision: str) -> dict[str, str]:
@@ -135,7 +143,7 @@ def plan_metrics(plan: dict[str, Any]) -> dict[str, Any] | None:
     for r in plan["candidates"]:
         fid = r.get("fidelity") or {}
         rows.append({"name": r["name"], "int8": r["int8"], "precision": r["precision"], "p50": r["p50"],
-                     "p90": r["p90"], "passed": r["p50"] is not None and not r["failed_gates"],
+                     "p90": r["p90"], "passed": r["p50"] is not None and r["failed_gates"] == [],
                      "failed_gates": r["failed_gates"], "chosen": r["chosen"], "why": r["why"],
                      **{k: fid.get(k) for k in ("top1", "top1_drop", "agreement", "cosine", "rel_logit_error")},
                      "flips_lost": (fid.get("flips") or {}).get("lost")})
@@ -162,5 +170,5 @@ def plan_rows(p: dict[str, Any]) -> list[list[str]]:
     head = ["candidate", "p50 ms", "p90 ms", "agreement", "cosine", "top-1 drop", "gates", "result"]
     return [head] + [[r["name"], num(r["p50"], "{:.3f}"), num(r["p90"], "{:.3f}"), num(r["agreement"], "{:.2%}"),
                       num(r["cosine"], "{:.5f}"), num(r["top1_drop"], "{:.2%}"),
-                      "pass" if r["passed"] else ("fail" if r["failed_gates"] else "n/a"),
+                      "pass" if r["passed"] else "fail" if r["failed_gates"] else "not checked" if r["p50"] else "n/a",
                       ("CHOSEN: " if r["chosen"] else "") + r["why"]] for r in p["candidates"]]

@@ -48,6 +48,9 @@ class PlanOptions(StageOptions):
     candidate_bias_correction: Literal["fast", "as_quantize"] = "fast"
     candidate_subset_size: int | None = Field(None, gt=0)  # calibration images per extra IR (None: quantize's)
     eval_images: int | None = Field(None, gt=0)  # fidelity on the first N of data.eval (None: all)
+    # all: every candidate's fidelity (the full table); until_winner: fastest first, stop at the first
+    # that passes (the slower ones cannot win; ~1 eval pass instead of one per candidate)
+    fidelity: Literal["until_winner", "all"] = "until_winner"
     # Many candidates: short rounds, many of them, so a burst of load on a shared machine hits all alike.
     warmup: int = Field(10, ge=0)
     rounds: int = Field(10, gt=0)
@@ -101,20 +104,13 @@ class PlanStage(Stage):
         irs, builds = _build_irs(ctx, options, specs, inputs, quant)
         build_seconds = round(time.perf_counter() - t_build, 2)
 
-        t_check = time.perf_counter()
-        rows, runners = _check_all(ctx, specs, irs, x_eval, labels, threads, core, options)
-        check_seconds = round(time.perf_counter() - t_check, 2)
+        rows, compiled = _compile_all(specs, irs, threads, core)
         t_time = time.perf_counter()
-        if runners:
-            from lcpipe.bench import measure_latency
-
-            stats = measure_latency(runners, warmup=options.warmup, rounds=options.rounds,
-                                    iterations=options.iterations, show=options.progress)
-            for r in rows:
-                if r["name"] in stats:
-                    s = stats[r["name"]]
-                    r.update(p50=s.p50, p90=s.p90, latency_ms=s.as_dict())
+        _time_all(rows, compiled, x_eval, options)
         time_seconds = round(time.perf_counter() - t_time, 2)
+        t_check = time.perf_counter()
+        _check_fidelity(ctx, rows, compiled, x_eval, labels, threads, core, irs, options)
+        check_seconds = round(time.perf_counter() - t_check, 2)
         winner, why = select_plan(rows)
         for r in rows:
             r["why"], r["chosen"] = why[r["name"]], r["name"] == winner
@@ -252,49 +248,73 @@ def _scope(scope: dict[str, list[str]]) -> Any:
 
 # ---------------------------------------------------------------- fidelity + runners
 
-def _check_all(ctx: StageContext, specs: list[Any], irs: dict[str, Path], x: np.ndarray,
-               labels: np.ndarray | None, threads: int, core: Any, options: PlanOptions
-               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Compile every candidate (LATENCY hint, its precision), run it on the eval images and evaluate
-    the configured fidelity gates against the FP32 IR at f32."""
-    from lcpipe.bench import compiled_precision, infer_ov, ov_config, ov_runner
+def _compile_all(specs: list[Any], irs: dict[str, Path], threads: int, core: Any
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Compile every candidate with the LATENCY hint at its precision; one that cannot compile (e.g.
+    bf16 under an ISA cap) stays in the table with the reason."""
+    from lcpipe.bench import compiled_precision, ov_config
+
+    models = {name: core.read_model(str(path)) for name, path in irs.items()}
+    rows: list[dict[str, Any]] = []
+    compiled: dict[str, Any] = {}
+    for spec in specs:
+        row: dict[str, Any] = {"name": spec.name, "ir": spec.ir_name, "int8": spec.int8, "preset": spec.preset,
+                               "keep_float": list(spec.keep_float), "precision": spec.precision,
+                               "description": spec.describe(), "p50": None, "p90": None, "fidelity": None,
+                               "gates": None, "failed_gates": None}
+        try:
+            compiled[spec.name] = core.compile_model(models[spec.ir_name], "CPU",
+                                                     ov_config("LATENCY", threads, spec.precision))
+            row["compiled_precision"] = compiled_precision(compiled[spec.name])
+        except RuntimeError as exc:
+            row["error"] = str(exc).strip().splitlines()[0][:200]
+        rows.append(row)
+    return rows, compiled
+
+
+def _time_all(rows: list[dict[str, Any]], compiled: dict[str, Any], x: np.ndarray, options: PlanOptions) -> None:
+    """Every candidate in the same interleaved rounds (lcpipe.bench.measure_latency), batch 1."""
+    from lcpipe.bench import measure_latency, ov_runner
+
+    if not compiled:
+        return
+    stats = measure_latency({n: ov_runner(c, x) for n, c in compiled.items()}, warmup=options.warmup,
+                            rounds=options.rounds, iterations=options.iterations, show=options.progress)
+    for r in rows:
+        if r["name"] in stats:
+            s = stats[r["name"]]
+            r.update(p50=s.p50, p90=s.p90, latency_ms=s.as_dict())
+
+
+def _check_fidelity(ctx: StageContext, rows: list[dict[str, Any]], compiled: dict[str, Any], x: np.ndarray,
+                    labels: np.ndarray | None, threads: int, core: Any, irs: dict[str, Path],
+                    options: PlanOptions) -> None:
+    """The configured fidelity gates against the FP32 IR at f32, on the eval images, fastest candidate
+    first. With ``fidelity: until_winner`` the check stops at the first candidate that passes: the
+    slower ones cannot win (they are listed as not checked)."""
+    from lcpipe.bench import infer_ov, ov_config
     from lcpipe.plan import FIDELITY_GATES
     from lcpipe.stages.report import evaluate_gates
     from lcpipe.stages.validate import accuracy, compare_logits
     from lcpipe.sysinfo import isa_level
 
     gates = {k: v for k, v in ctx.config.gates.model_dump(exclude_none=True).items() if k in FIDELITY_GATES}
-    models = {name: core.read_model(str(path)) for name, path in irs.items()}
-    ref = None
-    rows: list[dict[str, Any]] = []
-    runners: dict[str, Any] = {}
-    ordered = sorted(specs, key=lambda s: (s.name != "fp32@f32", s.name))  # the reference first
-    for spec in ordered:
-        row: dict[str, Any] = {"name": spec.name, "ir": spec.ir_name, "int8": spec.int8, "preset": spec.preset,
-                               "keep_float": list(spec.keep_float), "precision": spec.precision,
-                               "description": spec.describe(), "p50": None, "p90": None}
-        try:
-            compiled = core.compile_model(models[spec.ir_name], "CPU", ov_config("LATENCY", threads, spec.precision))
-        except RuntimeError as exc:  # e.g. bf16 under an ISA cap
-            row.update(error=str(exc).splitlines()[0][:200], failed_gates=[], fidelity=None)
-            rows.append(row)
-            continue
-        row["compiled_precision"] = compiled_precision(compiled)
-        logits = infer_ov(compiled, x, f"plan {spec.name}", options.progress)
-        if ref is None:
-            ref = logits if spec.name == "fp32@f32" else infer_ov(
-                core.compile_model(models["fp32"], "CPU", ov_config("LATENCY", threads, "f32")), x, "", False)
+    ref_compiled = compiled.get("fp32@f32") or core.compile_model(core.read_model(str(irs["fp32"])), "CPU",
+                                                                  ov_config("LATENCY", threads, "f32"))
+    ref = infer_ov(ref_compiled, x, "plan reference fp32@f32", options.progress)
+    ref_top1 = accuracy(ref, labels, 1)["top1"]
+    for r in sorted((r for r in rows if r["p50"] is not None), key=lambda r: (r["p50"], r["name"])):
+        logits = ref if r["name"] == "fp32@f32" else infer_ov(compiled[r["name"]], x, f"plan {r['name']}",
+                                                               options.progress)
         fid = compare_logits(ref, logits, labels)
         acc = accuracy(logits, labels, 1)
-        ref_top1 = accuracy(ref, labels, 1)["top1"]
-        mini = {"cpu": {"isa": isa_level()}, "accuracy": {
-            **fid, "top1_drop": None if ref_top1 is None else ref_top1 - acc["top1"], "int8": acc}}
-        results = evaluate_gates(gates, mini)
-        row.update(fidelity={**fid, "top1": acc["top1"], "top1_drop": mini["accuracy"]["top1_drop"]},
-                   gates=results, failed_gates=[g["name"] for g in results if not g["passed"]])
-        rows.append(row)
-        runners[spec.name] = ov_runner(compiled, x)
-    return rows, runners
+        drop = None if ref_top1 is None else ref_top1 - acc["top1"]
+        results = evaluate_gates(gates, {"cpu": {"isa": isa_level()},
+                                         "accuracy": {**fid, "top1_drop": drop, "int8": acc}})
+        r.update(fidelity={**fid, "top1": acc["top1"], "top1_drop": drop}, gates=results,
+                 failed_gates=[g["name"] for g in results if not g["passed"]])
+        if not r["failed_gates"] and options.fidelity == "until_winner":
+            break
 
 
 # ---------------------------------------------------------------- output
@@ -319,7 +339,7 @@ def _plan_json(ctx: StageContext, rows: list[dict[str, Any]], spec: Any, why: st
                options: PlanOptions) -> dict[str, Any]:
     from lcpipe.plan import FIDELITY_GATES, plan_record
 
-    passing = [r["p50"] for r in rows if r["p50"] is not None and not r["failed_gates"]]
+    passing = [r["p50"] for r in rows if r["p50"] is not None and r["failed_gates"] == []]
     measured = [r["p50"] for r in rows if r["p50"] is not None]
     fp32 = next((r for r in rows if r["name"] == "fp32@f32"), None)
     winner = next(r for r in rows if r["chosen"])
