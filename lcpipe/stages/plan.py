@@ -252,7 +252,7 @@ def _compile_all(specs: list[Any], irs: dict[str, Path], threads: int, core: Any
                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Compile every candidate with the LATENCY hint at its precision; one that cannot compile (e.g.
     bf16 under an ISA cap) stays in the table with the reason."""
-    from lcpipe.bench import compiled_precision, ov_config
+    from lcpipe.measure.runtime import compiled_precision, ov_config
 
     models = {name: core.read_model(str(path)) for name, path in irs.items()}
     rows: list[dict[str, Any]] = []
@@ -274,7 +274,7 @@ def _compile_all(specs: list[Any], irs: dict[str, Path], threads: int, core: Any
 
 def _time_all(rows: list[dict[str, Any]], compiled: dict[str, Any], x: np.ndarray, options: PlanOptions) -> None:
     """Every candidate in the same interleaved rounds (lcpipe.bench.measure_latency), batch 1."""
-    from lcpipe.bench import measure_latency, ov_runner
+    from lcpipe.measure.timing import measure_latency, ov_runner
 
     if not compiled:
         return
@@ -292,10 +292,10 @@ def _check_fidelity(ctx: StageContext, rows: list[dict[str, Any]], compiled: dic
     """The configured fidelity gates against the FP32 IR at f32, on the eval images, fastest candidate
     first. With ``fidelity: until_winner`` the check stops at the first candidate that passes: the
     slower ones cannot win (they are listed as not checked)."""
-    from lcpipe.bench import infer_ov, ov_config
+    from lcpipe.gates import evaluate_gates
+    from lcpipe.measure.accuracy import accuracy, compare_logits
+    from lcpipe.measure.runtime import infer_ov, ov_config
     from lcpipe.plan import FIDELITY_GATES
-    from lcpipe.stages.report import evaluate_gates
-    from lcpipe.stages.validate import accuracy, compare_logits
     from lcpipe.sysinfo import isa_level
 
     gates = {k: v for k, v in ctx.config.gates.model_dump(exclude_none=True).items() if k in FIDELITY_GATES}
