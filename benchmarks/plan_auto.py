@@ -1,6 +1,6 @@
 """Benchmark (developer tooling, not a test): `plan` on V1 x1.0 and V2 base, as in docs/benchmarks.md.
 
-    python benchmarks/plan_auto.py [--out runs/plan-auto] [--models v1_x1_0 v2_base]
+    python benchmarks/plan_auto.py [--out runs/plan-auto] [--models v1_x1_0 v2_base] [--set gates.min_cosine=0.95]
 
 Random weights in PaddleClas's layout with BN statistics from 16 real images (the matrix's
 models: latency does not depend on the values; fidelity figures only rank candidates). Runs the
@@ -19,14 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 YAMLS = {"v1_x1_0": "v1_plan.yaml", "v2_base": "v2_plan.yaml"}
 
 
-def run(key: str, root: Path) -> dict:
+def run(key: str, root: Path, extra: list[str]) -> dict:
     import lcpipe
     from lcpipe.benchmark_matrix import MODELS, prepare
 
     model = next(m for m in MODELS if m.key == key)
     config, _ = prepare(model, root, paddle=True)  # writes the BN-calibrated .pdparams once
     overrides = [f"model.arch={model.arch}", f"model.source.path={config.model.source.path}",
-                 f"name=plan_{key}"]
+                 f"name=plan_{key}", *extra]
     result = lcpipe.run_pipeline(REPO / "pipelines" / YAMLS[key], out=root / "runs" / key, overrides=overrides)
     plan = json.loads((root / "runs" / key / "plan" / "plan.json").read_text())
     stages = {r.name: {"seconds": r.seconds, "cached": r.cached} for r in result.records}
@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "plan-auto")
     ap.add_argument("--models", nargs="+", default=list(YAMLS), choices=list(YAMLS))
+    ap.add_argument("--set", action="append", default=[], help="pipeline override, e.g. gates.min_cosine=0.95")
     args = ap.parse_args(argv)
-    results = {k: run(k, args.out) for k in args.models}
+    results = {k: run(k, args.out, args.set) for k in args.models}
     (args.out / "plan_auto.json").write_text(json.dumps(results, indent=1, default=str))
     sys.stdout.write("\n".join(render(k, r) for k, r in results.items()))
 

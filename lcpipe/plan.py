@@ -146,7 +146,7 @@ def plan_metrics(plan: dict[str, Any]) -> dict[str, Any] | None:
                      "p90": r["p90"], "passed": r["p50"] is not None and r["failed_gates"] == [],
                      "failed_gates": r["failed_gates"], "chosen": r["chosen"], "why": r["why"],
                      **{k: fid.get(k) for k in ("top1", "top1_drop", "agreement", "cosine", "rel_logit_error")},
-                     "flips_lost": (fid.get("flips") or {}).get("lost")})
+                     "flips_lost": (fid.get("flips") or {}).get("lost"), "fidelity_images": r.get("fidelity_images")})
     return {"chosen": chosen["name"], "int8": chosen["int8"], "description": chosen["description"],
             "inference_precision": chosen["inference_precision"], "runtime_config": chosen["runtime_config"],
             "why": chosen["why"], "speedup_vs_fp32_f32": plan.get("speedup_vs_fp32_f32"),
@@ -170,5 +170,12 @@ def plan_rows(p: dict[str, Any]) -> list[list[str]]:
     head = ["candidate", "p50 ms", "p90 ms", "agreement", "cosine", "top-1 drop", "gates", "result"]
     return [head] + [[r["name"], num(r["p50"], "{:.3f}"), num(r["p90"], "{:.3f}"), num(r["agreement"], "{:.2%}"),
                       num(r["cosine"], "{:.5f}"), num(r["top1_drop"], "{:.2%}"),
-                      "pass" if r["passed"] else "fail" if r["failed_gates"] else "not checked" if r["p50"] else "n/a",
+                      _gate_cell(r, p["eval_images"]),
                       ("CHOSEN: " if r["chosen"] else "") + r["why"]] for r in p["candidates"]]
+
+
+def _gate_cell(r: dict[str, Any], images: int) -> str:
+    if r["failed_gates"] is None:
+        return "not checked" if r["p50"] is not None else "n/a"
+    where = f" (first {r['fidelity_images']} images)" if (r.get("fidelity_images") or images) < images else ""
+    return ("pass" if r["passed"] else "fail") + where

@@ -54,6 +54,7 @@ class PlanOptions(StageOptions):
     # all: every candidate's fidelity (the full table); until_winner: fastest first, stop at the first
     # that passes (the slower ones cannot win; ~1 eval pass instead of one per candidate)
     fidelity: Literal["until_winner", "all"] = "until_winner"
+    screen_images: int | None = Field(200, gt=0)  # until_winner: first screen on this many eval images
     # Many candidates: short rounds, many of them, so a burst of load on a shared machine hits all alike.
     warmup: int = Field(10, ge=0)
     rounds: int = Field(10, gt=0)
@@ -292,32 +293,55 @@ def _time_all(rows: list[dict[str, Any]], compiled: dict[str, Any], x: np.ndarra
 def _check_fidelity(ctx: StageContext, rows: list[dict[str, Any]], compiled: dict[str, Any], x: np.ndarray,
                     labels: np.ndarray | None, threads: int, core: Any, irs: dict[str, Path],
                     options: PlanOptions) -> None:
-    """The configured fidelity gates against the FP32 IR at f32, on the eval images, fastest candidate
-    first. With ``fidelity: until_winner`` the check stops at the first candidate that passes: the
-    slower ones cannot win (they are listed as not checked)."""
-    from lcpipe.gates import evaluate_gates
-    from lcpipe.measure.accuracy import accuracy, compare_logits
+    """The configured fidelity gates against the FP32 IR at f32, fastest candidate first.
+
+    ``until_winner``: each candidate is first screened on the first ``screen_images`` eval images; one
+    that passes the screen is judged on the whole eval set, and the first that passes there wins (the
+    slower ones are listed as not checked). The winner is always judged on every eval image; a
+    screen can only reject a candidate, never pass one. ``all``: every candidate on every image."""
     from lcpipe.measure.runtime import infer_ov, ov_config
     from lcpipe.plan import FIDELITY_GATES
-    from lcpipe.sysinfo import isa_level
 
     gates = {k: v for k, v in ctx.config.gates.model_dump(exclude_none=True).items() if k in FIDELITY_GATES}
     ref_compiled = compiled.get("fp32@f32") or core.compile_model(core.read_model(str(irs["fp32"])), "CPU",
                                                                   ov_config("LATENCY", threads, "f32"))
-    ref = infer_ov(ref_compiled, x, "plan reference fp32@f32", options.progress)
-    ref_top1 = accuracy(ref, labels, 1)["top1"]
+    lazy = options.fidelity == "until_winner"
+    n = min(options.screen_images or len(x), len(x)) if lazy else len(x)
+    ref = infer_ov(ref_compiled, x[:n], "plan reference fp32@f32", options.progress)
+
+    def run(name: str, part: slice) -> np.ndarray:
+        return infer_ov(compiled[name], x[part], f"plan {name}", options.progress)
+
     for r in sorted((r for r in rows if r["p50"] is not None), key=lambda r: (r["p50"], r["name"])):
-        logits = ref if r["name"] == "fp32@f32" else infer_ov(compiled[r["name"]], x, f"plan {r['name']}",
-                                                               options.progress)
-        fid = compare_logits(ref, logits, labels)
-        acc = accuracy(logits, labels, 1)
-        drop = None if ref_top1 is None else ref_top1 - acc["top1"]
-        results = evaluate_gates(gates, {"cpu": {"isa": isa_level()},
-                                         "accuracy": {**fid, "top1_drop": drop, "int8": acc}})
-        r.update(fidelity={**fid, "top1": acc["top1"], "top1_drop": drop}, gates=results,
-                 failed_gates=[g["name"] for g in results if not g["passed"]])
-        if not r["failed_gates"] and options.fidelity == "until_winner":
+        is_ref = r["name"] == "fp32@f32"
+        logits = ref[:n] if is_ref else run(r["name"], slice(0, n))
+        _judge(r, ref[:n], logits, None if labels is None else labels[:n], gates)
+        if r["failed_gates"] or n == len(x):
+            if lazy and not r["failed_gates"]:
+                break
+            continue
+        if len(ref) < len(x):  # the rest of the reference, once, when the first candidate passes a screen
+            ref = np.concatenate([ref, infer_ov(ref_compiled, x[n:], "plan reference fp32@f32", options.progress)])
+        logits = ref if is_ref else np.concatenate([logits, run(r["name"], slice(n, None))])
+        _judge(r, ref, logits, labels, gates)
+        if not r["failed_gates"]:
             break
+
+
+def _judge(r: dict[str, Any], ref: np.ndarray, logits: np.ndarray, labels: np.ndarray | None,
+           gates: dict[str, Any]) -> None:
+    """Fidelity of one candidate vs the reference and the configured gates, recorded in its row."""
+    from lcpipe.gates import evaluate_gates
+    from lcpipe.measure.accuracy import accuracy, compare_logits
+    from lcpipe.sysinfo import isa_level
+
+    fid = compare_logits(ref, logits, labels)
+    acc = accuracy(logits, labels, 1)
+    ref_top1 = accuracy(ref, labels, 1)["top1"]
+    drop = None if ref_top1 is None else ref_top1 - acc["top1"]
+    results = evaluate_gates(gates, {"cpu": {"isa": isa_level()}, "accuracy": {**fid, "top1_drop": drop, "int8": acc}})
+    r.update(fidelity={**fid, "top1": acc["top1"], "top1_drop": drop}, gates=results, fidelity_images=len(ref),
+             failed_gates=[g["name"] for g in results if not g["passed"]])
 
 
 # ---------------------------------------------------------------- output
