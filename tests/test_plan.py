@@ -125,12 +125,15 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
 def test_plan_ships_fp32_when_no_int8_candidate_passes_and_says_so(tmp_path: Path) -> None:
     """max_rel_logit_error 0: only the FP32 IR at f32 (the reference itself) can pass."""
     pytest.importorskip("nncf")
-    yaml = _plan_yaml(tmp_path, "{presets: [performance], keep_float: [[], [stem]], rounds: 2, iterations: 10}",
-                      "gates: {max_rel_logit_error: 0.0}\n")
+    yaml = _plan_yaml(tmp_path, "{presets: [performance], keep_float: [[], [stem]], rounds: 2, iterations: 10, "
+                      "screen_images: 20}", "gates: {max_rel_logit_error: 0.0}\n")
     result = lcpipe.run_pipeline(yaml, out=tmp_path / "run")
     plan = result.metrics["plan"]
     assert plan["chosen"] == "fp32@f32" and plan["int8"] is False
     assert all(r["failed_gates"] in (["max_rel_logit_error"], None) for r in plan["candidates"] if not r["chosen"])
+    images = plan["eval_images"]
+    for r in plan["candidates"]:  # the screen (20 images) only rejects; the winner is judged on every image
+        assert r["fidelity_images"] in ((images,) if r["chosen"] else (20, None))
     for r in plan["candidates"]:  # until_winner: only candidates slower than the winner go unchecked
         assert r["failed_gates"] is not None or r["p50"] >= next(c["p50"] for c in plan["candidates"] if c["chosen"])
     assert "A non-INT8 plan won" in (tmp_path / "run" / "report.md").read_text()
