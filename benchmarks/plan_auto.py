@@ -1,6 +1,6 @@
 """Benchmark (developer tooling, not a test): `plan` on V1 x1.0 and V2 base, as in docs/benchmarks.md.
 
-    python benchmarks/plan_auto.py [--out runs/plan-auto] [--models v1_x1_0 v2_base] [--set gates.min_cosine=0.95]
+    python -m benchmarks.plan_auto [--out runs/plan-auto] [--models v1_x1_0 v2_base] [--set gates.min_cosine=0.95]
 
 Random weights in PaddleClas's layout with BN statistics from 16 real images (the matrix's
 models: latency does not depend on the values; fidelity figures only rank candidates). Runs the
@@ -21,7 +21,8 @@ YAMLS = {"v1_x1_0": "v1_plan.yaml", "v2_base": "v2_plan.yaml"}
 
 def run(key: str, root: Path, extra: list[str]) -> dict:
     import lcpipe
-    from lcpipe.benchmark_matrix import MODELS, prepare
+    from benchmarks.matrix import prepare
+    from benchmarks.models import MODELS
 
     model = next(m for m in MODELS if m.key == key)
     config, _ = prepare(model, root, paddle=True)  # writes the BN-calibrated .pdparams once

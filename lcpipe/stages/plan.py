@@ -277,7 +277,7 @@ def _compile_all(specs: list[Any], irs: dict[str, Path], threads: int, core: Any
 
 
 def _time_all(rows: list[dict[str, Any]], compiled: dict[str, Any], x: np.ndarray, options: PlanOptions) -> None:
-    """Every candidate in the same interleaved rounds (lcpipe.bench.measure_latency), batch 1."""
+    """Every candidate in the same interleaved rounds (lcpipe.measure.timing.measure_latency), batch 1."""
     from lcpipe.measure.timing import measure_latency, ov_runner
 
     if not compiled:
