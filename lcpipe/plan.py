@@ -6,16 +6,22 @@ bf16 makes an "FP32" IR fast and INT8 gains little for small V1 models; the mixe
 slower AMX kernels than the performance preset; a 3-channel stem conv is slower in INT8 than in
 f32 (docs/benchmarks.md). So lcpipe measures the plans on the deploy CPU instead of guessing.
 
-This module holds the pure parts (candidate grid, selection rule, rt_info record); the stage
-that quantizes, times and checks the candidates is lcpipe/stages/plan.py.
+This module holds the candidate grid, the selection rule (pure), the rt_info record and the
+shared-statistics NNCF quantization of the INT8 candidates; lcpipe/measure/candidates.py times and
+judges them; lcpipe/stages/plan.py is the stage; lcpipe/render/plan.py renders the table.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from lcpipe.errors import ConfigError
 
 # Gates that judge the deployed model's outputs against FP32 (or its accuracy). Speed gates
 # (min_latency_speedup, ...) are not fidelity: the plan search is about speed already.
@@ -154,28 +160,52 @@ def plan_metrics(plan: dict[str, Any]) -> dict[str, Any] | None:
             "gates_checked": plan["gates_checked"], "candidates": rows}
 
 
-def plan_headline(p: dict[str, Any]) -> str:
-    """One plain sentence; says so when the shipped model is not INT8."""
-    head = f"shipped plan {p['chosen']}: {p['description']}"
-    if not p["int8"]:
-        head = f"A non-INT8 plan won: {head}; no INT8 candidate was both faster and within the gates"
-    return f"{head} (compile with INFERENCE_PRECISION_HINT={p['inference_precision']})."
+# ---------------------------------------------------------------- NNCF: the INT8 candidates
+
+def layer_names(model: Any) -> dict[str, str]:
+    """Node names of the stem conv (first conv) and the classifier (last MatMul/conv) of the graph."""
+    from lcpipe.stages.quantize import QUANTIZABLE_TYPES
+
+    ops = [op for op in model.get_ordered_ops() if op.get_type_name() in QUANTIZABLE_TYPES]
+    if not ops:
+        raise ConfigError("stages.plan: the FP32 IR has no conv or matmul to keep in float")
+    return {"stem": ops[0].get_friendly_name(), "fc": ops[-1].get_friendly_name()}
 
 
-def plan_rows(p: dict[str, Any]) -> list[list[str]]:
-    """The candidate table (first row: header), fastest first, as report.md/html show it."""
-    def num(v: Any, fmt: str) -> str:
-        return "n/a" if v is None else fmt.format(v)
+def quantize_shared(model: Any, x: np.ndarray, params: dict[str, dict[str, Any]]
+                    ) -> tuple[dict[str, tuple[Any, float]], float]:
+    """Several ``nncf.quantize`` configurations of one model from ONE calibration statistics pass.
 
-    head = ["candidate", "p50 ms", "p90 ms", "agreement", "cosine", "top-1 drop", "gates", "result"]
-    return [head] + [[r["name"], num(r["p50"], "{:.3f}"), num(r["p90"], "{:.3f}"), num(r["agreement"], "{:.2%}"),
-                      num(r["cosine"], "{:.5f}"), num(r["top1_drop"], "{:.2%}"),
-                      _gate_cell(r, p["eval_images"]),
-                      ("CHOSEN: " if r["chosen"] else "") + r["why"]] for r in p["candidates"]]
+    NNCF's public ``nncf.quantize`` collects statistics per call (running the FP32 model over every
+    calibration image: most of the PTQ time here). Its hyperparameter tuner shares one collection
+    among many PTQ pipelines with ``collect_statistics([containers...])`` and ``run_from_step``; this
+    does the same, then applies what ``nncf.quantize`` does after the pipeline for OpenVINO (weights
+    stored as int8 constants). Returns {name: (model, seconds to apply)}, statistics seconds."""
+    import nncf
+    from nncf.common.factory import build_graph
+    from nncf.openvino.graph.model_utils import remove_friendly_name_duplicates
+    from nncf.quantization.algorithms.pipeline import collect_statistics
+    from nncf.quantization.algorithms.post_training.pipeline import create_ptq_pipeline
+    from openvino._offline_transformations import compress_quantize_weights_transformation
 
+    from lcpipe.stages.quantize import _dataset, quiet_progress
 
-def _gate_cell(r: dict[str, Any], images: int) -> str:
-    if r["failed_gates"] is None:
-        return "not checked" if r["p50"] is not None else "n/a"
-    where = f" (first {r['fidelity_images']} images)" if (r.get("fidelity_images") or images) < images else ""
-    return ("pass" if r["passed"] else "fail") + where
+    model = remove_friendly_name_duplicates(model.clone())
+    graph = build_graph(model)
+    dataset = _dataset(x)
+    try:
+        pipelines = {name: create_ptq_pipeline(**p) for name, p in params.items()}
+        with quiet_progress():
+            t = time.perf_counter()
+            containers = [p.get_statistic_points_for_step(0, model, graph) for p in pipelines.values()]
+            stats = collect_statistics(containers, model, graph, dataset)
+            stats_seconds = round(time.perf_counter() - t, 2)
+            out: dict[str, tuple[Any, float]] = {}
+            for name, pipeline in pipelines.items():
+                t = time.perf_counter()
+                q = pipeline.run_from_step(model, dataset, graph, 0, {0: stats})
+                compress_quantize_weights_transformation(q)
+                out[name] = (q, round(time.perf_counter() - t, 2))
+    except nncf.ValidationError as exc:  # e.g. an ignored_scope entry matches nothing
+        raise ConfigError(f"stages.quantize.ignored_scope (as used by stages.plan): {exc}") from None
+    return out, stats_seconds

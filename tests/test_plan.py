@@ -10,7 +10,8 @@ import helpers
 import pytest
 
 import lcpipe
-from lcpipe.plan import CandidateSpec, candidate_grid, plan_headline, select_plan
+from lcpipe.plan import CandidateSpec, candidate_grid, select_plan
+from lcpipe.render.plan import plan_headline
 
 
 def _row(name: str, p50: float | None, failed: list[str] | None = None) -> dict:

@@ -54,7 +54,7 @@ Serve it (pip install openvino opencv-python-headless numpy):
 def _plan_line(m: dict[str, Any]) -> str:
     if not m.get("plan"):
         return ""
-    from lcpipe.plan import plan_headline
+    from lcpipe.render.plan import plan_headline
 
     return f"Precision plan (plan.json): {plan_headline(m['plan'])}\n"
 

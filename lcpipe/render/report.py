@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lcpipe.plan import plan_headline, plan_rows
 from lcpipe.render.charts import report_chart
 from lcpipe.render.format import num, pct
 from lcpipe.render.html import png_base64, render_template
+from lcpipe.render.plan import plan_headline, plan_rows
 from lcpipe.render.tables import md_table
 
 

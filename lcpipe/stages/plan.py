@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import Field
 
 from lcpipe.errors import ConfigError
@@ -86,7 +85,8 @@ class PlanStage(Stage):
     def run(self, ctx: StageContext, options: PlanOptions, inputs: dict[str, Path]) -> dict[str, Path]:
         from lcpipe.data import load_split
         from lcpipe.deps import require
-        from lcpipe.plan import candidate_grid, select_plan
+        from lcpipe.measure.candidates import check_fidelity, compile_candidates, time_candidates
+        from lcpipe.plan import FIDELITY_GATES, candidate_grid, select_plan
         from lcpipe.sysinfo import cpu_info, default_threads, versions
 
         ov = require("openvino")
@@ -108,12 +108,16 @@ class PlanStage(Stage):
         irs, builds = _build_irs(ctx, options, specs, inputs, quant)
         build_seconds = round(time.perf_counter() - t_build, 2)
 
-        rows, compiled = _compile_all(specs, irs, threads, core)
+        rows, compiled = compile_candidates(specs, irs, threads, core)
         t_time = time.perf_counter()
-        _time_all(rows, compiled, x_eval, options)
+        time_candidates(rows, compiled, x_eval, warmup=options.warmup, rounds=options.rounds,
+                        iterations=options.iterations, show=options.progress)
         time_seconds = round(time.perf_counter() - t_time, 2)
         t_check = time.perf_counter()
-        _check_fidelity(ctx, rows, compiled, x_eval, labels, threads, core, irs, options)
+        gates = {k: v for k, v in ctx.config.gates.model_dump(exclude_none=True).items() if k in FIDELITY_GATES}
+        check_fidelity(rows, compiled, x_eval, labels, gates, threads=threads, core=core, fp32_xml=irs["fp32"],
+                       until_winner=options.fidelity == "until_winner", screen_images=options.screen_images,
+                       show=options.progress)
         check_seconds = round(time.perf_counter() - t_check, 2)
         winner, why = select_plan(rows)
         for r in rows:
@@ -140,21 +144,12 @@ def _read_json(path: Path | None) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- building the IRs
 
-def layer_names(model: Any) -> dict[str, str]:
-    """Node names of the stem conv (first conv) and the classifier (last MatMul/conv) of the graph."""
-    from lcpipe.stages.quantize import QUANTIZABLE_TYPES
-
-    ops = [op for op in model.get_ordered_ops() if op.get_type_name() in QUANTIZABLE_TYPES]
-    if not ops:
-        raise ConfigError("stages.plan: the FP32 IR has no conv or matmul to keep in float")
-    return {"stem": ops[0].get_friendly_name(), "fc": ops[-1].get_friendly_name()}
-
-
 def _build_irs(ctx: StageContext, options: PlanOptions, specs: list[Any], inputs: dict[str, Path],
                quant: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any]]:
     """One IR per distinct ``ir_name``: the FP32 IR, the quantize stage's INT8 IR for the candidate it
     matches, fresh NNCF PTQ for the others (same calibration tensors and dataset)."""
     from lcpipe.deps import require
+    from lcpipe.plan import layer_names, quantize_shared
     from lcpipe.stages.quantize import QuantizeOptions, _nncf_params, _save, count_quantization
 
     ov = require("openvino")
@@ -205,143 +200,10 @@ def _build_irs(ctx: StageContext, options: PlanOptions, specs: list[Any], inputs
     return irs, builds
 
 
-def quantize_shared(model: Any, x: np.ndarray, params: dict[str, dict[str, Any]]
-                    ) -> tuple[dict[str, tuple[Any, float]], float]:
-    """Several ``nncf.quantize`` configurations of one model from ONE calibration statistics pass.
-
-    NNCF's public ``nncf.quantize`` collects statistics per call (running the FP32 model over every
-    calibration image: most of the PTQ time here). Its hyperparameter tuner shares one collection
-    among many PTQ pipelines with ``collect_statistics([containers...])`` and ``run_from_step``; this
-    does the same, then applies what ``nncf.quantize`` does after the pipeline for OpenVINO (weights
-    stored as int8 constants). Returns {name: (model, seconds to apply)}, statistics seconds."""
-    import nncf
-    from nncf.common.factory import build_graph
-    from nncf.openvino.graph.model_utils import remove_friendly_name_duplicates
-    from nncf.quantization.algorithms.pipeline import collect_statistics
-    from nncf.quantization.algorithms.post_training.pipeline import create_ptq_pipeline
-    from openvino._offline_transformations import compress_quantize_weights_transformation
-
-    from lcpipe.stages.quantize import _dataset, quiet_progress
-
-    model = remove_friendly_name_duplicates(model.clone())
-    graph = build_graph(model)
-    dataset = _dataset(x)
-    try:
-        pipelines = {name: create_ptq_pipeline(**p) for name, p in params.items()}
-        with quiet_progress():
-            t = time.perf_counter()
-            containers = [p.get_statistic_points_for_step(0, model, graph) for p in pipelines.values()]
-            stats = collect_statistics(containers, model, graph, dataset)
-            stats_seconds = round(time.perf_counter() - t, 2)
-            out: dict[str, tuple[Any, float]] = {}
-            for name, pipeline in pipelines.items():
-                t = time.perf_counter()
-                q = pipeline.run_from_step(model, dataset, graph, 0, {0: stats})
-                compress_quantize_weights_transformation(q)
-                out[name] = (q, round(time.perf_counter() - t, 2))
-    except nncf.ValidationError as exc:  # e.g. an ignored_scope entry matches nothing
-        raise ConfigError(f"stages.quantize.ignored_scope (as used by stages.plan): {exc}") from None
-    return out, stats_seconds
-
-
 def _scope(scope: dict[str, list[str]]) -> Any:
     from lcpipe.stages.quantize import IgnoredScopeOptions
 
     return IgnoredScopeOptions(**scope)
-
-
-# ---------------------------------------------------------------- fidelity + runners
-
-def _compile_all(specs: list[Any], irs: dict[str, Path], threads: int, core: Any
-                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Compile every candidate with the LATENCY hint at its precision; one that cannot compile (e.g.
-    bf16 under an ISA cap) stays in the table with the reason."""
-    from lcpipe.measure.runtime import compiled_precision, ov_config
-
-    models = {name: core.read_model(str(path)) for name, path in irs.items()}
-    rows: list[dict[str, Any]] = []
-    compiled: dict[str, Any] = {}
-    for spec in specs:
-        row: dict[str, Any] = {"name": spec.name, "ir": spec.ir_name, "int8": spec.int8, "preset": spec.preset,
-                               "keep_float": list(spec.keep_float), "precision": spec.precision,
-                               "description": spec.describe(), "p50": None, "p90": None, "fidelity": None,
-                               "gates": None, "failed_gates": None}
-        try:
-            compiled[spec.name] = core.compile_model(models[spec.ir_name], "CPU",
-                                                     ov_config("LATENCY", threads, spec.precision))
-            row["compiled_precision"] = compiled_precision(compiled[spec.name])
-        except RuntimeError as exc:
-            row["error"] = str(exc).strip().splitlines()[0][:200]
-        rows.append(row)
-    return rows, compiled
-
-
-def _time_all(rows: list[dict[str, Any]], compiled: dict[str, Any], x: np.ndarray, options: PlanOptions) -> None:
-    """Every candidate in the same interleaved rounds (lcpipe.measure.timing.measure_latency), batch 1."""
-    from lcpipe.measure.timing import measure_latency, ov_runner
-
-    if not compiled:
-        return
-    stats = measure_latency({n: ov_runner(c, x) for n, c in compiled.items()}, warmup=options.warmup,
-                            rounds=options.rounds, iterations=options.iterations, show=options.progress)
-    for r in rows:
-        if r["name"] in stats:
-            s = stats[r["name"]]
-            r.update(p50=s.p50, p90=s.p90, latency_ms=s.as_dict())
-
-
-def _check_fidelity(ctx: StageContext, rows: list[dict[str, Any]], compiled: dict[str, Any], x: np.ndarray,
-                    labels: np.ndarray | None, threads: int, core: Any, irs: dict[str, Path],
-                    options: PlanOptions) -> None:
-    """The configured fidelity gates against the FP32 IR at f32, fastest candidate first.
-
-    ``until_winner``: each candidate is first screened on the first ``screen_images`` eval images; one
-    that passes the screen is judged on the whole eval set, and the first that passes there wins (the
-    slower ones are listed as not checked). The winner is always judged on every eval image; a
-    screen can only reject a candidate, never pass one. ``all``: every candidate on every image."""
-    from lcpipe.measure.runtime import infer_ov, ov_config
-    from lcpipe.plan import FIDELITY_GATES
-
-    gates = {k: v for k, v in ctx.config.gates.model_dump(exclude_none=True).items() if k in FIDELITY_GATES}
-    ref_compiled = compiled.get("fp32@f32") or core.compile_model(core.read_model(str(irs["fp32"])), "CPU",
-                                                                  ov_config("LATENCY", threads, "f32"))
-    lazy = options.fidelity == "until_winner"
-    n = min(options.screen_images or len(x), len(x)) if lazy else len(x)
-    ref = infer_ov(ref_compiled, x[:n], "plan reference fp32@f32", options.progress)
-
-    def run(name: str, part: slice) -> np.ndarray:
-        return infer_ov(compiled[name], x[part], f"plan {name}", options.progress)
-
-    for r in sorted((r for r in rows if r["p50"] is not None), key=lambda r: (r["p50"], r["name"])):
-        is_ref = r["name"] == "fp32@f32"
-        logits = ref[:n] if is_ref else run(r["name"], slice(0, n))
-        _judge(r, ref[:n], logits, None if labels is None else labels[:n], gates)
-        if r["failed_gates"] or n == len(x):
-            if lazy and not r["failed_gates"]:
-                break
-            continue
-        if len(ref) < len(x):  # the rest of the reference, once, when the first candidate passes a screen
-            ref = np.concatenate([ref, infer_ov(ref_compiled, x[n:], "plan reference fp32@f32", options.progress)])
-        logits = ref if is_ref else np.concatenate([logits, run(r["name"], slice(n, None))])
-        _judge(r, ref, logits, labels, gates)
-        if not r["failed_gates"]:
-            break
-
-
-def _judge(r: dict[str, Any], ref: np.ndarray, logits: np.ndarray, labels: np.ndarray | None,
-           gates: dict[str, Any]) -> None:
-    """Fidelity of one candidate vs the reference and the configured gates, recorded in its row."""
-    from lcpipe.gates import evaluate_gates
-    from lcpipe.measure.accuracy import accuracy, compare_logits
-    from lcpipe.sysinfo import isa_level
-
-    fid = compare_logits(ref, logits, labels)
-    acc = accuracy(logits, labels, 1)
-    ref_top1 = accuracy(ref, labels, 1)["top1"]
-    drop = None if ref_top1 is None else ref_top1 - acc["top1"]
-    results = evaluate_gates(gates, {"cpu": {"isa": isa_level()}, "accuracy": {**fid, "top1_drop": drop, "int8": acc}})
-    r.update(fidelity={**fid, "top1": acc["top1"], "top1_drop": drop}, gates=results, fidelity_images=len(ref),
-             failed_gates=[g["name"] for g in results if not g["passed"]])
 
 
 # ---------------------------------------------------------------- output
