@@ -32,6 +32,8 @@ def write_deploy(dest: Path, fp32_xml: Path, int8_xml: Path, rt: dict[str, Any],
     # the float IRs' input; the image-input IRs carry their own description (rt_info) and it is here too
     write_json(dest / "preprocess.json", {**pre, "image_input_ir": image_input_preprocess(pre)} if pre else pre)
     write_json(dest / "metrics.json", metrics)
+    if metrics.get("plan"):  # the shipped plan and the compile properties it was measured with
+        write_json(dest / "plan.json", metrics["plan"])
     (dest / "README.txt").write_text(deploy_readme(metrics, pre, bool(labels)), encoding="utf-8")
     return dest
 
@@ -49,11 +51,12 @@ labels.txt           class names, one per line
 metrics.json         accuracy, fidelity, latency, gates measured on {m['cpu'].get('model')} ({m['cpu'].get('isa')})
 INT8 top-1 {pct(m['accuracy']['int8']['top1'])} (FP32 {pct(m['accuracy']['fp32']['top1'])}), \
 latency speed-up {num(sp['latency_p50'])}x{_e2e_line(sp)}.
+{_plan_line(m)}
 
 Quick check:  lcpipe predict model_int8_image.xml image.jpg --top-k 5
 Serve it (pip install openvino opencv-python-headless numpy):
 
-{serving_snippet(pre, labels)}
+{serving_snippet(pre, labels, (m.get("plan") or {}).get("runtime_config"))}
 """
 
 
@@ -64,7 +67,15 @@ def _e2e_line(sp: dict[str, Any]) -> str:
             "with Python float preprocessing")
 
 
-def serving_snippet(pre: dict[str, Any], labels: bool) -> str:
+def _plan_line(m: dict[str, Any]) -> str:
+    if not m.get("plan"):
+        return ""
+    from lcpipe.render.plan import plan_headline
+
+    return f"Precision plan (plan.json): {plan_headline(m['plan'])}\n"
+
+
+def serving_snippet(pre: dict[str, Any], labels: bool, compile_config: dict[str, str] | None = None) -> str:
     interp = "cv2.INTER_CUBIC" if pre.get("interpolation") == "bicubic" else "cv2.INTER_LINEAR"
     mode, short, c = pre.get("mode"), pre.get("resize_short", 256), pre.get("crop", 224)
     if mode == "resize":
@@ -82,7 +93,7 @@ def serving_snippet(pre: dict[str, Any], labels: bool) -> str:
     names = 'open("labels.txt", encoding="utf-8").read().splitlines()' if labels else "None"
     return f"""import sys, cv2, numpy as np, openvino as ov
 labels = {names}
-model = ov.Core().compile_model("model_int8_image.xml", "CPU", {{"PERFORMANCE_HINT": "LATENCY"}})
+model = ov.Core().compile_model("model_int8_image.xml", "CPU", {compile_config or {"PERFORMANCE_HINT": "LATENCY"}!r})
 img = cv2.imread(sys.argv[1])  # BGR uint8 HWC: the IR converts colour and normalizes itself
 {resize}
 logits = model(np.ascontiguousarray(img[None]))[0][0]

@@ -8,4 +8,5 @@ accuracy  top-1/top-k, INT8-vs-FP32 fidelity, EvalCounts (sums that merge exactl
 shards    FP32 vs INT8 evaluation in slices, locally or as Ray tasks
 profile   OpenVINO per-layer counters
 routes    Paddle Inference and paddle2onnx routes vs lcpipe's FP32 IR
+candidates  precision-plan candidates (lcpipe.plan): compile, time together, judge against the gates
 """

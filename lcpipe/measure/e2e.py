@@ -24,6 +24,7 @@ import numpy as np
 from lcpipe.deps import require
 
 ROUTES = ("fp32_py", "int8_py", "fp32_image", "int8_image")
+Precision = str | None | dict[str, str | None]  # one float precision for both IRs, or per "fp32" / "int8"
 Prep = Callable[[np.ndarray], np.ndarray]  # decoded BGR uint8 HWC -> the IR's batch-1 input
 
 
@@ -69,8 +70,14 @@ def route_models(fp32: Path, int8: Path) -> dict[str, tuple[Any, str]]:
     return {r: out[r] for r in ROUTES}
 
 
+def precision_of(precision: Precision, tag: str) -> str | None:
+    """The float precision for the "fp32" or "int8" IR: one for both, or per IR (a planned INT8 IR runs
+    at the precision the plan stage chose for it)."""
+    return precision.get(tag) if isinstance(precision, dict) else precision
+
+
 def measure_e2e(fp32: Path, int8: Path, images: Sequence[np.ndarray], pre: Any, threads: int,
-                precision: str | None, *, k: int = 5, warmup: int = 10, rounds: int = 5, iterations: int = 100,
+                precision: Precision, *, k: int = 5, warmup: int = 10, rounds: int = 5, iterations: int = 100,
                 throughput_seconds: float = 1.0, latency: bool = True, throughput: bool = True,
                 default_precision_route: bool = False, show: bool = True) -> dict[str, Any]:
     """Per route: batch-1 latency (ms) and async throughput (images/s) from decoded BGR ``images``.
@@ -85,7 +92,7 @@ def measure_e2e(fp32: Path, int8: Path, images: Sequence[np.ndarray], pre: Any, 
     ov = require("openvino")
     core = ov.Core()
     models = route_models(fp32, int8)
-    precisions = {r: precision for r in models}
+    precisions = {r: precision_of(precision, r.split("_")[0]) for r in models}
     if default_precision_route:
         models["fp32_py_default"], precisions["fp32_py_default"] = models["fp32_py"], None
     preps = {r: (float_prep(pre) if kind == "float" else image_prep(pre)) for r, (_, kind) in models.items()}
@@ -164,7 +171,7 @@ def _run(requests: list[Any], prep: Prep, images: Sequence[np.ndarray], k: int, 
 
 
 def measure_e2e_samples(fp32: Path, int8: Path, samples: Sequence[Any], pre: Any, threads: int,
-                        precision: str | None, **timing: Any) -> dict[str, Any]:
+                        precision: Precision, **timing: Any) -> dict[str, Any]:
     """measure_e2e on dataset samples (decoded here, their rotation applied) plus the decode time of
     their files and the end-to-end speed-ups: what validate and bench both report."""
     out = measure_e2e(fp32, int8, decoded_samples(samples), pre, threads, precision, **timing)
@@ -208,7 +215,7 @@ def decoded_samples(samples: Sequence[Any], n: int | None = None) -> list[np.nda
 
 
 def image_input_logits(fp32: Path, int8: Path, samples: Sequence[Any], pre: Any, threads: int,
-                       precision: str | None) -> dict[str, np.ndarray]:
+                       precision: Precision) -> dict[str, np.ndarray]:
     """Logits of the image-input IRs ("fp32", "int8") on every sample, from uint8 resize/crop."""
     from lcpipe.measure.runtime import ov_config
 
@@ -218,8 +225,8 @@ def image_input_logits(fp32: Path, int8: Path, samples: Sequence[Any], pre: Any,
     prep = image_prep(pre)
     out: dict[str, np.ndarray] = {}
     for tag in ("fp32", "int8"):
-        request = core.compile_model(models[f"{tag}_image"][0], "CPU",
-                                     ov_config("THROUGHPUT", threads, precision)).create_infer_request()
+        config = ov_config("THROUGHPUT", threads, precision_of(precision, tag))
+        request = core.compile_model(models[f"{tag}_image"][0], "CPU", config).create_infer_request()
         rows = []
         for s in samples:  # one image at a time: the eval set need not fit in memory as uint8
             request.infer({0: prep(decoded_samples([s])[0])}, share_inputs=True)

@@ -68,13 +68,14 @@ def measure_latency(runners: dict[str, Runner], *, warmup: int = 20, rounds: int
     return {n: _stats(times[n], per_round[n]) for n in names}
 
 
-def time_irs(irs: dict[str, Path], x: np.ndarray, *, threads: int, precision: str | None,
+def time_irs(irs: dict[str, Path], x: np.ndarray, *, threads: int, precision: str | None | dict[str, str | None],
              default_precision_of: Path | None = None, onnx: Path | None = None, warmup: int = 20, rounds: int = 5,
              iterations: int = 100, show: bool = True) -> dict[str, dict[str, Any]]:
     """Batch-1 latency of IRs compiled with the LATENCY hint, interleaved; optionally also
     ``fp32_default`` (``default_precision_of`` at the plugin's default precision) and ``onnxruntime``
     (``onnx`` in ONNX Runtime). Returns LatencyStats.as_dict() per name."""
-    runners = {n: ov_runner(compile_ir(p, "LATENCY", threads, precision), x) for n, p in irs.items()}
+    prec = precision if isinstance(precision, dict) else dict.fromkeys(irs, precision)  # or one per IR
+    runners = {n: ov_runner(compile_ir(p, "LATENCY", threads, prec[n]), x) for n, p in irs.items()}
     if default_precision_of is not None:
         runners["fp32_default"] = ov_runner(compile_ir(default_precision_of, "LATENCY", threads, None), x)
     if onnx is not None:

@@ -8,6 +8,7 @@ from lcpipe.metrics import model_latency
 from lcpipe.render.charts import report_chart
 from lcpipe.render.format import num, pct
 from lcpipe.render.html import png_base64, render_template
+from lcpipe.render.plan import plan_headline, plan_rows
 from lcpipe.render.tables import md_table
 
 
@@ -58,6 +59,8 @@ def report_tables(m: dict[str, Any]) -> dict[str, list[list[str]]]:
         cols = [k for k in next(iter(acc["groups"].values())) if k != "images"]
         tables["groups"] = [["group", "images", *cols]] + [
             [g, str(r["images"]), *(pct(r[c]) for c in cols)] for g, r in acc["groups"].items()]
+    if m.get("plan"):
+        tables["plan"] = plan_rows(m["plan"])
     routes = {k: r for k, r in (acc.get("routes") or {}).items() if isinstance(r, dict) and "max_abs_diff" in r}
     if routes:
         tables["routes"] = [["route vs lcpipe FP32 IR", "compared on", "max abs diff", "argmax agreement"]] + [
@@ -114,6 +117,7 @@ def headline(m: dict[str, Any]) -> dict[str, str]:
                      f"images, {q.get('quantized_ops')}/{q.get('quantizable_ops')} convs+matmuls INT8, "
                      f"{q.get('fake_quantize_ops')} FakeQuantize, PTQ {q.get('seconds')} s") if q else "n/a",
         "verdict": "PASS" if m["passed"] else "FAIL",
+        **({"plan": plan_headline(m["plan"])} if m.get("plan") else {}),
     }
 
 
@@ -122,10 +126,12 @@ def render_markdown(m: dict[str, Any]) -> str:
     parts = [f"# lcpipe report: {m['pipeline']} - {h['verdict']}", "",
              f"- CPU: {h['cpu']}", f"- threads: {h['threads']}; {h['precision']}", f"- versions: {h['versions']}",
              f"- speed-up: {h['speedup']}", f"- quantization: {h['quantize']}",
-             f"- images: {m['accuracy']['images']}{'' if m['accuracy']['labeled'] else ' (unlabeled)'}", ""]
+             f"- images: {m['accuracy']['images']}{'' if m['accuracy']['labeled'] else ' (unlabeled)'}",
+             *([f"- plan: {h['plan']}"] if h.get("plan") else []), ""]
     titles = {"gates": "Gates", "accuracy": "Accuracy", "fidelity": "INT8 fidelity", "speed": "Speed (batch 1)",
               "groups": "Per-group top-1", "routes": "Other conversion routes",
-              "e2e": "End to end (decoded image -> top-k, batch 1)", "image_input": "Image-input IRs"}
+              "e2e": "End to end (decoded image -> top-k, batch 1)", "image_input": "Image-input IRs",
+              "plan": "Precision plan (candidates measured on this CPU)"}
     for key, rows in report_tables(m).items():
         parts += [f"## {titles[key]}", "", md_table(rows), ""]
     ac = (m.get("quantize") or {}).get("accuracy_control")

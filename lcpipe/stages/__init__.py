@@ -11,6 +11,7 @@ STAGE_MODULES = {
     "export": "export",
     "convert": "convert",
     "quantize": "quantize",
+    "plan": "plan",
     "validate": "validate",
     "report": "report",
     "bench": "bench",

@@ -16,6 +16,7 @@ from typing import Any
 from lcpipe.fileio import write_json
 from lcpipe.gates import evaluate_gates
 from lcpipe.metrics import build_metrics
+from lcpipe.plan import plan_metrics
 from lcpipe.stages.base import Stage, StageContext, StageOptions, register
 
 
@@ -29,7 +30,7 @@ class ReportStage(Stage):
     name = "report"
     Options = ReportOptions
     consumes = ("validation", "ir_fp32", "ir_int8")
-    optional_consumes = ("quantize_report", "model_info")
+    optional_consumes = ("quantize_report", "model_info", "plan_report")
     produces = ("metrics", "report_md", "report_html", "deploy")
     uses_config = ("gates",)
     publish = ("metrics.json", "report.md", "report.html", "deploy")
@@ -44,6 +45,8 @@ class ReportStage(Stage):
         info = _read(inputs.get("model_info"))
         rt = _ir_info(inputs["ir_int8"])
         metrics = build_metrics(ctx.config.name, validation, quant, info)
+        if "plan_report" in inputs:
+            metrics["plan"] = plan_metrics(_read(inputs["plan_report"]))
         metrics["gates"] = evaluate_gates(ctx.config.gates.model_dump(exclude_none=True), metrics)
         metrics["passed"] = all(g["passed"] for g in metrics["gates"])
         out = {"metrics": ctx.workdir / "metrics.json", "report_md": ctx.workdir / "report.md"}

@@ -85,6 +85,7 @@ class ValidateStage(Stage):
 
     def run(self, ctx: StageContext, options: ValidateOptions, inputs: dict[str, Path]) -> dict[str, Path]:
         from lcpipe.data import load_split
+        from lcpipe.plan import planned_precision
         from lcpipe.sysinfo import cpu_info, default_threads, versions
 
         t0 = time.perf_counter()
@@ -94,7 +95,9 @@ class ValidateStage(Stage):
         if "ir_int8_ptq" in inputs:
             models["int8_ptq"] = inputs["ir_int8_ptq"]
         precision = None if options.inference_precision == "default" else options.inference_precision
-        compiled = {n: compile_ir(p, "THROUGHPUT", threads, precision) for n, p in models.items()}
+        # an IR the plan stage chose runs (and is judged) at the float precision it was chosen with
+        precisions = {n: planned_precision(p) or precision for n, p in models.items()}
+        compiled = {n: compile_ir(p, "THROUGHPUT", threads, precisions[n]) for n, p in models.items()}
         default = compile_ir(models["fp32"], "THROUGHPUT", threads, None)  # the plugin's own float precision
         default_precision = compiled_precision(default)
         with_default = options.compare_default_precision and precision is not None and default_precision != precision
@@ -121,7 +124,7 @@ class ValidateStage(Stage):
             result["sizes_bytes"]["onnx"] = Path(inputs["onnx"]).stat().st_size
         result["static_batch"] = {n: static_batch(c) is not None for n, c in compiled.items()}
         if options.latency:
-            result["latency_ms"] = time_irs(models, ev.x, threads=threads, precision=precision,
+            result["latency_ms"] = time_irs(models, ev.x, threads=threads, precision=precisions,
                                             default_precision_of=models["fp32"] if with_default else None,
                                             onnx=onnx, warmup=options.warmup, rounds=options.rounds,
                                             iterations=options.iterations, show=options.progress)
@@ -130,9 +133,9 @@ class ValidateStage(Stage):
                 {**compiled, **({"fp32_default": default} if with_default else {})}, ev.x,
                 seconds=options.throughput_seconds, rounds=options.rounds, show=options.progress)
         if options.image_input:
-            result["image_input"] = _image_input(inputs, ev, logits, ctx.config.preprocess, threads, precision)
+            result["image_input"] = _image_input(inputs, ev, logits, ctx.config.preprocess, threads, precisions)
         if options.e2e and (options.latency or options.throughput):
-            result["e2e"] = _e2e(inputs, ev, ctx.config.preprocess, threads, precision, options, result["top_k"])
+            result["e2e"] = _e2e(inputs, ev, ctx.config.preprocess, threads, precisions, options, result["top_k"])
         result.update(cpu=cpu_info(), versions=versions(), seconds=round(time.perf_counter() - t0, 2))
         _log_summary(ctx, result)
         write_json(ctx.workdir / "validation.json", result)
@@ -142,7 +145,7 @@ class ValidateStage(Stage):
 # ---------------------------------------------------------------- image-input IRs, end to end
 
 def _image_input(inputs: dict[str, Path], ev: Any, logits: dict[str, np.ndarray], pre: Any, threads: int,
-                 precision: str | None) -> dict[str, Any]:
+                 precision: dict[str, str | None]) -> dict[str, Any]:
     from lcpipe.measure.e2e import compare_image_input, image_input_logits
 
     got = image_input_logits(inputs["ir_fp32"], inputs["ir_int8"], ev.samples, pre, threads, precision)
@@ -152,7 +155,7 @@ def _image_input(inputs: dict[str, Path], ev: Any, logits: dict[str, np.ndarray]
     return out
 
 
-def _e2e(inputs: dict[str, Path], ev: Any, pre: Any, threads: int, precision: str | None,
+def _e2e(inputs: dict[str, Path], ev: Any, pre: Any, threads: int, precision: dict[str, str | None],
          options: ValidateOptions, k: int) -> dict[str, Any]:
     from lcpipe.measure.e2e import measure_e2e_samples
 

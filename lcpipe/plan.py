@@ -1,0 +1,211 @@
+"""Precision plans: the deployable variants of one model, and the rule that picks the one to ship.
+
+A plan is an IR plus the float precision the CPU plugin runs its non-INT8 ops in
+(``INFERENCE_PRECISION_HINT``). Which plan is fastest depends on the CPU: on AMX the plugin's
+bf16 makes an "FP32" IR fast and INT8 gains little for small V1 models; the mixed preset runs on
+slower AMX kernels than the performance preset; a 3-channel stem conv is slower in INT8 than in
+f32 (docs/benchmarks.md). So lcpipe measures the plans on the deploy CPU instead of guessing.
+
+This module holds the candidate grid, the selection rule (pure), the rt_info record and the
+shared-statistics NNCF quantization of the INT8 candidates; lcpipe/measure/candidates.py times and
+judges them; lcpipe/stages/plan.py is the stage; lcpipe/render/plan.py renders the table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lcpipe.errors import ConfigError
+
+# Gates that judge the deployed model's outputs against FP32 (or its accuracy). Speed gates
+# (min_latency_speedup, ...) are not fidelity: the plan search is about speed already.
+FIDELITY_GATES = ("max_top1_drop", "max_top1_flips", "min_agreement", "min_cosine", "max_rel_logit_error",
+                  "min_int8_top1")
+KEEP_FLOAT_LAYERS = ("stem", "fc")
+PLAN_RT_KEY = "plan"  # rt_info/lcpipe/plan: JSON with the plan's name and runtime config
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """One plan. ``preset`` None: the FP32 IR itself (a non-INT8 plan)."""
+
+    preset: str | None
+    keep_float: tuple[str, ...]
+    precision: str  # INFERENCE_PRECISION_HINT for the float ops: f32 | bf16
+
+    @property
+    def int8(self) -> bool:
+        return self.preset is not None
+
+    @property
+    def ir_name(self) -> str:
+        """Name of the IR this plan runs (plans that differ only in precision share it)."""
+        if self.preset is None:
+            return "fp32"
+        return "_".join(["int8", self.preset, *(f"{k}_float" for k in self.keep_float)])
+
+    @property
+    def name(self) -> str:
+        return f"{self.ir_name}@{self.precision}"
+
+    def describe(self) -> str:
+        if self.preset is None:
+            return f"FP32 IR, float ops in {self.precision} (no INT8)"
+        kept = f", {' + '.join(self.keep_float)} kept in float" if self.keep_float else ""
+        return f"INT8 ({self.preset} preset{kept}), float ops in {self.precision}"
+
+
+def candidate_grid(presets: list[str], keep_float: list[list[str]], precisions: list[str],
+                   with_fp32: bool) -> list[CandidateSpec]:
+    """Every INT8 (preset x layers kept in float) IR at every precision, then the FP32 IR at every
+    precision; duplicates (e.g. [stem, fc] and [fc, stem]) collapse."""
+    out: list[CandidateSpec] = []
+    seen: set[str] = set()
+    combos = [(p, tuple(k for k in KEEP_FLOAT_LAYERS if k in kf)) for p in presets for kf in keep_float]
+    if with_fp32:
+        combos.append((None, ()))
+    for preset, kept in combos:
+        for prec in precisions:
+            spec = CandidateSpec(preset, kept, prec)
+            if spec.name not in seen:
+                seen.add(spec.name)
+                out.append(spec)
+    return out
+
+
+def select_plan(rows: list[dict[str, Any]]) -> tuple[str | None, dict[str, str]]:
+    """The fastest candidate (lowest batch-1 p50) that ran and passed every fidelity gate.
+
+    ``rows``: ``{"name", "p50" (ms, None if it could not run), "failed_gates": [names], or None when its
+    fidelity was not checked}``. Returns (winner name or None, {name: why it won or lost}). Pure: the
+    unit tests feed it figures."""
+    passing = [r for r in rows if r.get("p50") is not None and r.get("failed_gates") == []]
+    winner = min(passing, key=lambda r: (r["p50"], r["name"])) if passing else None
+    why: dict[str, str] = {}
+    for r in rows:
+        if r.get("p50") is None:
+            why[r["name"]] = f"could not run: {r.get('error') or 'not measured'}"
+        elif r.get("failed_gates") is None:
+            why[r["name"]] = "fidelity not checked" + (
+                f": {_slower(r, winner)}, so it could not win" if winner is not None else "")
+        elif r["failed_gates"]:
+            why[r["name"]] = "failed gate(s): " + ", ".join(r["failed_gates"])
+        elif r is winner:
+            runner_up = min((p["p50"] for p in passing if p is not r), default=None)
+            why[r["name"]] = "fastest candidate that passes every fidelity gate" + (
+                f" ({100 * (runner_up / r['p50'] - 1):.1f}% ahead of the next passing one)" if runner_up else "")
+        else:
+            why[r["name"]] = f"passes, but {_slower(r, winner)}"
+    return (winner["name"] if winner else None), why
+
+
+def _slower(r: dict[str, Any], winner: dict[str, Any] | None) -> str:
+    assert winner is not None
+    return f"{100 * (r['p50'] / winner['p50'] - 1):.1f}% slower than {winner['name']}"
+
+
+def runtime_config(precision: str) -> dict[str, str]:
+    """Compile properties a server must pass for the plan it was measured with: the plugin's own
+    default precision differs by CPU (bf16 on AMX and avx512_bf16 CPUs), so it is always explicit."""
+    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+
+
+def plan_record(spec: CandidateSpec, why: str) -> dict[str, Any]:
+    """What rt_info, plan.json and the deploy bundle record about the shipped plan."""
+    return {"name": spec.name, "int8": spec.int8, "preset": spec.preset, "keep_float": list(spec.keep_float),
+            "inference_precision": spec.precision, "runtime_config": runtime_config(spec.precision),
+            "description": spec.describe(), "why": why}
+
+
+def planned_precision(xml: str | Path) -> str | None:
+    """The float precision the plan stage chose for this IR, from its rt_info (None: no plan recorded)."""
+    from lcpipe.deps import require
+    from lcpipe.stages.convert import RT_SECTION
+
+    ov = require("openvino")
+    model = ov.Core().read_model(str(xml))
+    if not model.has_rt_info([RT_SECTION, PLAN_RT_KEY]):
+        return None
+    try:
+        return json.loads(model.get_rt_info([RT_SECTION, PLAN_RT_KEY]).astype(str)).get("inference_precision")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
+# ---------------------------------------------------------------- metrics.json + report
+
+def plan_metrics(plan: dict[str, Any]) -> dict[str, Any] | None:
+    """plan.json -> the ``plan`` section of metrics.json (keys documented in the README)."""
+    if not plan:
+        return None
+    chosen = plan["chosen"]
+    rows = []
+    for r in plan["candidates"]:
+        fid = r.get("fidelity") or {}
+        rows.append({"name": r["name"], "int8": r["int8"], "precision": r["precision"], "p50": r["p50"],
+                     "p90": r["p90"], "passed": r["p50"] is not None and r["failed_gates"] == [],
+                     "failed_gates": r["failed_gates"], "chosen": r["chosen"], "why": r["why"],
+                     **{k: fid.get(k) for k in ("top1", "top1_drop", "agreement", "cosine", "rel_logit_error")},
+                     "flips_lost": (fid.get("flips") or {}).get("lost"), "fidelity_images": r.get("fidelity_images")})
+    return {"chosen": chosen["name"], "int8": chosen["int8"], "description": chosen["description"],
+            "inference_precision": chosen["inference_precision"], "runtime_config": chosen["runtime_config"],
+            "why": chosen["why"], "speedup_vs_fp32_f32": plan.get("speedup_vs_fp32_f32"),
+            "search_seconds": plan["seconds"]["total"], "eval_images": plan["eval_images"],
+            "gates_checked": plan["gates_checked"], "candidates": rows}
+
+
+# ---------------------------------------------------------------- NNCF: the INT8 candidates
+
+def layer_names(model: Any) -> dict[str, str]:
+    """Node names of the stem conv (first conv) and the classifier (last MatMul/conv) of the graph."""
+    from lcpipe.stages.quantize import QUANTIZABLE_TYPES
+
+    ops = [op for op in model.get_ordered_ops() if op.get_type_name() in QUANTIZABLE_TYPES]
+    if not ops:
+        raise ConfigError("stages.plan: the FP32 IR has no conv or matmul to keep in float")
+    return {"stem": ops[0].get_friendly_name(), "fc": ops[-1].get_friendly_name()}
+
+
+def quantize_shared(model: Any, x: np.ndarray, params: dict[str, dict[str, Any]]
+                    ) -> tuple[dict[str, tuple[Any, float]], float]:
+    """Several ``nncf.quantize`` configurations of one model from ONE calibration statistics pass.
+
+    NNCF's public ``nncf.quantize`` collects statistics per call (running the FP32 model over every
+    calibration image: most of the PTQ time here). Its hyperparameter tuner shares one collection
+    among many PTQ pipelines with ``collect_statistics([containers...])`` and ``run_from_step``; this
+    does the same, then applies what ``nncf.quantize`` does after the pipeline for OpenVINO (weights
+    stored as int8 constants). Returns {name: (model, seconds to apply)}, statistics seconds."""
+    import nncf
+    from nncf.common.factory import build_graph
+    from nncf.openvino.graph.model_utils import remove_friendly_name_duplicates
+    from nncf.quantization.algorithms.pipeline import collect_statistics
+    from nncf.quantization.algorithms.post_training.pipeline import create_ptq_pipeline
+    from openvino._offline_transformations import compress_quantize_weights_transformation
+
+    from lcpipe.stages.quantize import _dataset, quiet_progress
+
+    model = remove_friendly_name_duplicates(model.clone())
+    graph = build_graph(model)
+    dataset = _dataset(x)
+    try:
+        pipelines = {name: create_ptq_pipeline(**p) for name, p in params.items()}
+        with quiet_progress():
+            t = time.perf_counter()
+            containers = [p.get_statistic_points_for_step(0, model, graph) for p in pipelines.values()]
+            stats = collect_statistics(containers, model, graph, dataset)
+            stats_seconds = round(time.perf_counter() - t, 2)
+            out: dict[str, tuple[Any, float]] = {}
+            for name, pipeline in pipelines.items():
+                t = time.perf_counter()
+                q = pipeline.run_from_step(model, dataset, graph, 0, {0: stats})
+                compress_quantize_weights_transformation(q)
+                out[name] = (q, round(time.perf_counter() - t, 2))
+    except nncf.ValidationError as exc:  # e.g. an ignored_scope entry matches nothing
+        raise ConfigError(f"stages.quantize.ignored_scope (as used by stages.plan): {exc}") from None
+    return out, stats_seconds

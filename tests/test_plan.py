@@ -1,0 +1,142 @@
+"""Precision plan chosen by measurement: the selection rule on given figures, and the plan stage on
+the real text-line model (NNCF, OpenVINO, real images; no mocks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import helpers
+import pytest
+
+import lcpipe
+from lcpipe.plan import CandidateSpec, candidate_grid, select_plan
+from lcpipe.render.plan import plan_headline
+
+
+def _row(name: str, p50: float | None, failed: list[str] | None = None) -> dict:
+    return {"name": name, "p50": p50, "failed_gates": failed or []}
+
+
+def test_selection_fastest_passing_wins() -> None:
+    rows = [_row("int8_performance@f32", 0.80, ["min_cosine"]),  # fastest, but fails a gate
+            _row("int8_mixed@f32", 1.00),
+            _row("int8_performance_stem_float@f32", 0.90),
+            _row("fp32@bf16", None),  # could not run
+            _row("fp32@f32", 1.70)]
+    rows[3]["error"] = "bf16 not supported"
+    winner, why = select_plan(rows)
+    assert winner == "int8_performance_stem_float@f32"
+    assert why["int8_performance@f32"] == "failed gate(s): min_cosine"
+    assert why["fp32@bf16"] == "could not run: bf16 not supported"
+    assert why["int8_mixed@f32"].startswith("passes, but 11.1% slower than int8_performance_stem_float@f32")
+    assert why[winner].startswith("fastest candidate that passes") and "11.1% ahead" in why[winner]
+
+
+def test_selection_non_int8_and_no_winner() -> None:
+    winner, why = select_plan([_row("int8_mixed@f32", 0.9, ["max_top1_drop", "min_agreement"]),
+                               _row("fp32@bf16", 1.1, ["max_rel_logit_error"]), _row("fp32@f32", 1.6)])
+    assert winner == "fp32@f32"
+    assert why["int8_mixed@f32"] == "failed gate(s): max_top1_drop, min_agreement"
+    assert select_plan([_row("a", 1.0, ["min_cosine"]), _row("b", None)])[0] is None
+    # exact ties on p50 resolve by name, so the choice never depends on dict order
+    unchecked = {"name": "fp32@bf16", "p50": 1.3, "failed_gates": None}  # fidelity: until_winner stopped before it
+    winner, why = select_plan([_row("int8_mixed@f32", 1.0), unchecked])
+    assert winner == "int8_mixed@f32" and why["fp32@bf16"] == (
+        "fidelity not checked: 30.0% slower than int8_mixed@f32, so it could not win")
+    assert select_plan([_row("b", 1.0), _row("a", 1.0)])[0] == "a"
+
+
+def test_candidate_grid_names_and_dedup() -> None:
+    grid = candidate_grid(["performance", "mixed"], [[], ["stem"], ["fc", "stem"], ["stem", "fc"]],
+                          ["f32", "bf16"], with_fp32=True)
+    names = [c.name for c in grid]
+    assert len(names) == len(set(names)) == 2 * 3 * 2 + 2
+    assert "int8_performance_stem_float_fc_float@bf16" in names and names[-2:] == ["fp32@f32", "fp32@bf16"]
+    assert CandidateSpec(None, (), "bf16").describe() == "FP32 IR, float ops in bf16 (no INT8)"
+    p = {"chosen": "fp32@f32", "int8": False, "description": "FP32 IR, float ops in f32 (no INT8)",
+         "inference_precision": "f32"}
+    assert plan_headline(p).startswith("A non-INT8 plan won")
+
+
+def _plan_yaml(tmp_path: Path, plan: str, gates: str) -> Path:
+    yaml = helpers.textline_yaml(tmp_path / "tl.yaml", f"- plan: {plan}\n"
+                                 "- validate: {rounds: 2, iterations: 10, throughput: false}\n- report: {}")
+    yaml.write_text(yaml.read_text() + gates)
+    return yaml
+
+
+def _bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@pytest.mark.slow
+def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Path) -> None:
+    pytest.importorskip("nncf")
+    import openvino as ov
+
+    from lcpipe.stages.quantize import count_quantization
+
+    yaml = _plan_yaml(tmp_path, "{rounds: 4, iterations: 10, fidelity: all}",
+                      "gates: {max_top1_drop: 0.05, min_agreement: 0.9}\n")
+    result = lcpipe.run_pipeline(yaml, out=tmp_path / "run")
+    plan = json.loads((tmp_path / "run" / "plan" / "plan.json").read_text())
+    precisions = 2 if _bf16() else 1
+    expected = {c.name for c in candidate_grid(["performance", "mixed"], [[], ["stem"], ["fc"], ["stem", "fc"]],
+                                               ["f32", "bf16"][:precisions], with_fp32=True)}
+    rows = plan["candidates"]
+    assert {r["name"] for r in rows} == expected and len(rows) == 9 * precisions
+    assert plan["gates_checked"] == ["max_top1_drop", "min_agreement"]
+    for r in rows:  # every candidate was timed and judged on the whole eval set
+        assert r["p50"] is not None and r["p90"] >= r["p50"] and r["fidelity"]["agreement"] is not None
+        assert [g["name"] for g in r["gates"]] == ["max_top1_drop", "min_agreement"]
+        assert r["failed_gates"] == [g["name"] for g in r["gates"] if not g["passed"]]
+    passing = [r for r in rows if not r["failed_gates"]]
+    winner = [r for r in rows if r["chosen"]]
+    assert len(winner) == 1 and not winner[0]["failed_gates"]
+    assert winner[0]["p50"] == min(r["p50"] for r in passing)  # fastest passing, by the recorded figures
+    assert plan["winner_vs_best_passing"] == 1.0 and plan["chosen"]["name"] == winner[0]["name"]
+
+    # the deploy bundle serves the winner: its plan in rt_info, its graph (FakeQuantize count), its config
+    deployed = tmp_path / "run" / "deploy" / "model_int8.xml"
+    model = ov.Core().read_model(str(deployed))
+    record = json.loads(model.get_rt_info(["lcpipe", "plan"]).astype(str))
+    assert record["name"] == winner[0]["name"]
+    assert record["runtime_config"]["INFERENCE_PRECISION_HINT"] == winner[0]["precision"]
+    counts = count_quantization(model)
+    if winner[0]["int8"]:
+        assert counts["fake_quantize"] == plan["irs"][winner[0]["ir"]]["fake_quantize"] > 0
+    else:
+        assert counts["fake_quantize"] == 0
+    bundle_plan = json.loads((tmp_path / "run" / "deploy" / "plan.json").read_text())
+    assert bundle_plan["chosen"] == winner[0]["name"] == result.metrics["plan"]["chosen"]
+    assert len(result.metrics["plan"]["candidates"]) == len(rows)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert all(r["name"] in report for r in rows) and "Precision plan" in report
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert all(r["name"] in html for r in rows)
+    # validate timed and judged the shipped plan at its own precision
+    validation = json.loads((tmp_path / "run" / "validate" / "validation.json").read_text())
+    assert validation["inference_precision"]["int8"] == winner[0]["precision"]
+
+
+@pytest.mark.slow
+def test_plan_ships_fp32_when_no_int8_candidate_passes_and_says_so(tmp_path: Path) -> None:
+    """max_rel_logit_error 0: only the FP32 IR at f32 (the reference itself) can pass."""
+    pytest.importorskip("nncf")
+    yaml = _plan_yaml(tmp_path, "{presets: [performance], keep_float: [[], [stem]], rounds: 2, iterations: 10, "
+                      "screen_images: 20}", "gates: {max_rel_logit_error: 0.0}\n")
+    result = lcpipe.run_pipeline(yaml, out=tmp_path / "run")
+    plan = result.metrics["plan"]
+    assert plan["chosen"] == "fp32@f32" and plan["int8"] is False
+    assert all(r["failed_gates"] in (["max_rel_logit_error"], None) for r in plan["candidates"] if not r["chosen"])
+    images = plan["eval_images"]
+    for r in plan["candidates"]:  # the screen (20 images) only rejects; the winner is judged on every image
+        assert r["fidelity_images"] in ((images,) if r["chosen"] else (20, None))
+    for r in plan["candidates"]:  # until_winner: only candidates slower than the winner go unchecked
+        assert r["failed_gates"] is not None or r["p50"] >= next(c["p50"] for c in plan["candidates"] if c["chosen"])
+    assert "A non-INT8 plan won" in (tmp_path / "run" / "report.md").read_text()
+    assert "A non-INT8 plan won" in (tmp_path / "run" / "deploy" / "README.txt").read_text()
+    assert result.metrics["accuracy"]["max_abs_logit_diff"] == 0.0  # validate compared the FP32 IR with itself
