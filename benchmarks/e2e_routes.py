@@ -22,23 +22,29 @@ REPO = Path(__file__).resolve().parents[1]
 ROUTE_ORDER = ("fp32_py_default", "fp32_py", "int8_py", "fp32_image", "int8_image")
 
 
-def _v2_weights(root: Path) -> Path:
+def _random_weights(root: Path, arch: str) -> Path:
     from benchmarks.matrix import synthetic_tensors, write_pdparams
     from lcpipe.models.spec import ModelSpec
 
-    path = root / "PPLCNetV2_base_random.pdparams"
+    path = root / f"{arch}_random.pdparams"
     if not path.is_file():
-        write_pdparams(path, synthetic_tensors(ModelSpec(arch="PPLCNetV2_base")))
+        write_pdparams(path, synthetic_tensors(ModelSpec(arch=arch)))
     return path
 
 
-def models(root: Path) -> dict[str, tuple[Path, list[str]]]:
-    return {
-        "textline (real, 80x160)": (REPO / "pipelines" / "textline_ori_int8.yaml", []),
-        "V2 base (random weights, 224)": (REPO / "pipelines" / "v2_int8.yaml", [
-            "model.source.url=null", f"model.source.path={_v2_weights(root)}", "data.calib.count=64",
-            "data.eval.count=64", "stages.quantize.subset_size=64"]),
+def _imagenet(root: Path, yaml: str, arch: str) -> tuple[Path, list[str]]:
+    return REPO / "pipelines" / yaml, [
+        "model.source.url=null", f"model.source.path={_random_weights(root, arch)}", "data.calib.count=64",
+        "data.eval.count=64", "stages.quantize.subset_size=64"]
+
+
+def models(root: Path, keys: list[str]) -> dict[str, tuple[Path, list[str]]]:
+    table = {
+        "textline": lambda: ("textline (real, 80x160)", (REPO / "pipelines" / "textline_ori_int8.yaml", [])),
+        "v1_x1_0": lambda: ("V1 x1.0 (random weights, 224)", _imagenet(root, "v1_int8.yaml", "PPLCNet_x1_0")),
+        "v2_base": lambda: ("V2 base (random weights, 224)", _imagenet(root, "v2_int8.yaml", "PPLCNetV2_base")),
     }
+    return dict(table[k]() for k in keys)
 
 
 def measure(yaml: Path, overrides: list[str], out: Path, threads: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -88,13 +94,14 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=1.5, help="throughput: per route per round")
     ap.add_argument("--images", type=int, default=64, help="eval images cycled through")
+    ap.add_argument("--models", nargs="+", default=["textline", "v2_base"], choices=["textline", "v1_x1_0", "v2_base"])
     args = ap.parse_args()
     from lcpipe.sysinfo import cpu_info, versions
 
     args.out.mkdir(parents=True, exist_ok=True)
     load_before = [round(v, 2) for v in os.getloadavg()]
     results: dict[str, Any] = {}
-    for i, (name, (yaml, overrides)) in enumerate(models(args.out).items()):
+    for i, (name, (yaml, overrides)) in enumerate(models(args.out, args.models).items()):
         results[name] = measure(yaml, overrides, args.out / f"model{i}", args.threads, args)
     default_precision = next(iter(results.values()))["default_precision"]
     meta = {"cpu": cpu_info(), "threads": args.threads, "rounds": args.rounds, "iterations": args.iterations,
