@@ -125,15 +125,14 @@ class _RaySweep:
                 log.info("CPU kinds: %s", ", ".join(f"{k} ({len(v)} node(s))" for k, v in self.kinds.items()))
             digest, ref = on_ray.ship(ray, data, self.opts["storage"]) if tasks else (None, None)
             # retries: Ray reruns a point whose worker or node died (not one that raised: those are rows)
-            remote = ray.remote(max_retries=self.sweep.spec.retries, retry_exceptions=False)(on_ray.run_shipped)
+            self._remote = ray.remote(max_retries=self.sweep.spec.retries, retry_exceptions=False)(on_ray.run_shipped)
+            self._inputs_ref = ref
             for task in tasks:
                 point = self.points[task.id]
                 task.cpus = node_cpus if point.measures_latency else min(self.sweep.spec.cpus_per_point, node_cpus)
                 task.inputs_sha256 = digest
                 self.tasks.append(task)
-                r = remote.options(num_cpus=task.cpus, scheduling_strategy="SPREAD",
-                                   name=f"lcpipe-sweep-{task.id}").remote(task, ref, self._key(task.id))
-                self.pending[r] = ("point", task)
+                self._submit(task)
             total = len(rows) + len(tasks)
             for row in rows:
                 _logged(row, rows.index(row), total)
@@ -142,7 +141,9 @@ class _RaySweep:
                 ready, _ = ray.wait(list(self.pending), num_returns=1)
                 what = self.pending.pop(ready[0])
                 if what[0] == "point":
-                    rows.append(_logged(self._point_done(ready[0], what[1]), len(rows), total))
+                    row = self._point_done(ready[0], what[1])
+                    if row is not None:  # None: submitted again
+                        rows.append(_logged(row, len(rows), total))
                 else:
                     self._retime_done(ready[0], *what[1:])
             executor = {"kind": "ray", "address": address or "local", "node_cpus": node_cpus,
@@ -158,12 +159,24 @@ class _RaySweep:
     def _key(self, point: str) -> str:
         return f"{on_ray._KV_PREFIX}/{self.token}/{point}"
 
-    def _point_done(self, ref: Any, task: PointTask) -> dict[str, Any]:
+    def _submit(self, task: PointTask) -> None:
+        r = self._remote.options(num_cpus=task.cpus, scheduling_strategy="SPREAD",
+                                 name=f"lcpipe-sweep-{task.id}").remote(task, self._inputs_ref, self._key(task.id))
+        self.pending[r] = ("point", task)
+
+    def _point_done(self, ref: Any, task: PointTask) -> dict[str, Any] | None:
         home = self.sweep.out / "points" / task.id
         tried = on_ray.attempts(self._key(task.id))
         try:
             row = self.ray.get(ref)
         except Exception as exc:  # every attempt's worker or node died: name the node(s), go on
+            # Ray retries a task whose node died, but not a finished one whose returned row was lost
+            # with that node (OwnerDiedError / ObjectLostError): submit it again, within the same bound.
+            if isinstance(exc, self.ray.exceptions.ObjectLostError) and len(tried) <= self.sweep.spec.retries:
+                log.warning("point %s: its result was lost with its node (%s); running it again", task.id,
+                            type(exc).__name__)
+                self._submit(task)
+                return None
             return on_ray.crashed_row(task, exc, tried, home)
         if len(tried) > 1:
             row["attempts"] = tried  # retried after a node or worker died
