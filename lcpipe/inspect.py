@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +34,7 @@ def inspect_path(path: Path, fmt: str = "auto", arch: str = "auto",
 
         from lcpipe.importers.paddle_inference import import_paddle_inference
 
-        with tempfile.TemporaryDirectory() as tmp, _native_stdout_to_stderr():
+        with tempfile.TemporaryDirectory() as tmp:
             model, _, meta = import_paddle_inference(path, arch=arch, work_dir=Path(tmp))
         if model is None:
             return {"path": str(path), "format": fmt, "pp_lcnet": False, "note": meta.get("adopted_reason", "")}
@@ -80,21 +76,6 @@ def declared_input_hw(meta: dict[str, Any]) -> tuple[tuple[int, int], str] | Non
     if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:]):
         return (int(shape[2]), int(shape[3])), "model input shape"
     return None
-
-
-@contextlib.contextmanager
-def _native_stdout_to_stderr() -> Iterator[None]:
-    """paddle2onnx's C++ side prints progress on file descriptor 1; keep stdout for the report
-    (``--json`` must parse)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _inspect_onnx(path: Path) -> dict[str, Any]:

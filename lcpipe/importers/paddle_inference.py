@@ -15,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,7 +163,7 @@ def paddle_to_onnx(files: InferenceFiles, out_path: Path, *, opset: int = 17) ->
     try:
         # paddle2onnx logs exceptions and carries on; the missing result shows up as an
         # UnboundLocalError, so its own log is captured for the message.
-        with contextlib.redirect_stdout(log):
+        with contextlib.redirect_stdout(log), _native_stdout_to_stderr():
             data = p2o.export(str(files.model), str(files.params), None, opset_version=opset,
                               enable_onnx_checker=True, optimize_tool="None")
     except Exception as exc:
@@ -172,6 +175,21 @@ def paddle_to_onnx(files: InferenceFiles, out_path: Path, *, opset: int = 17) ->
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(data)
     return out_path
+
+
+@contextlib.contextmanager
+def _native_stdout_to_stderr() -> Iterator[None]:
+    """paddle2onnx's C++ side prints progress on file descriptor 1; stdout belongs to lcpipe's own
+    report (`lcpipe run` summary, `lcpipe inspect --json` must parse)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _check_program_file(model: Path) -> None:
