@@ -354,3 +354,95 @@ def test_stage_cache_backed_by_storage_spares_a_second_node_the_work(tmp_path: P
     assert rows[1]["computed_stages"] == [] and rows[1]["cached_stages"] == rows[0]["computed_stages"]
     assert len(list((tmp_path / "shared" / "cache" / "stages").glob("*.zip"))) == 5
     assert len(list((tmp_path / "b" / "stages").iterdir())) == 5 and rows[1]["size_int8"] == rows[0]["size_int8"]
+
+
+# ------------------------------------------------------------------ the shipped INT8 IR (plan stage)
+
+
+def _tiny_ir(xml: Path, plan_precision: str | None = None) -> Path:
+    """A one-op IR; with ``plan_precision`` it carries the plan stage's rt_info record."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from lcpipe.plan import PLAN_RT_KEY
+    from lcpipe.stages.convert import RT_SECTION
+
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="x")
+    model = ov.Model([ops.relu(x)], [x], "tiny")
+    if plan_precision:
+        model.set_rt_info(json.dumps({"name": f"int8_mixed@{plan_precision}", "inference_precision": plan_precision}),
+                          [RT_SECTION, PLAN_RT_KEY])
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(xml))
+    return xml
+
+
+def _planned_run_dir(root: Path) -> Path:
+    """A run dir whose manifest has quantize then plan producing ir_int8 (plan's IR planned at bf16)."""
+    _tiny_ir(root / "convert" / "model.xml")
+    _tiny_ir(root / "quantize" / "model.xml")
+    _tiny_ir(root / "plan" / "model.xml", "bf16")
+    (root / "plan" / "model.bin").write_bytes((root / "plan" / "model.bin").read_bytes() + b"\0" * 1000)
+    stages = [{"name": "convert", "outputs": {"ir_fp32": {"path": "model.xml"}}},
+              {"name": "quantize", "outputs": {"ir_int8": {"path": "model.xml"},
+                                               "quantize_report": {"path": "quantize.json"}}},
+              {"name": "plan", "outputs": {"ir_int8": {"path": "model.xml"}, "plan_report": {"path": "plan.json"}}}]
+    (root / "manifest.json").write_text(json.dumps({"stages": stages, "finished": True}))
+    return root
+
+
+def test_retime_takes_the_shipped_int8_ir_at_its_planned_precision(tmp_path: Path) -> None:
+    from lcpipe.measure.shards import ir_precisions
+    from lcpipe.sweep.nodes import ir_files, shipped_irs
+
+    run = _planned_run_dir(tmp_path / "run")
+    irs = shipped_irs(run)
+    assert irs == {"fp32": run / "convert" / "model.xml", "int8": run / "plan" / "model.xml"}
+    files = ir_files(run)
+    shipped, quantized = ((run / s / "model.bin").read_bytes() for s in ("plan", "quantize"))
+    assert files["int8.bin"] == shipped != quantized
+    assert ir_precisions(irs, "f32") == {"fp32": "f32", "int8": "bf16"}
+    assert ir_precisions(irs, "default") == {"fp32": None, "int8": "bf16"}
+    (run / "manifest.json").unlink()
+    assert ir_files(run) is None  # no manifest: nothing to re-time, rather than a guess
+
+
+def test_point_row_describes_the_plans_ir_not_quantizes(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from lcpipe.runner import StageRecord
+    from lcpipe.sweep.point import _ir_sizes, _plan_columns, metrics_columns
+
+    run = _planned_run_dir(tmp_path / "run")
+    plan = {"chosen": {"name": "int8_performance_fc_float@bf16", "int8": True, "preset": "performance",
+                       "inference_precision": "bf16"},
+            "candidates": [{"name": "int8_mixed@f32", "ir": "int8_mixed", "chosen": False},
+                           {"name": "int8_performance_fc_float@bf16", "ir": "int8_performance_fc_float",
+                            "chosen": True}],
+            "irs": {"int8_mixed": {"quantized": 32}, "int8_performance_fc_float": {"quantized": 31}}}
+    (run / "plan" / "plan.json").write_text(json.dumps(plan))
+    manifest = json.loads((run / "manifest.json").read_text())["stages"]
+    result = SimpleNamespace(run_dir=run, artifacts={"plan_report": run / "plan" / "plan.json"},
+                             records=[StageRecord(s["name"], "k", False, 0.0, {}, s["outputs"]) for s in manifest])
+    plan_bytes = sum(f.stat().st_size for f in (run / "plan").glob("model.*"))
+    assert _ir_sizes(result)["size_int8"] == plan_bytes != sum(f.stat().st_size for f in (run / "quantize").glob("m*"))
+    assert _plan_columns(result) == {"plan": "int8_performance_fc_float@bf16", "int8_precision": "bf16",
+                                     "preset": "performance", "quantized_ops": 31}
+    metrics = {"quantize": {"preset": "mixed", "quantized_ops": 32},
+               "plan": {"chosen": "fp32@f32", "int8": False, "inference_precision": "f32"}}
+    cols = metrics_columns(metrics)
+    assert cols["preset"] is None and cols["quantized_ops"] == 0 and cols["plan"] == "fp32@f32"
+    assert metrics_columns({"quantize": {"preset": "mixed", "quantized_ops": 32}})["preset"] == "mixed"
+
+
+def test_plan_and_bench_stages_hold_the_whole_node(tmp_path: Path, scales) -> None:
+    from lcpipe.config import load_config
+    from lcpipe.sweep import measures_latency
+
+    untimed = EXPORT_ONLY + """
+          - convert: {batch: 1}
+          - quantize: {subset_size: 16}
+          - validate: {latency: false, throughput: false}"""
+    assert not measures_latency(load_config(_base_yaml(tmp_path / "a.yaml", untimed)))
+    planned = untimed.replace("- validate:", "- plan: {}\n          - validate:")
+    assert measures_latency(load_config(_base_yaml(tmp_path / "b.yaml", planned)))

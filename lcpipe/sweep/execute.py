@@ -203,6 +203,7 @@ class _RaySweep:
         timing = {k: getattr(vopts, k) for k in ("latency", "throughput", "warmup", "rounds", "iterations",
                                                   "throughput_seconds")}
         timing["threads"] = point.config.runtime.threads
+        timing["inference_precision"] = getattr(vopts, "inference_precision", "f32")
         irs_ref = self.ray.put(irs)
         done = {f["cpu_kind"] for f in have if f["status"] == "ok"}
         for kind, nodes in self.kinds.items():
