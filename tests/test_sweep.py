@@ -310,6 +310,43 @@ def test_sweep_on_ray_refuses_url_source_without_sha256(tmp_path: Path, scales) 
         shipping.shipped_config(sweep.points[-1].config, shipping.InputNames())
 
 
+def test_sweep_with_unpinned_urls_is_refused_before_submitting(tmp_path: Path, scales) -> None:
+    """Not one failed row per point after Ray started: exit 2 before anything runs, saying the fix."""
+    path = _shipped_sweep(tmp_path, scales, "sources:\n  PPLCNet_x0_25: {format: pdparams, "
+                                            "url: 'http://127.0.0.1:1/w.pdparams'}\n")
+    with pytest.raises(ConfigError) as err:
+        run_sweep(path, address="127.0.0.1:1")  # no cluster there: the refusal must come first
+    assert "model.source.url without sha256" in str(err.value) and "point p00" in str(err.value)
+    assert "model.source.sha256" in str(err.value) and "path" in str(err.value)
+    res = CliRunner().invoke(cli, ["sweep", str(path), "--address", "127.0.0.1:1"])
+    assert res.exit_code == 2 and "without sha256" in res.output and not (tmp_path / "out" / "points").exists()
+
+
+def test_unpacked_inputs_keep_their_data_fingerprint_across_nodes(tmp_path: Path, scales, monkeypatch) -> None:
+    """Two unpacks at different times into the same node dir (two nodes, same LCPIPE_NODE_DIR) give
+    the same data fingerprint, so their stage cache keys match."""
+    import hashlib
+    import shutil
+    import time
+
+    from lcpipe.data.dataset import fingerprint
+    from lcpipe.sweep import shipping
+
+    sweep = load_sweep(_shipped_sweep(tmp_path, scales))
+    names = shipping.InputNames()
+    raw, _ = shipping.shipped_config(sweep.points[0].config, names)
+    data = shipping.pack_inputs(names)
+    monkeypatch.setenv("LCPIPE_NODE_DIR", str(tmp_path / "node"))
+    prints = []
+    for _ in range(2):
+        root = shipping.materialize(data, hashlib.sha256(data).hexdigest())
+        cfg = shipping.node_config(raw, root, "point p00")
+        prints.append(fingerprint(cfg.data, cfg.preprocess))
+        shutil.rmtree(tmp_path / "node")
+        time.sleep(0.02)
+    assert prints[0] == prints[1]
+
+
 def test_file_storage_round_trip(tmp_path: Path) -> None:
     from lcpipe.sweep.storage import Storage
 

@@ -49,8 +49,9 @@ def prepare(sweep: Sweep, out: Path, opts: dict[str, Any]) -> tuple[list[PointTa
         home = out / "points" / p.id
         try:
             raw, used = shipping.shipped_config(p.config, names)
-        except shipping.ShipmentTooBigError:
-            raise
+        except (shipping.ShipmentTooBigError, shipping.UnpinnedSourceError) as exc:
+            # the sweep's own problem, the same for many points: refused before anything is submitted
+            raise type(exc)(f"{sweep.source}: point {p.id}: {exc}") from None
         except (ConfigError, InputError) as exc:
             row = {"point": p.id, "index": p.index, "overrides": p.overrides, "run_dir": str(home),
                    **error_fields(exc)}
