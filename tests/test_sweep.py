@@ -358,6 +358,29 @@ def test_file_storage_round_trip(tmp_path: Path) -> None:
         Storage("file:relative/dir")
 
 
+def test_storage_backed_cache_recomputes_a_damaged_entry_and_discards_it_everywhere(tmp_path: Path, caplog) -> None:
+    from lcpipe.sweep.cache_backing import BackedStageCache
+    from lcpipe.sweep.storage import Storage
+
+    store = Storage(f"file://{tmp_path}/shared")
+    cache = BackedStageCache(tmp_path / "node_a", store)
+    store.put("cache/stages/bad.zip", b"not a zip")
+    with caplog.at_level("WARNING", logger="lcpipe"):
+        assert cache.get("bad") is None  # a miss (recompute), not an exception that fails the point
+    assert "unusable" in caplog.text and not list((tmp_path / "node_a" / "stages").iterdir())
+
+    src = tmp_path / "entry"
+    src.mkdir()
+    (src / "stage.json").write_text("{}")
+    cache.put("good", src)
+    assert store.exists("cache/stages/good.zip")
+    assert BackedStageCache(tmp_path / "node_b", store).get("good") is not None  # another node fetches it
+    cache.discard("good")  # the runner found its files damaged: gone here and in storage
+    assert cache.get("good") is None and not store.exists("cache/stages/good.zip")
+    store.delete("cache/stages/good.zip")  # already gone: fine
+    assert not [p.name for p in (tmp_path / "shared" / "cache" / "stages").iterdir() if p.name.startswith(".")]
+
+
 def test_fleet_has_a_pareto_front_per_cpu_kind() -> None:
     from lcpipe.sweep.fleet import fleet_doc, format_fleet, fronts
 
