@@ -381,6 +381,39 @@ def test_storage_backed_cache_recomputes_a_damaged_entry_and_discards_it_everywh
     assert not [p.name for p in (tmp_path / "shared" / "cache" / "stages").iterdir() if p.name.startswith(".")]
 
 
+class _RayThatFails:
+    """Stands in for the ray module's init/shutdown only: what start_ray does when init fails."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc, self.shutdowns, self.temp_dirs = exc, 0, []
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kw) -> None:
+        self.temp_dirs.append(kw.get("_temp_dir"))
+        raise self.exc
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def test_unreachable_ray_address_is_exit_2_naming_it_and_a_failed_start_leaves_nothing(monkeypatch) -> None:
+    from lcpipe.sweep.on_ray import start_ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray = _RayThatFails(ConnectionError("Failed to connect to GCS at address 10.9.9.9:6379 within 5 seconds."))
+    with pytest.raises(ConfigError) as err:
+        start_ray(ray, "10.9.9.9:6379", None)
+    assert err.value.exit_code == 2 and "--address 10.9.9.9:6379" in str(err.value) and "GCS" in str(err.value)
+    assert ray.shutdowns == 1 and err.value.__cause__ is None  # a clear message, no chained traceback
+
+    ray = _RayThatFails(RuntimeError("raylet died"))
+    with pytest.raises(RuntimeError):
+        start_ray(ray, None, 1)
+    assert ray.shutdowns == 1 and ray.temp_dirs[0] and not Path(ray.temp_dirs[0]).exists()
+
+
 def test_fleet_has_a_pareto_front_per_cpu_kind() -> None:
     from lcpipe.sweep.fleet import fleet_doc, format_fleet, fronts
 

@@ -115,8 +115,9 @@ class _RaySweep:
                                                                              "submitted": 0}
         data = shipping.pack_inputs(names) if tasks else b""
         ray = self.ray = on_ray.import_ray()
-        started, tmp = on_ray.start_ray(ray, address, num_cpus)
+        started, tmp = False, None
         try:
+            started, tmp = on_ray.start_ray(ray, address, num_cpus)  # cleans up after itself if it fails
             node_cpus = on_ray.largest_node_cpus(ray)
             if self.per_cpu_kind:
                 from lcpipe.sweep.nodes import kinds_of, probe_nodes

@@ -184,22 +184,45 @@ def import_ray() -> Any:
 
 def start_ray(ray: Any, address: str | None, num_cpus: int | None) -> tuple[bool, str | None]:
     """Connect to ``address`` / $RAY_ADDRESS, or start a lean, quiet local Ray; returns
-    (started here, temp dir to remove)."""
+    (started here, temp dir to remove). A cluster that cannot be reached is a ConfigError (exit 2)
+    naming the address; whatever fails, a half-started Ray is shut down and the temp dir removed."""
     if ray.is_initialized():
         return False, None
+    where = "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS") or None
     common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
               "configure_logging": True}
     if address:
-        ray.init(address=address, **common)
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            _shutdown_quietly(ray)
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"{where} {address}: cannot connect to a Ray cluster there ({first}); start one "
+                              "(ray start --head) or fix the address, or run with --local") from None
+        except BaseException:
+            _shutdown_quietly(ray)
+            raise
         return True, None
     from lcpipe.sysinfo import default_threads
 
     # A short temp path: Ray's unix sockets live under it and must stay below ~107 characters.
     tmp = tempfile.mkdtemp(prefix="lcpipe-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
-    ray.init(num_cpus=num_cpus or default_threads(), object_store_memory=RAY_OBJECT_STORE_BYTES,
-             _temp_dir=tmp, **common)
+    try:
+        ray.init(num_cpus=num_cpus or default_threads(), object_store_memory=RAY_OBJECT_STORE_BYTES,
+                 _temp_dir=tmp, **common)
+    except BaseException:
+        _shutdown_quietly(ray)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return True, tmp
+
+
+def _shutdown_quietly(ray: Any) -> None:
+    try:
+        ray.shutdown()
+    except Exception:  # cleaning up after a failed start: the start's error is the one to report
+        log.debug("ray.shutdown after a failed start", exc_info=True)
 
 
 def largest_node_cpus(ray: Any) -> int:
