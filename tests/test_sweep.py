@@ -381,6 +381,31 @@ def test_storage_backed_cache_recomputes_a_damaged_entry_and_discards_it_everywh
     assert not [p.name for p in (tmp_path / "shared" / "cache" / "stages").iterdir() if p.name.startswith(".")]
 
 
+def test_bring_home_a_damaged_run_dir_fails_that_point_and_storage_is_emptied(tmp_path: Path) -> None:
+    from lcpipe.sweep import shipping
+    from lcpipe.sweep.on_ray import bring_home
+    from lcpipe.sweep.storage import Storage
+
+    node = {"node_id": "ab" * 20, "hostname": "worker-7"}
+    bad = bring_home({"point": "p00", "status": "ok", "node": node, "_home": b"not a zip"}, tmp_path / "p00", None)
+    assert bad["status"] == "failed" and bad["error_class"] == "input" and bad["exit_code"] == 2
+    assert "worker-7" in bad["error"] and "brought home" in bad["error"]
+    assert json.loads((tmp_path / "p00" / "point.json").read_text())["status"] == "failed"
+
+    store = Storage(f"file://{tmp_path}/shared")
+    run = tmp_path / "node_run"
+    run.mkdir()
+    (run / "metrics.json").write_text("{}")
+    store.put("runs/tok/p01.zip", shipping.pack_dir(run))
+    store.put("runs/tok/p02.zip", b"truncated")
+    ok = bring_home({"point": "p01", "status": "ok", "_home_rel": "runs/tok/p01.zip"}, tmp_path / "p01",
+                    store.uri)
+    assert ok["status"] == "ok" and (tmp_path / "p01" / "metrics.json").is_file()
+    bad = bring_home({"point": "p02", "status": "ok", "_home_rel": "runs/tok/p02.zip"}, tmp_path / "p02", store.uri)
+    assert bad["status"] == "failed" and bad["error_class"] == "input"
+    assert not list((tmp_path / "shared" / "runs" / "tok").iterdir())  # nothing left once read, good or bad
+
+
 class _RayThatFails:
     """Stands in for the ray module's init/shutdown only: what start_ray does when init fails."""
 

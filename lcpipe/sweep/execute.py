@@ -152,6 +152,8 @@ class _RaySweep:
                         "cpu_kinds": {k: [n["node_id"] for n in v] for k, v in self.kinds.items()}}
             return rows, executor
         finally:
+            if ray.is_initialized():
+                on_ray.forget_attempts(self.token)
             if started:
                 ray.shutdown()
             if tmp:

@@ -9,6 +9,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from lcpipe.fileio import atomic_path
 from lcpipe.sweep.results import _ms, pareto_front
 
 FLEET_FILE = "fleet.json"  # a point's fleet rows, kept in its run dir (a rerun re-times only missing kinds)
@@ -79,13 +80,11 @@ def fleet_doc(fleet: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[s
 
 
 def write_fleet_csv(path: Path, fleet: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(FLEET_COLUMNS)
         for r in sorted(fleet, key=lambda r: (r["point"], str(r["cpu_kind"]))):
             w.writerow(["" if r.get(c) is None else r.get(c) for c in FLEET_COLUMNS])
-    tmp.replace(path)
 
 
 def format_fleet(fleet: list[dict[str, Any]]) -> str:

@@ -143,16 +143,47 @@ def attempts(key: str) -> list[dict[str, Any]]:
 
 
 def bring_home(row: dict[str, Any], home: Path, storage: str | None) -> dict[str, Any]:
-    """Unpack a finished point's run dir under the driver's --out; the row then names that path."""
+    """Unpack a finished point's run dir under the driver's --out; the row then names that path.
+    A run dir that cannot be brought home (unreadable in storage, a damaged zip) makes the point's
+    row failed, class ``input``; the sweep goes on. The storage copy is deleted once read."""
     data = row.pop("_home", None)
     rel = row.pop("_home_rel", None)
-    if data is None and rel and storage:
-        data = Storage(storage).get(rel)
-    if data is not None:
-        shipping.unpack_home(data, home)
+    try:
+        if data is None and rel and storage:
+            data = Storage(storage).get(rel)
+        if data is not None:
+            shipping.unpack_home(data, home)
+    except (InputError, OSError) as exc:
+        node = row.get("node") or {}
+        where = f"node {str(node.get('node_id') or '?')[:12]} ({node.get('hostname')})"
+        fields = error_fields(exc)
+        fields["error"] = f"the run dir from {where} could not be brought home: {fields['error']}"
+        fields["error_class"] = "input"
+        row.update(fields)
+        log.error("%s: %s", row.get("point"), fields["error"])
+    finally:
+        if rel and storage:
+            _delete_quietly(Storage(storage), rel)
     row["run_dir"] = str(home)
     write_json(home / POINT_FILE, row)
     return row
+
+
+def _delete_quietly(store: Storage, rel: str) -> None:
+    try:
+        store.delete(rel)
+    except InputError as exc:  # a leftover in storage is not worth failing the point for
+        log.warning("%s", exc)
+
+
+def forget_attempts(token: str) -> None:
+    """Delete this sweep's attempt records (``lcpipe-sweep/<token>/*``) from Ray's KV store."""
+    try:
+        from ray.experimental.internal_kv import _internal_kv_del
+
+        _internal_kv_del(f"{_KV_PREFIX}/{token}/", del_by_prefix=True)
+    except Exception:  # bookkeeping only: the sweep's result does not depend on it
+        log.debug("could not delete the sweep's attempt records", exc_info=True)
 
 
 def crashed_row(task: PointTask, exc: BaseException, tried: list[dict[str, Any]], home: Path) -> dict[str, Any]:
