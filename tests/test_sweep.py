@@ -452,6 +452,22 @@ def test_fleet_has_a_pareto_front_per_cpu_kind() -> None:
     assert "1.50 ms" in format_fleet(fleet) and "3.00 ms" in format_fleet(fleet)
 
 
+def test_sweep_page_and_table_render_failed_points_and_local_runs() -> None:
+    """The page renders with undefined names as errors: a failed row or a local executor lacks keys."""
+    from lcpipe.sweep import format_table, render_html
+
+    machine = {"model": "m", "isa": "avx2", "flags": [], "cores": 2, "executor": {"kind": "local"}, "seconds": 1}
+    bad = {"point": "p00", "index": 0, "overrides": {"k": 1}, "status": "failed", "error": "boom <b>",
+           "error_class": "config", "exit_code": 2}
+    ok = {"point": "p01", "index": 1, "overrides": {"k": 2}, "status": "ok", "latency_p50_int8_ms": 1.0,
+          "latency_p50_fp32_ms": 2.0, "agreement": 0.9, "params": 123456, "threads": 2, "size_int8": 300000}
+    html = render_html({"sweep": "s", "source": "x", "base": "b", "swept": ["k"], "machine": machine,
+                        "finished": "now", "points": [bad, ok], "fleet": []})
+    assert "boom &lt;b&gt;" in html and "0.12 M" in html and "1.00 ms" in html and "90.00%" in html
+    table = format_table([bad, ok], ["k"])
+    assert "n/a" in table and "0.30" in table and "config error (exit 2): boom <b>" in table
+
+
 def test_per_cpu_kind_needs_ray(tmp_path: Path, scales) -> None:
     res = CliRunner().invoke(cli, ["sweep", str(_shipped_sweep(tmp_path, scales)), "--local", "--per-cpu-kind"])
     assert res.exit_code == 2 and "drop --local" in res.output

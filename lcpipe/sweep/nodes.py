@@ -19,15 +19,17 @@ KIND_RESOURCE = "cpu_kind:"
 
 
 def node_facts(ray: Any = None) -> dict[str, Any]:
-    """This process's node: id, host, CPU model, ISA, cores and CPU kind."""
-    from lcpipe.sysinfo import cpu_model, default_threads, isa_flags, isa_level
+    """This process's node: id, host, CPU model, ISA, cores and CPU kind (lcpipe.sysinfo.cpu_info,
+    under the row keys a sweep writes)."""
+    from lcpipe.sysinfo import cpu_info
 
     node_id = resources = None
     if ray is not None and ray.is_initialized():
         node_id = ray.get_runtime_context().get_node_id()
         resources = next((n.get("Resources", {}) for n in ray.nodes() if n.get("NodeID") == node_id), {})
-    facts = {"node_id": node_id, "hostname": platform.node(), "cpu_model": cpu_model(), "isa": isa_level(),
-             "flags": isa_flags(), "cores": default_threads()}
+    cpu = cpu_info()
+    facts = {"node_id": node_id, "hostname": platform.node(), "cpu_model": cpu["model"], "isa": cpu["isa"],
+             "flags": cpu["flags"], "cores": cpu["cores"]}
     facts["cpu_kind"] = cpu_kind(facts, resources or {})
     return facts
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.fileio import atomic_path, write_json
+from lcpipe.render.format import fixed, pct
 from lcpipe.sweep.schema import Sweep
 
 COLUMNS = ("point", "status", "arch", "params", "flops", "preset", "fp32_top1", "int8_top1", "top1_drop",
@@ -83,15 +84,15 @@ def format_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
 
 
 def _pct(v: Any) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
+    return pct(v)
 
 
 def _ms(v: Any) -> str:
-    return "-" if v is None else f"{v:.2f} ms"
+    return fixed(v, 2, " ms")
 
 
 def _mb(v: Any) -> str:
-    return "-" if v is None else f"{v / 1e6:.2f}"
+    return fixed(None if v is None else v / 1e6, 2)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
