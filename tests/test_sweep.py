@@ -427,11 +427,25 @@ def test_unreachable_ray_address_is_exit_2_naming_it_and_a_failed_start_leaves_n
     from lcpipe.sweep.on_ray import start_ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    ray = _RayThatFails(ConnectionError("Failed to connect to GCS at address 10.9.9.9:6379 within 5 seconds."))
-    with pytest.raises(ConfigError) as err:
-        start_ray(ray, "10.9.9.9:6379", None)
-    assert err.value.exit_code == 2 and "--address 10.9.9.9:6379" in str(err.value) and "GCS" in str(err.value)
+    import socket
+
+    with socket.socket() as listening:  # something answers there, so the failure comes from ray.init
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        ray = _RayThatFails(ConnectionError(f"Failed to connect to GCS at address {address} within 5 seconds."))
+        with pytest.raises(ConfigError) as err:
+            start_ray(ray, address, None)
+    assert err.value.exit_code == 2 and f"--address {address}" in str(err.value) and "GCS" in str(err.value)
     assert ray.shutdowns == 1 and err.value.__cause__ is None  # a clear message, no chained traceback
+
+    with socket.socket() as s:  # nothing listens on a port just freed: refused at once, ray.init never called
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    ray = _RayThatFails(AssertionError("ray.init must not be reached"))
+    with pytest.raises(ConfigError, match=f"--address 127.0.0.1:{free}: cannot connect"):
+        start_ray(ray, f"127.0.0.1:{free}", None)
+    assert ray.temp_dirs == []
 
     ray = _RayThatFails(RuntimeError("raylet died"))
     with pytest.raises(RuntimeError):

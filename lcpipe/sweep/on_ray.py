@@ -224,6 +224,7 @@ def start_ray(ray: Any, address: str | None, num_cpus: int | None) -> tuple[bool
     common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
               "configure_logging": True}
     if address:
+        _check_reachable(address, where)  # ray.init waits minutes on an address nobody answers
         try:
             ray.init(address=address, **common)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
@@ -247,6 +248,21 @@ def start_ray(ray: Any, address: str | None, num_cpus: int | None) -> tuple[bool
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return True, tmp
+
+
+def _check_reachable(address: str, where: str, timeout_s: float = 10.0) -> None:
+    """A TCP connect to the head's ``host:port`` (also behind ``ray://``): refused or silent -> ConfigError."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and the like: Ray resolves those itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"{where} {address}: cannot connect to a Ray cluster there ({exc}); start one "
+                          "(ray start --head) or fix the address, or run with --local") from None
 
 
 def _shutdown_quietly(ray: Any) -> None:
