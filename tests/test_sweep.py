@@ -310,6 +310,43 @@ def test_sweep_on_ray_refuses_url_source_without_sha256(tmp_path: Path, scales) 
         shipping.shipped_config(sweep.points[-1].config, shipping.InputNames())
 
 
+def test_sweep_with_unpinned_urls_is_refused_before_submitting(tmp_path: Path, scales) -> None:
+    """Not one failed row per point after Ray started: exit 2 before anything runs, saying the fix."""
+    path = _shipped_sweep(tmp_path, scales, "sources:\n  PPLCNet_x0_25: {format: pdparams, "
+                                            "url: 'http://127.0.0.1:1/w.pdparams'}\n")
+    with pytest.raises(ConfigError) as err:
+        run_sweep(path, address="127.0.0.1:1")  # no cluster there: the refusal must come first
+    assert "model.source.url without sha256" in str(err.value) and "point p00" in str(err.value)
+    assert "model.source.sha256" in str(err.value) and "path" in str(err.value)
+    res = CliRunner().invoke(cli, ["sweep", str(path), "--address", "127.0.0.1:1"])
+    assert res.exit_code == 2 and "without sha256" in res.output and not (tmp_path / "out" / "points").exists()
+
+
+def test_unpacked_inputs_keep_their_data_fingerprint_across_nodes(tmp_path: Path, scales, monkeypatch) -> None:
+    """Two unpacks at different times into the same node dir (two nodes, same LCPIPE_NODE_DIR) give
+    the same data fingerprint, so their stage cache keys match."""
+    import hashlib
+    import shutil
+    import time
+
+    from lcpipe.data.dataset import fingerprint
+    from lcpipe.sweep import shipping
+
+    sweep = load_sweep(_shipped_sweep(tmp_path, scales))
+    names = shipping.InputNames()
+    raw, _ = shipping.shipped_config(sweep.points[0].config, names)
+    data = shipping.pack_inputs(names)
+    monkeypatch.setenv("LCPIPE_NODE_DIR", str(tmp_path / "node"))
+    prints = []
+    for _ in range(2):
+        root = shipping.materialize(data, hashlib.sha256(data).hexdigest())
+        cfg = shipping.node_config(raw, root, "point p00")
+        prints.append(fingerprint(cfg.data, cfg.preprocess))
+        shutil.rmtree(tmp_path / "node")
+        time.sleep(0.02)
+    assert prints[0] == prints[1]
+
+
 def test_file_storage_round_trip(tmp_path: Path) -> None:
     from lcpipe.sweep.storage import Storage
 
@@ -319,6 +356,101 @@ def test_file_storage_round_trip(tmp_path: Path) -> None:
     assert s.exists("inputs/a.zip") and s.get("inputs/a.zip") == b"abc"
     with pytest.raises(ConfigError, match="must be absolute"):
         Storage("file:relative/dir")
+
+
+def test_storage_backed_cache_recomputes_a_damaged_entry_and_discards_it_everywhere(tmp_path: Path, caplog) -> None:
+    from lcpipe.sweep.cache_backing import BackedStageCache
+    from lcpipe.sweep.storage import Storage
+
+    store = Storage(f"file://{tmp_path}/shared")
+    cache = BackedStageCache(tmp_path / "node_a", store)
+    store.put("cache/stages/bad.zip", b"not a zip")
+    with caplog.at_level("WARNING", logger="lcpipe"):
+        assert cache.get("bad") is None  # a miss (recompute), not an exception that fails the point
+    assert "unusable" in caplog.text and not list((tmp_path / "node_a" / "stages").iterdir())
+
+    src = tmp_path / "entry"
+    src.mkdir()
+    (src / "stage.json").write_text("{}")
+    cache.put("good", src)
+    assert store.exists("cache/stages/good.zip")
+    assert BackedStageCache(tmp_path / "node_b", store).get("good") is not None  # another node fetches it
+    cache.discard("good")  # the runner found its files damaged: gone here and in storage
+    assert cache.get("good") is None and not store.exists("cache/stages/good.zip")
+    store.delete("cache/stages/good.zip")  # already gone: fine
+    assert not [p.name for p in (tmp_path / "shared" / "cache" / "stages").iterdir() if p.name.startswith(".")]
+
+
+def test_bring_home_a_damaged_run_dir_fails_that_point_and_storage_is_emptied(tmp_path: Path) -> None:
+    from lcpipe.sweep import shipping
+    from lcpipe.sweep.on_ray import bring_home
+    from lcpipe.sweep.storage import Storage
+
+    node = {"node_id": "ab" * 20, "hostname": "worker-7"}
+    bad = bring_home({"point": "p00", "status": "ok", "node": node, "_home": b"not a zip"}, tmp_path / "p00", None)
+    assert bad["status"] == "failed" and bad["error_class"] == "input" and bad["exit_code"] == 2
+    assert "worker-7" in bad["error"] and "brought home" in bad["error"]
+    assert json.loads((tmp_path / "p00" / "point.json").read_text())["status"] == "failed"
+
+    store = Storage(f"file://{tmp_path}/shared")
+    run = tmp_path / "node_run"
+    run.mkdir()
+    (run / "metrics.json").write_text("{}")
+    store.put("runs/tok/p01.zip", shipping.pack_dir(run))
+    store.put("runs/tok/p02.zip", b"truncated")
+    ok = bring_home({"point": "p01", "status": "ok", "_home_rel": "runs/tok/p01.zip"}, tmp_path / "p01",
+                    store.uri)
+    assert ok["status"] == "ok" and (tmp_path / "p01" / "metrics.json").is_file()
+    bad = bring_home({"point": "p02", "status": "ok", "_home_rel": "runs/tok/p02.zip"}, tmp_path / "p02", store.uri)
+    assert bad["status"] == "failed" and bad["error_class"] == "input"
+    assert not list((tmp_path / "shared" / "runs" / "tok").iterdir())  # nothing left once read, good or bad
+
+
+class _RayThatFails:
+    """Stands in for the ray module's init/shutdown only: what start_ray does when init fails."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc, self.shutdowns, self.temp_dirs = exc, 0, []
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kw) -> None:
+        self.temp_dirs.append(kw.get("_temp_dir"))
+        raise self.exc
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def test_unreachable_ray_address_is_exit_2_naming_it_and_a_failed_start_leaves_nothing(monkeypatch) -> None:
+    from lcpipe.sweep.on_ray import start_ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    import socket
+
+    with socket.socket() as listening:  # something answers there, so the failure comes from ray.init
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        ray = _RayThatFails(ConnectionError(f"Failed to connect to GCS at address {address} within 5 seconds."))
+        with pytest.raises(ConfigError) as err:
+            start_ray(ray, address, None)
+    assert err.value.exit_code == 2 and f"--address {address}" in str(err.value) and "GCS" in str(err.value)
+    assert ray.shutdowns == 1 and err.value.__cause__ is None  # a clear message, no chained traceback
+
+    with socket.socket() as s:  # nothing listens on a port just freed: refused at once, ray.init never called
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    ray = _RayThatFails(AssertionError("ray.init must not be reached"))
+    with pytest.raises(ConfigError, match=f"--address 127.0.0.1:{free}: cannot connect"):
+        start_ray(ray, f"127.0.0.1:{free}", None)
+    assert ray.temp_dirs == []
+
+    ray = _RayThatFails(RuntimeError("raylet died"))
+    with pytest.raises(RuntimeError):
+        start_ray(ray, None, 1)
+    assert ray.shutdowns == 1 and ray.temp_dirs[0] and not Path(ray.temp_dirs[0]).exists()
 
 
 def test_fleet_has_a_pareto_front_per_cpu_kind() -> None:
@@ -332,6 +464,22 @@ def test_fleet_has_a_pareto_front_per_cpu_kind() -> None:
     doc = fleet_doc(fleet, rows)
     assert doc["kinds"] == ["a", "b"] and [r["point"] for r in doc["rows"]] == ["p00", "p01"]
     assert "1.50 ms" in format_fleet(fleet) and "3.00 ms" in format_fleet(fleet)
+
+
+def test_sweep_page_and_table_render_failed_points_and_local_runs() -> None:
+    """The page renders with undefined names as errors: a failed row or a local executor lacks keys."""
+    from lcpipe.sweep import format_table, render_html
+
+    machine = {"model": "m", "isa": "avx2", "flags": [], "cores": 2, "executor": {"kind": "local"}, "seconds": 1}
+    bad = {"point": "p00", "index": 0, "overrides": {"k": 1}, "status": "failed", "error": "boom <b>",
+           "error_class": "config", "exit_code": 2}
+    ok = {"point": "p01", "index": 1, "overrides": {"k": 2}, "status": "ok", "latency_p50_int8_ms": 1.0,
+          "latency_p50_fp32_ms": 2.0, "agreement": 0.9, "params": 123456, "threads": 2, "size_int8": 300000}
+    html = render_html({"sweep": "s", "source": "x", "base": "b", "swept": ["k"], "machine": machine,
+                        "finished": "now", "points": [bad, ok], "fleet": []})
+    assert "boom &lt;b&gt;" in html and "0.12 M" in html and "1.00 ms" in html and "90.00%" in html
+    table = format_table([bad, ok], ["k"])
+    assert "n/a" in table and "0.30" in table and "config error (exit 2): boom <b>" in table
 
 
 def test_per_cpu_kind_needs_ray(tmp_path: Path, scales) -> None:
@@ -354,3 +502,95 @@ def test_stage_cache_backed_by_storage_spares_a_second_node_the_work(tmp_path: P
     assert rows[1]["computed_stages"] == [] and rows[1]["cached_stages"] == rows[0]["computed_stages"]
     assert len(list((tmp_path / "shared" / "cache" / "stages").glob("*.zip"))) == 5
     assert len(list((tmp_path / "b" / "stages").iterdir())) == 5 and rows[1]["size_int8"] == rows[0]["size_int8"]
+
+
+# ------------------------------------------------------------------ the shipped INT8 IR (plan stage)
+
+
+def _tiny_ir(xml: Path, plan_precision: str | None = None) -> Path:
+    """A one-op IR; with ``plan_precision`` it carries the plan stage's rt_info record."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from lcpipe.plan import PLAN_RT_KEY
+    from lcpipe.stages.convert import RT_SECTION
+
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="x")
+    model = ov.Model([ops.relu(x)], [x], "tiny")
+    if plan_precision:
+        model.set_rt_info(json.dumps({"name": f"int8_mixed@{plan_precision}", "inference_precision": plan_precision}),
+                          [RT_SECTION, PLAN_RT_KEY])
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(xml))
+    return xml
+
+
+def _planned_run_dir(root: Path) -> Path:
+    """A run dir whose manifest has quantize then plan producing ir_int8 (plan's IR planned at bf16)."""
+    _tiny_ir(root / "convert" / "model.xml")
+    _tiny_ir(root / "quantize" / "model.xml")
+    _tiny_ir(root / "plan" / "model.xml", "bf16")
+    (root / "plan" / "model.bin").write_bytes((root / "plan" / "model.bin").read_bytes() + b"\0" * 1000)
+    stages = [{"name": "convert", "outputs": {"ir_fp32": {"path": "model.xml"}}},
+              {"name": "quantize", "outputs": {"ir_int8": {"path": "model.xml"},
+                                               "quantize_report": {"path": "quantize.json"}}},
+              {"name": "plan", "outputs": {"ir_int8": {"path": "model.xml"}, "plan_report": {"path": "plan.json"}}}]
+    (root / "manifest.json").write_text(json.dumps({"stages": stages, "finished": True}))
+    return root
+
+
+def test_retime_takes_the_shipped_int8_ir_at_its_planned_precision(tmp_path: Path) -> None:
+    from lcpipe.measure.shards import ir_precisions
+    from lcpipe.sweep.nodes import ir_files, shipped_irs
+
+    run = _planned_run_dir(tmp_path / "run")
+    irs = shipped_irs(run)
+    assert irs == {"fp32": run / "convert" / "model.xml", "int8": run / "plan" / "model.xml"}
+    files = ir_files(run)
+    shipped, quantized = ((run / s / "model.bin").read_bytes() for s in ("plan", "quantize"))
+    assert files["int8.bin"] == shipped != quantized
+    assert ir_precisions(irs, "f32") == {"fp32": "f32", "int8": "bf16"}
+    assert ir_precisions(irs, "default") == {"fp32": None, "int8": "bf16"}
+    (run / "manifest.json").unlink()
+    assert ir_files(run) is None  # no manifest: nothing to re-time, rather than a guess
+
+
+def test_point_row_describes_the_plans_ir_not_quantizes(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from lcpipe.runner import StageRecord
+    from lcpipe.sweep.point import _ir_sizes, _plan_columns, metrics_columns
+
+    run = _planned_run_dir(tmp_path / "run")
+    plan = {"chosen": {"name": "int8_performance_fc_float@bf16", "int8": True, "preset": "performance",
+                       "inference_precision": "bf16"},
+            "candidates": [{"name": "int8_mixed@f32", "ir": "int8_mixed", "chosen": False},
+                           {"name": "int8_performance_fc_float@bf16", "ir": "int8_performance_fc_float",
+                            "chosen": True}],
+            "irs": {"int8_mixed": {"quantized": 32}, "int8_performance_fc_float": {"quantized": 31}}}
+    (run / "plan" / "plan.json").write_text(json.dumps(plan))
+    manifest = json.loads((run / "manifest.json").read_text())["stages"]
+    result = SimpleNamespace(run_dir=run, artifacts={"plan_report": run / "plan" / "plan.json"},
+                             records=[StageRecord(s["name"], "k", False, 0.0, {}, s["outputs"]) for s in manifest])
+    plan_bytes = sum(f.stat().st_size for f in (run / "plan").glob("model.*"))
+    assert _ir_sizes(result)["size_int8"] == plan_bytes != sum(f.stat().st_size for f in (run / "quantize").glob("m*"))
+    assert _plan_columns(result) == {"plan": "int8_performance_fc_float@bf16", "int8_precision": "bf16",
+                                     "preset": "performance", "quantized_ops": 31}
+    metrics = {"quantize": {"preset": "mixed", "quantized_ops": 32},
+               "plan": {"chosen": "fp32@f32", "int8": False, "inference_precision": "f32"}}
+    cols = metrics_columns(metrics)
+    assert cols["preset"] is None and cols["quantized_ops"] == 0 and cols["plan"] == "fp32@f32"
+    assert metrics_columns({"quantize": {"preset": "mixed", "quantized_ops": 32}})["preset"] == "mixed"
+
+
+def test_plan_and_bench_stages_hold_the_whole_node(tmp_path: Path, scales) -> None:
+    from lcpipe.config import load_config
+    from lcpipe.sweep import measures_latency
+
+    untimed = EXPORT_ONLY + """
+          - convert: {batch: 1}
+          - quantize: {subset_size: 16}
+          - validate: {latency: false, throughput: false}"""
+    assert not measures_latency(load_config(_base_yaml(tmp_path / "a.yaml", untimed)))
+    planned = untimed.replace("- validate:", "- plan: {}\n          - validate:")
+    assert measures_latency(load_config(_base_yaml(tmp_path / "b.yaml", planned)))

@@ -14,9 +14,11 @@ from lcpipe.measure.accuracy import EvalCounts, counts_from_logits, merge
 
 
 def evaluate_shard(fp32_xml: str | Path, int8_xml: str | Path, samples: Sequence[Any], pre: Any, *,
-                   top_k: int = 5, threads: int = 1, precision: str | None = "f32") -> EvalCounts:
+                   top_k: int = 5, threads: int = 1,
+                   precision: str | None | dict[str, str | None] = "f32") -> EvalCounts:
     """Decode + preprocess ``samples`` (lcpipe.data.Sample), run both IRs one image at a time,
-    return the sums. ``precision`` f32 as the validate stage does (no bf16 on AMX)."""
+    return the sums. ``precision``: one float precision for both IRs, or {"fp32": ..., "int8": ...}
+    (evaluate_sharded passes what the validate stage uses: see ir_precisions)."""
     from lcpipe.data import load_image
     from lcpipe.measure.runtime import compile_ir, infer_ov
 
@@ -24,8 +26,9 @@ def evaluate_shard(fp32_xml: str | Path, int8_xml: str | Path, samples: Sequence
         return EvalCounts(top_k=top_k)
     x = np.stack([load_image(s.path, pre, s.rotate) for s in samples]).astype(np.float32)
     labels = None if any(s.label is None for s in samples) else np.asarray([s.label for s in samples])
-    logits = [infer_ov(compile_ir(Path(p), "LATENCY", threads, precision), x, show=False)
-              for p in (fp32_xml, int8_xml)]
+    prec = precision if isinstance(precision, dict) else {"fp32": precision, "int8": precision}
+    logits = [infer_ov(compile_ir(Path(p), "LATENCY", threads, prec[n]), x, show=False)
+              for n, p in (("fp32", fp32_xml), ("int8", int8_xml))]
     return counts_from_logits(logits[0], logits[1], labels, top_k)
 
 
@@ -58,20 +61,33 @@ def evaluate_sharded(fp32_xml: str | Path, int8_xml: str | Path, config: Any, *,
                      use_ray: bool = False) -> EvalCounts:
     """Evaluate the eval set of ``config`` (or ``samples``) in ``shards`` slices and merge them.
 
-    ``use_ray``: one Ray task (1 CPU) per shard on the connected/local Ray; else one after another."""
+    ``use_ray``: one Ray task (1 CPU) per shard on the connected/local Ray; else one after another.
+    Each IR runs at the precision validate runs it at: validate's ``inference_precision``, or the
+    one the plan stage recorded in an IR it chose."""
     samples = list(samples) if samples is not None else eval_samples(config)
     opts = config.stage_options("validate")
     k = top_k or (opts.top_k if opts is not None else 5)
+    prec = ir_precisions({"fp32": Path(fp32_xml), "int8": Path(int8_xml)},
+                         getattr(opts, "inference_precision", "f32") if opts is not None else "f32")
     slices = [samples[a:b] for a, b in shard_ranges(len(samples), shards)]
     if not use_ray:
-        return merge(evaluate_shard(fp32_xml, int8_xml, s, config.preprocess, top_k=k, threads=threads)
-                     for s in slices)
+        return merge(evaluate_shard(fp32_xml, int8_xml, s, config.preprocess, top_k=k, threads=threads,
+                                    precision=prec) for s in slices)
     import ray
 
     remote = ray.remote(num_cpus=1, max_retries=0)(evaluate_shard)
-    refs = [remote.remote(str(fp32_xml), str(int8_xml), s, config.preprocess, top_k=k, threads=threads)
-            for s in slices]
+    refs = [remote.remote(str(fp32_xml), str(int8_xml), s, config.preprocess, top_k=k, threads=threads,
+                          precision=prec) for s in slices]
     return merge(ray.get(refs))
+
+
+def ir_precisions(xml: dict[str, Path], configured: str | None) -> dict[str, str | None]:
+    """Per IR, the float precision the validate stage runs it at: the plan's recorded choice, else
+    validate's ``inference_precision`` ("default": the plugin's own, None)."""
+    from lcpipe.plan import planned_precision
+
+    base = None if configured in (None, "default") else configured
+    return {k: planned_precision(p) or base for k, p in xml.items()}
 
 
 def find_irs(result: Any) -> tuple[Path | None, Path | None]:

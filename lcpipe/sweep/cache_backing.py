@@ -1,8 +1,11 @@
 """A node's stage cache backed by ``storage:``: a miss on the node looks in storage, a new entry is
 copied there, so a second node does not recompute what a first one finished.
 
-Cache keys hash the config, which holds the shipped inputs' absolute paths on the node; they are
-the same on every node as long as the nodes' ``LCPIPE_NODE_DIR`` is (the default is).
+Cache keys hash the config, which holds the shipped inputs' absolute paths on the node, and the
+data fingerprints (path, size, mtime: shipping.py unpacks inputs with one fixed mtime); they are the
+same on every node as long as the nodes' ``LCPIPE_NODE_DIR`` is (the default is). An entry that
+cannot be read from storage is recomputed; one the runner discards (files not matching their
+sha256) is deleted from storage too, so it does not come back.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from lcpipe.cache import CacheEntry, StageCache
+from lcpipe.errors import InputError
 from lcpipe.fileio import temp_prefix
 from lcpipe.sweep.shipping import _extract, pack_dir
 from lcpipe.sweep.storage import Storage
@@ -38,10 +42,21 @@ class BackedStageCache(StageCache):
         try:
             _extract(self.storage.get(self._rel(key)), tmp)
             super().put(key, tmp)
+        except InputError as exc:  # unreadable or damaged in storage: this stage is recomputed
+            log.warning("stage cache: %s in %s is unusable (%s); recomputing", key[:12], self.storage.uri, exc)
+            return None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         log.info("stage cache: %s fetched from %s", key[:12], self.storage.uri)
         return super().get(key)
+
+    def discard(self, key: str) -> None:
+        """Drop the node's entry and the stored one (a corrupt entry must not be fetched again)."""
+        super().discard(key)
+        try:
+            self.storage.delete(self._rel(key))
+        except InputError as exc:
+            log.warning("stage cache: could not delete %s: %s", self._rel(key), exc)
 
     def put(self, key: str, src_dir: Path, *, replace: bool = False) -> None:
         super().put(key, src_dir, replace=replace)

@@ -115,8 +115,9 @@ class _RaySweep:
                                                                              "submitted": 0}
         data = shipping.pack_inputs(names) if tasks else b""
         ray = self.ray = on_ray.import_ray()
-        started, tmp = on_ray.start_ray(ray, address, num_cpus)
+        started, tmp = False, None
         try:
+            started, tmp = on_ray.start_ray(ray, address, num_cpus)  # cleans up after itself if it fails
             node_cpus = on_ray.largest_node_cpus(ray)
             if self.per_cpu_kind:
                 from lcpipe.sweep.nodes import kinds_of, probe_nodes
@@ -151,6 +152,8 @@ class _RaySweep:
                         "cpu_kinds": {k: [n["node_id"] for n in v] for k, v in self.kinds.items()}}
             return rows, executor
         finally:
+            if ray.is_initialized():
+                on_ray.forget_attempts(self.token)
             if started:
                 ray.shutdown()
             if tmp:
@@ -203,6 +206,7 @@ class _RaySweep:
         timing = {k: getattr(vopts, k) for k in ("latency", "throughput", "warmup", "rounds", "iterations",
                                                   "throughput_seconds")}
         timing["threads"] = point.config.runtime.threads
+        timing["inference_precision"] = getattr(vopts, "inference_precision", "f32")
         irs_ref = self.ray.put(irs)
         done = {f["cpu_kind"] for f in have if f["status"] == "ok"}
         for kind, nodes in self.kinds.items():

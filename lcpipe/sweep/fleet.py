@@ -9,6 +9,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from lcpipe.fileio import atomic_path
+from lcpipe.render.format import MISSING, fixed
 from lcpipe.sweep.results import _ms, pareto_front
 
 FLEET_FILE = "fleet.json"  # a point's fleet rows, kept in its run dir (a rerun re-times only missing kinds)
@@ -79,13 +81,11 @@ def fleet_doc(fleet: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[s
 
 
 def write_fleet_csv(path: Path, fleet: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(FLEET_COLUMNS)
         for r in sorted(fleet, key=lambda r: (r["point"], str(r["cpu_kind"]))):
             w.writerow(["" if r.get(c) is None else r.get(c) for c in FLEET_COLUMNS])
-    tmp.replace(path)
 
 
 def format_fleet(fleet: list[dict[str, Any]]) -> str:
@@ -95,8 +95,7 @@ def format_fleet(fleet: list[dict[str, Any]]) -> str:
         ok = f["status"] == "ok"
         lines.append([f["point"], str(f["cpu_kind"]), f["status"] if ok else f"failed: {f.get('error')}",
                       _ms(f.get("latency_p50_fp32_ms")), _ms(f.get("latency_p50_int8_ms")),
-                      f"{f['latency_speedup']:.2f}x" if f.get("latency_speedup") else "-",
-                      f"{f['throughput_int8']:.0f}" if f.get("throughput_int8") else "-",
-                      str(f.get("source")), str(f.get("node_id") or "-")[:12]])
+                      fixed(f.get("latency_speedup") or None, 2, "x"), fixed(f.get("throughput_int8") or None, 0),
+                      str(f.get("source")), str(f.get("node_id") or MISSING)[:12]])
     widths = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines)

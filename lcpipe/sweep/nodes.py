@@ -19,15 +19,17 @@ KIND_RESOURCE = "cpu_kind:"
 
 
 def node_facts(ray: Any = None) -> dict[str, Any]:
-    """This process's node: id, host, CPU model, ISA, cores and CPU kind."""
-    from lcpipe.sysinfo import cpu_model, default_threads, isa_flags, isa_level
+    """This process's node: id, host, CPU model, ISA, cores and CPU kind (lcpipe.sysinfo.cpu_info,
+    under the row keys a sweep writes)."""
+    from lcpipe.sysinfo import cpu_info
 
     node_id = resources = None
     if ray is not None and ray.is_initialized():
         node_id = ray.get_runtime_context().get_node_id()
         resources = next((n.get("Resources", {}) for n in ray.nodes() if n.get("NodeID") == node_id), {})
-    facts = {"node_id": node_id, "hostname": platform.node(), "cpu_model": cpu_model(), "isa": isa_level(),
-             "flags": isa_flags(), "cores": default_threads()}
+    cpu = cpu_info()
+    facts = {"node_id": node_id, "hostname": platform.node(), "cpu_model": cpu["model"], "isa": cpu["isa"],
+             "flags": cpu["flags"], "cores": cpu["cores"]}
     facts["cpu_kind"] = cpu_kind(facts, resources or {})
     return facts
 
@@ -77,14 +79,16 @@ def kinds_of(nodes: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def retime(irs: dict[str, bytes], timing: dict[str, Any]) -> dict[str, Any]:
-    """Ray task: time a point's FP32 and INT8 IRs on this node as the validate stage does (same
-    options, interleaved rounds, f32 inference, batch 1). Accuracy is not recomputed: it does not
-    depend on the CPU. The input is a fixed random tensor of the IR's shape (these conv nets do
-    the same work whatever the pixel values)."""
+    """Ray task: time a point's FP32 IR and its shipped INT8 IR on this node with the point's
+    validate options (interleaved rounds, batch 1) and precisions: validate's
+    ``inference_precision``, except that an IR the plan stage chose runs at the precision the plan
+    recorded in it. Accuracy is not recomputed: it does not depend on the CPU. The input is a fixed
+    random tensor of the IR's shape (these conv nets do the same work whatever the pixel values)."""
     import numpy as np
     import ray
 
     from lcpipe.measure.runtime import compile_ir
+    from lcpipe.measure.shards import ir_precisions
     from lcpipe.measure.timing import measure_throughput, time_irs
     from lcpipe.sysinfo import default_threads
 
@@ -94,13 +98,14 @@ def retime(irs: dict[str, bytes], timing: dict[str, Any]) -> dict[str, Any]:
         for name, data in irs.items():
             Path(tmp, name).write_bytes(data)
         xml = {"fp32": Path(tmp, "fp32.xml"), "int8": Path(tmp, "int8.xml")}
-        compiled = {k: compile_ir(p, "THROUGHPUT", threads, "f32") for k, p in xml.items()}
+        precisions = ir_precisions(xml, timing.get("inference_precision", "f32"))
+        compiled = {k: compile_ir(p, "THROUGHPUT", threads, precisions[k]) for k, p in xml.items()}
         shape = [d.get_length() if d.is_static else 1 for d in compiled["fp32"].inputs[0].get_partial_shape()]
         x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-        row: dict[str, Any] = {**facts, "threads": threads}
+        row: dict[str, Any] = {**facts, "threads": threads, "inference_precision": precisions}
         if timing.get("latency", True):
-            lat = time_irs(xml, x, threads=threads, precision="f32", warmup=timing["warmup"], rounds=timing["rounds"],
-                           iterations=timing["iterations"], show=False)
+            lat = time_irs(xml, x, threads=threads, precision=precisions, warmup=timing["warmup"],
+                           rounds=timing["rounds"], iterations=timing["iterations"], show=False)
             row.update(latency_p50_fp32_ms=lat["fp32"]["p50"], latency_p50_int8_ms=lat["int8"]["p50"],
                        latency_speedup=round(lat["fp32"]["p50"] / lat["int8"]["p50"], 4))
         if timing.get("throughput", True):
@@ -111,14 +116,34 @@ def retime(irs: dict[str, bytes], timing: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def shipped_irs(run_dir: Path) -> dict[str, Path] | None:
+    """The FP32 IR and the shipped INT8 IR of a finished run dir, from its manifest: the last stage
+    that produced each (a ``plan`` stage replaces quantize's ``ir_int8`` with the IR it chose)."""
+    import json
+
+    try:
+        stages = json.loads((run_dir / "manifest.json").read_text()).get("stages") or []
+    except (OSError, ValueError):
+        return None
+    found: dict[str, Path] = {}
+    for rec in stages:
+        for kind, name in (("ir_fp32", "fp32"), ("ir_int8", "int8")):
+            info = (rec.get("outputs") or {}).get(kind)
+            if info:
+                found[name] = run_dir / rec["name"] / info["path"]
+    if set(found) != {"fp32", "int8"} or not all(p.is_file() and p.with_suffix(".bin").is_file()
+                                                 for p in found.values()):
+        return None
+    return found
+
+
 def ir_files(run_dir: Path) -> dict[str, bytes] | None:
-    """The FP32 and INT8 IR (xml + bin) of a finished run dir, as bytes for a re-time task."""
-    pairs = {"fp32": sorted((run_dir / "convert").glob("*.xml")), "int8": sorted((run_dir / "quantize").glob("*.xml"))}
-    if not pairs["fp32"] or not pairs["int8"]:
+    """The FP32 and shipped INT8 IR (xml + bin) of a finished run dir, as bytes for a re-time task."""
+    found = shipped_irs(run_dir)
+    if found is None:
         return None
     out = {}
-    for name, found in pairs.items():
-        xml = found[0]
+    for name, xml in found.items():
         out[f"{name}.xml"] = xml.read_bytes()
         out[f"{name}.bin"] = xml.with_suffix(".bin").read_bytes()
     return out

@@ -49,8 +49,9 @@ def prepare(sweep: Sweep, out: Path, opts: dict[str, Any]) -> tuple[list[PointTa
         home = out / "points" / p.id
         try:
             raw, used = shipping.shipped_config(p.config, names)
-        except shipping.ShipmentTooBigError:
-            raise
+        except (shipping.ShipmentTooBigError, shipping.UnpinnedSourceError) as exc:
+            # the sweep's own problem, the same for many points: refused before anything is submitted
+            raise type(exc)(f"{sweep.source}: point {p.id}: {exc}") from None
         except (ConfigError, InputError) as exc:
             row = {"point": p.id, "index": p.index, "overrides": p.overrides, "run_dir": str(home),
                    **error_fields(exc)}
@@ -142,16 +143,47 @@ def attempts(key: str) -> list[dict[str, Any]]:
 
 
 def bring_home(row: dict[str, Any], home: Path, storage: str | None) -> dict[str, Any]:
-    """Unpack a finished point's run dir under the driver's --out; the row then names that path."""
+    """Unpack a finished point's run dir under the driver's --out; the row then names that path.
+    A run dir that cannot be brought home (unreadable in storage, a damaged zip) makes the point's
+    row failed, class ``input``; the sweep goes on. The storage copy is deleted once read."""
     data = row.pop("_home", None)
     rel = row.pop("_home_rel", None)
-    if data is None and rel and storage:
-        data = Storage(storage).get(rel)
-    if data is not None:
-        shipping.unpack_home(data, home)
+    try:
+        if data is None and rel and storage:
+            data = Storage(storage).get(rel)
+        if data is not None:
+            shipping.unpack_home(data, home)
+    except (InputError, OSError) as exc:
+        node = row.get("node") or {}
+        where = f"node {str(node.get('node_id') or '?')[:12]} ({node.get('hostname')})"
+        fields = error_fields(exc)
+        fields["error"] = f"the run dir from {where} could not be brought home: {fields['error']}"
+        fields["error_class"] = "input"
+        row.update(fields)
+        log.error("%s: %s", row.get("point"), fields["error"])
+    finally:
+        if rel and storage:
+            _delete_quietly(Storage(storage), rel)
     row["run_dir"] = str(home)
     write_json(home / POINT_FILE, row)
     return row
+
+
+def _delete_quietly(store: Storage, rel: str) -> None:
+    try:
+        store.delete(rel)
+    except InputError as exc:  # a leftover in storage is not worth failing the point for
+        log.warning("%s", exc)
+
+
+def forget_attempts(token: str) -> None:
+    """Delete this sweep's attempt records (``lcpipe-sweep/<token>/*``) from Ray's KV store."""
+    try:
+        from ray.experimental.internal_kv import _internal_kv_del
+
+        _internal_kv_del(f"{_KV_PREFIX}/{token}/", del_by_prefix=True)
+    except Exception:  # bookkeeping only: the sweep's result does not depend on it
+        log.debug("could not delete the sweep's attempt records", exc_info=True)
 
 
 def crashed_row(task: PointTask, exc: BaseException, tried: list[dict[str, Any]], home: Path) -> dict[str, Any]:
@@ -183,22 +215,61 @@ def import_ray() -> Any:
 
 def start_ray(ray: Any, address: str | None, num_cpus: int | None) -> tuple[bool, str | None]:
     """Connect to ``address`` / $RAY_ADDRESS, or start a lean, quiet local Ray; returns
-    (started here, temp dir to remove)."""
+    (started here, temp dir to remove). A cluster that cannot be reached is a ConfigError (exit 2)
+    naming the address; whatever fails, a half-started Ray is shut down and the temp dir removed."""
     if ray.is_initialized():
         return False, None
+    where = "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS") or None
     common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
               "configure_logging": True}
     if address:
-        ray.init(address=address, **common)
+        _check_reachable(address, where)  # ray.init waits minutes on an address nobody answers
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            _shutdown_quietly(ray)
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"{where} {address}: cannot connect to a Ray cluster there ({first}); start one "
+                              "(ray start --head) or fix the address, or run with --local") from None
+        except BaseException:
+            _shutdown_quietly(ray)
+            raise
         return True, None
     from lcpipe.sysinfo import default_threads
 
     # A short temp path: Ray's unix sockets live under it and must stay below ~107 characters.
     tmp = tempfile.mkdtemp(prefix="lcpipe-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
-    ray.init(num_cpus=num_cpus or default_threads(), object_store_memory=RAY_OBJECT_STORE_BYTES,
-             _temp_dir=tmp, **common)
+    try:
+        ray.init(num_cpus=num_cpus or default_threads(), object_store_memory=RAY_OBJECT_STORE_BYTES,
+                 _temp_dir=tmp, **common)
+    except BaseException:
+        _shutdown_quietly(ray)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return True, tmp
+
+
+def _check_reachable(address: str, where: str, timeout_s: float = 10.0) -> None:
+    """A TCP connect to the head's ``host:port`` (also behind ``ray://``): refused or silent -> ConfigError."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and the like: Ray resolves those itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"{where} {address}: cannot connect to a Ray cluster there ({exc}); start one "
+                          "(ray start --head) or fix the address, or run with --local") from None
+
+
+def _shutdown_quietly(ray: Any) -> None:
+    try:
+        ray.shutdown()
+    except Exception:  # cleaning up after a failed start: the start's error is the one to report
+        log.debug("ray.shutdown after a failed start", exc_info=True)
 
 
 def largest_node_cpus(ray: Any) -> int:

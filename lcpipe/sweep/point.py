@@ -130,6 +130,7 @@ def collect_metrics(config: PipelineConfig, result: Any) -> dict[str, Any]:
     row.update(_ir_sizes(result))
     if result.metrics:
         row.update(metrics_columns(result.metrics))
+    row.update(_plan_columns(result))
     return row
 
 
@@ -149,24 +150,40 @@ def _model_facts(config: PipelineConfig, result: Any) -> dict[str, Any]:
     return {"arch": ms.arch, "params": params, "flops": macs}
 
 
+_SIZE_COLUMNS = {"onnx": "size_onnx", "ir_fp32": "size_fp32", "ir_int8": "size_int8"}
+
+
 def _ir_sizes(result: Any) -> dict[str, Any]:
-    """Bytes on disk of the FP32 IR (convert), the INT8 IR (quantize) and the ONNX (export)."""
+    """Bytes on disk of the ONNX, the FP32 IR and the shipped INT8 IR: of each, the last stage's
+    that produced it (a ``plan`` stage replaces quantize's INT8 IR with the one it chose)."""
     sizes: dict[str, Any] = {}
     for rec in result.records:
-        col = {"export": "size_onnx", "convert": "size_fp32", "quantize": "size_int8"}.get(rec.name)
-        if col is None:
-            continue
-        total = 0
-        for info in rec.outputs.values():
+        for kind, info in rec.outputs.items():
+            col = _SIZE_COLUMNS.get(kind)
+            if col is None:
+                continue
             p = result.run_dir / rec.name / info["path"]
-            if p.suffix == ".xml":
-                total += p.stat().st_size + (p.with_suffix(".bin").stat().st_size if p.with_suffix(".bin").exists()
-                                             else 0)
-            elif p.suffix == ".onnx":
-                total += p.stat().st_size
-        if total:
-            sizes[col] = total
+            total = p.stat().st_size if p.is_file() else 0
+            if p.suffix == ".xml" and p.with_suffix(".bin").is_file():
+                total += p.with_suffix(".bin").stat().st_size
+            if total:
+                sizes[col] = total
     return sizes
+
+
+def _plan_columns(result: Any) -> dict[str, Any]:
+    """With a ``plan`` stage the shipped INT8 IR is the plan's choice: its preset, quantized op count
+    and float precision, from plan.json (not from the quantize stage's own IR)."""
+    path = result.artifacts.get("plan_report")
+    if not path or not Path(path).is_file():
+        return {}
+    plan = json.loads(Path(path).read_text())
+    chosen = plan.get("chosen") or {}
+    cand = next((c for c in plan.get("candidates") or [] if c.get("chosen")), {})
+    counts = (plan.get("irs") or {}).get(cand.get("ir")) or {}
+    return {"plan": chosen.get("name"), "int8_precision": chosen.get("inference_precision"),
+            "preset": chosen.get("preset") if chosen.get("int8") else None,
+            "quantized_ops": counts.get("quantized") if chosen.get("int8") else 0}
 
 
 def metrics_columns(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +193,9 @@ def metrics_columns(metrics: dict[str, Any]) -> dict[str, Any]:
     thr = metrics.get("throughput_ips") or {}
     sp = metrics.get("speedup") or {}
     quant = metrics.get("quantize") or {}
+    plan = metrics.get("plan")
+    if plan:  # the shipped INT8 IR is the plan's choice, not quantize's IR (see _plan_columns)
+        quant = {"preset": None, "quantized_ops": None} if plan.get("int8") else {"preset": None, "quantized_ops": 0}
     return {
         "images": acc.get("images"),
         "fp32_top1": (acc.get("fp32") or {}).get("top1"),
@@ -191,6 +211,7 @@ def metrics_columns(metrics: dict[str, Any]) -> dict[str, Any]:
         "throughput_speedup": sp.get("throughput"),
         "preset": quant.get("preset"),
         "quantized_ops": quant.get("quantized_ops"),
+        **({"plan": plan.get("chosen"), "int8_precision": plan.get("inference_precision")} if plan else {}),
         "gates_failed": [g["name"] for g in metrics.get("gates") or [] if not g.get("passed")],
         "threads": metrics.get("threads"),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lcpipe.render.format import num
 from lcpipe.sweep.results import COLUMNS, _mb, _ms, _pct, pareto_front
 
 
@@ -25,14 +26,10 @@ def scatter_png(rows: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
     axes = _plot_axes(rows)
     if axes is None:
         return None, []
-    import base64
-    import io
+    from lcpipe.render.charts import _png, _pyplot
+    from lcpipe.render.html import png_base64
 
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on build machines
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()  # Agg: no display on build machines
     xk, yk = axes
     pts = [r for r in rows if r["status"] != "failed" and r.get(xk) is not None and r.get(yk) is not None]
     xy = [(float(r[xk]), float(r[yk])) for r in pts]
@@ -54,34 +51,34 @@ def scatter_png(rows: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
     ax.set_ylabel(("top-1" if yk == "int8_top1" else "agreement with FP32") + "  - higher is better")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii"), [pts[i]["point"] for i in front]
+    return png_base64(_png(fig)), [pts[i]["point"] for i in front]
 
 
 def render_html(doc: dict[str, Any]) -> str:
+    """The page, rendered like lcpipe.render.html.render_template (autoescape, undefined names are
+    errors) plus the table filters sweep.html.j2 uses."""
     import jinja2
 
     from lcpipe.render.html import TEMPLATES
-
-    rows = [{c: None for c in COLUMNS} | r for r in doc["points"]]  # absent columns render as "-"
-    doc = {**doc, "points": rows}
-    png, front = scatter_png(rows)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]))
-    env.filters.update(pct=_pct, ms=_ms, mb=_mb, num=_num)
     from lcpipe.sweep.fleet import fleet_doc
 
+    # what the page may show but a row or executor may lack (a failed point, a local run) is None, not undefined
+    rows = [dict.fromkeys((*COLUMNS, "threads", "overrides")) | r for r in doc["points"]]
+    for r in rows:
+        r["overrides"] = r["overrides"] or {}
+    machine = {**doc["machine"], "executor": {"node_cpus": None, **(doc["machine"].get("executor") or {})}}
+    doc = {**doc, "points": rows, "machine": machine}
+    png, front = scatter_png(rows)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters.update(pct=_pct, ms=_ms, mb=_mb, num=_num)
     fleet = fleet_doc(doc.get("fleet") or [], rows)
     return env.get_template("sweep.html.j2").render(doc=doc, png=png, front=set(front), front_order=front,
                                                     swept=doc["swept"], fleet=fleet)
 
 
 def _num(v: Any) -> str:
-    if v is None:
-        return "-"
+    """Params/MACs in millions, else lcpipe.render.format.num."""
     if isinstance(v, int) and v >= 10_000:
         return f"{v / 1e6:.2f} M"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    return num(v)

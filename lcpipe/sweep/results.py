@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lcpipe.fileio import write_json
+from lcpipe.fileio import atomic_path, write_json
+from lcpipe.render.format import fixed, pct
 from lcpipe.sweep.schema import Sweep
 
 COLUMNS = ("point", "status", "arch", "params", "flops", "preset", "fp32_top1", "int8_top1", "top1_drop",
@@ -34,7 +35,9 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], machine: dict[str, A
         write_fleet_csv(files["fleet_csv"], fleet)
     from lcpipe.sweep.render import render_html  # matplotlib/jinja2 only when writing
 
-    files["html"].write_text(render_html(doc))
+    html = render_html(doc)
+    with atomic_path(files["html"]) as tmp:
+        tmp.write_text(html)
     return files
 
 
@@ -45,14 +48,12 @@ def _swept_keys(sweep: Sweep) -> list[str]:
 def _write_csv(path: Path, rows: list[dict[str, Any]], keys: list[str]) -> None:
     extra = sorted({k for r in rows for k in r if k.startswith("sharded_")})
     cols = ["point", *keys, *COLUMNS[1:], *extra]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
         for r in rows:
             ov = r.get("overrides") or {}
             w.writerow([_cell(ov.get(c) if c in keys and c not in r else r.get(c)) for c in cols])
-    tmp.replace(path)
 
 
 def _cell(v: Any) -> Any:
@@ -83,15 +84,15 @@ def format_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
 
 
 def _pct(v: Any) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
+    return pct(v)
 
 
 def _ms(v: Any) -> str:
-    return "-" if v is None else f"{v:.2f} ms"
+    return fixed(v, 2, " ms")
 
 
 def _mb(v: Any) -> str:
-    return "-" if v is None else f"{v / 1e6:.2f}"
+    return fixed(None if v is None else v / 1e6, 2)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

@@ -162,9 +162,14 @@ def _point_id(index: int, overrides: dict[str, Any]) -> str:
     return "-".join(p for p in parts if p)
 
 
+TIMING_STAGES = ("plan", "bench")  # stages that time inference whatever their options
+
+
 def measures_latency(config: PipelineConfig) -> bool:
-    """Does the pipeline time inference (a validate stage with latency or throughput on)? Such a
-    point gets the whole node so nothing runs beside it."""
+    """Does the pipeline time inference (a ``plan`` or ``bench`` stage, or a validate stage with
+    latency or throughput on)? Such a point gets the whole node so nothing runs beside it."""
+    if any(name in TIMING_STAGES for name in config.stage_names()):
+        return True
     opts = config.stage_options("validate")
     return opts is not None and bool(getattr(opts, "latency", True) or getattr(opts, "throughput", False))
 

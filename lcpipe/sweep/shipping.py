@@ -5,9 +5,11 @@ label files, validate's groups TSV) gets a shipped name ``<content sha256[:16]>/
 point's config travels with those names only, and the files travel as one zip (through Ray's object
 store, or ``storage:`` when too big). Worker: the zip is checked against its sha256, each input is
 unpacked once per node into ``<node dir>/inputs/<its digest>/`` and the config's names are made
-absolute there. Names depend only on content, so the node's stage cache keys stay the same when a
-sweep gains a point or the driver's folders move. The point's run
-dir is built on the node and returned as a zip, unpacked under the driver's ``--out``.
+absolute there. Names depend only on content, and unpacked files get one fixed mtime (the data
+fingerprint hashes path, size and mtime), so a node's stage cache keys stay the same when a sweep
+gains a point or the driver's folders move, and are the same on every node with the same
+``LCPIPE_NODE_DIR``. The point's run dir is built on the node and returned as a zip, unpacked under
+the driver's ``--out``.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ from typing import Any
 
 from lcpipe.config import PipelineConfig, _is_path_field, _resolve_paths, _sub_model, validate_config
 from lcpipe.errors import ConfigError, InputError
-from lcpipe.fileio import atomic_dir, sha256_path
+from lcpipe.fileio import atomic_dir, remove_stale_temps, sha256_path, temp_prefix
 
 # Ray refuses runtime_env packages at its gRPC message limit (ray/_private/runtime_env/packaging.py:
 # GCS_STORAGE_MAX_SIZE = RAY_max_grpc_message_size, default 512 MiB); the same bound holds for the
 # one object lcpipe puts in the object store for the inputs.
 SHIP_LIMIT_BYTES = 512 * 1024 * 1024
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same inputs give the same zip and digest
+# mtime of every unpacked input (2000-01-01 UTC): data fingerprints hash path + size + mtime, so
+# extraction time must not enter them, or each node (and each unpack) gets its own cache keys
+INPUT_MTIME_NS = 946_684_800 * 10**9
 
 
 def node_dir() -> Path:
@@ -42,6 +47,11 @@ def node_dir() -> Path:
 
 class ShipmentTooBigError(ConfigError):
     """The points' inputs exceed what Ray ships with a job (the whole sweep is refused, not a point)."""
+
+
+class UnpinnedSourceError(ConfigError):
+    """A URL source without sha256: every node would download it unverified (the whole sweep is
+    refused before anything is submitted, not one failed row per point)."""
 
 
 class InputNames:
@@ -75,8 +85,11 @@ def shipped_config(config: PipelineConfig, names: InputNames) -> tuple[dict[str,
     names it uses. URL sources stay URLs (fetched on the node) and must pin a sha256."""
     src = config.model.source
     if src.url and not src.path and not src.sha256:
-        raise ConfigError("model.source.url without sha256: every node downloads it on its own; pin "
-                          "model.source.sha256 so each verifies the same bytes")
+        raise UnpinnedSourceError(
+            f"model.source.url without sha256 ({src.url}): on Ray every node downloads it on its own; pin "
+            "model.source.sha256 (in the sweep's sources: or the base pipeline) so each verifies the same bytes, "
+            "or use a local file (model.source.path / sources: {arch: {path: ...}}), which travels with the job; "
+            "--local runs unpinned URLs as is")
     raw = config.to_yaml_dict()
     used: list[str] = []
     raw = _rename_paths(raw, PipelineConfig, names, used, [])
@@ -120,9 +133,10 @@ def materialize(data: bytes, digest: str) -> Path:
         raise InputError(f"shipped inputs have sha256 {got}, the driver sent {digest}")
     root = node_dir() / "inputs"
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".unpack.", dir=root))
+    remove_stale_temps(root)  # a killed unpack's leftovers (pid-named temps)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("unpack"), suffix=".tmp", dir=root))
     try:
-        _extract(data, tmp)
+        _extract(data, tmp, mtime_ns=INPUT_MTIME_NS)
         for part in sorted(p for p in tmp.iterdir() if p.is_dir()):
             dest = root / part.name
             if (dest / ".complete").is_file():
@@ -176,13 +190,22 @@ def _add_tree(zf: zipfile.ZipFile, path: Path, name: str, compress: int) -> None
             shutil.copyfileobj(src, dst, 1 << 20)
 
 
-def _extract(data: bytes, dest: Path) -> None:
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        for member in zf.namelist():
-            p = PurePosixPath(member)
-            if p.is_absolute() or ".." in p.parts:  # lcpipe wrote these zips; refuse anything else
-                raise InputError(f"shipped zip member {member!r} leaves its folder")
-        zf.extractall(dest)
+def _extract(data: bytes, dest: Path, mtime_ns: int | None = None) -> None:
+    """Unpack an lcpipe zip into ``dest``; ``mtime_ns``: stamp every file with it (else: extraction time).
+    A damaged zip is an InputError."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            for member in zf.namelist():
+                p = PurePosixPath(member)
+                if p.is_absolute() or ".." in p.parts:  # lcpipe wrote these zips; refuse anything else
+                    raise InputError(f"shipped zip member {member!r} leaves its folder")
+            zf.extractall(dest)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise InputError(f"damaged zip ({len(data)} bytes): {exc}") from None
+    if mtime_ns is not None:
+        for f in dest.rglob("*"):
+            if f.is_file():
+                os.utime(f, ns=(mtime_ns, mtime_ns))
 
 
 def _tree_bytes(path: Path) -> int:

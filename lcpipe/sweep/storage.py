@@ -11,12 +11,12 @@ never sees half an object.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from lcpipe.errors import ConfigError, InputError, MissingDependencyError
+from lcpipe.fileio import atomic_path
 
 
 class Storage:
@@ -57,16 +57,28 @@ class Storage:
     def put(self, rel: str, data: bytes) -> str:
         path = self._path(rel)
         if self._fs is None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".part.", dir=os.path.dirname(path))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:  # pid-named temp, removed on failure
+                tmp.write_bytes(data)
         else:
             self._fs.create_dir(os.path.dirname(path), recursive=True)
             with self._fs.open_output_stream(path) as f:
                 f.write(data)
         return self.url(rel)
+
+    def delete(self, rel: str) -> None:
+        """Remove an object; one that is already gone is fine."""
+        path = self._path(rel)
+        try:
+            if self._fs is None:
+                os.unlink(path)
+            else:
+                self._fs.delete_file(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if self._fs is not None and not self.exists(rel):
+                return  # pyarrow raises OSError for a missing object
+            raise InputError(f"storage: cannot delete {self.url(rel)}: {exc}") from None
 
     def get(self, rel: str) -> bytes:
         path = self._path(rel)
