@@ -140,3 +140,21 @@ def test_plan_ships_fp32_when_no_int8_candidate_passes_and_says_so(tmp_path: Pat
     assert "A non-INT8 plan won" in (tmp_path / "run" / "report.md").read_text()
     assert "A non-INT8 plan won" in (tmp_path / "run" / "deploy" / "README.txt").read_text()
     assert result.metrics["accuracy"]["max_abs_logit_diff"] == 0.0  # validate compared the FP32 IR with itself
+
+
+def test_a_stage_before_a_later_producer_of_its_input_is_a_config_error(tmp_path: Path) -> None:
+    """validate before plan would measure the quantize IR while report ships the planned one."""
+    from click.testing import CliRunner
+
+    from lcpipe.cli import cli
+
+    yaml = helpers.textline_yaml(tmp_path / "tl.yaml", "- validate: {}\n- plan: {}\n- report: {}")
+    res = CliRunner().invoke(cli, ["run", str(yaml), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2, res.output
+    assert "stages[5].validate uses ir_int8, which stages[6].plan produces again after it" in res.output
+    assert not (tmp_path / "run" / "import").exists()  # refused before any stage ran
+    # the same stages in the right order pass the check (plan consumes ir_int8 and produces it again)
+    from lcpipe.runner import _check_artifact_flow
+
+    good = helpers.textline_yaml(tmp_path / "ok.yaml", "- plan: {}\n- validate: {}\n- report: {}")
+    _check_artifact_flow(lcpipe.load_config(good))
