@@ -158,3 +158,54 @@ def test_a_stage_before_a_later_producer_of_its_input_is_a_config_error(tmp_path
 
     good = helpers.textline_yaml(tmp_path / "ok.yaml", "- plan: {}\n- validate: {}\n- report: {}")
     _check_artifact_flow(lcpipe.load_config(good))
+
+
+def _plan_section(chosen: str, int8: bool, precision: str) -> dict:
+    from lcpipe.plan import runtime_config
+
+    desc = "FP32 IR, float ops in f32 (no INT8)" if not int8 else f"INT8 (performance preset), float ops in {precision}"
+    return {"chosen": chosen, "int8": int8, "description": desc, "inference_precision": precision,
+            "runtime_config": runtime_config(precision), "why": "fastest candidate that passes every fidelity gate",
+            "search_seconds": 12.5, "eval_images": 100, "gates_checked": [], "candidates": []}
+
+
+def _rendered(m: dict) -> dict[str, str]:
+    from lcpipe.deploy.bundle import deploy_readme
+    from lcpipe.render.report import render_markdown
+    from lcpipe.render.summary import render_summary
+
+    m = {**m, "gates": [], "passed": True, "pipeline": "t"}
+    return {"md": render_markdown(m), "summary": render_summary(m),
+            "readme": deploy_readme(m, {"mode": "resize", "size": [80, 160]}, False)}
+
+
+def test_reports_name_the_shipped_plan_and_its_precision() -> None:
+    from test_gates import _metrics
+
+    m = _metrics()
+    m["inference_precision"] = {"fp32": "f32", "int8": "bf16"}
+    m["plan"] = _plan_section("int8_performance@bf16", True, "bf16")
+    out = _rendered(m)
+    assert "the FP32 IR's in f32, the shipped plan's IR (int8_performance@bf16) in bf16" in out["md"]
+    assert "plan: shipped plan int8_performance@bf16" in out["summary"]
+    assert "It holds plan int8_performance@bf16: INT8 (performance preset)" in out["readme"]
+    assert "'INFERENCE_PRECISION_HINT': 'bf16'" in out["readme"]
+
+    m["inference_precision"] = {"fp32": "f32", "int8": "f32"}
+    m["plan"] = _plan_section("fp32@f32", False, "f32")
+    out = _rendered(m)
+    assert "A non-INT8 plan won" in out["summary"]
+    assert "INT8 IR taking images" not in out["readme"] and "NOT INT8" in out["readme"]
+
+
+def test_without_a_plan_the_serving_snippet_compiles_at_the_measured_precision() -> None:
+    from test_gates import _metrics
+
+    m = _metrics()
+    m["inference_precision"] = {"fp32": "f32", "int8": "f32"}
+    out = _rendered(m)
+    assert "INT8 IR taking images" in out["readme"]
+    assert "{'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'}" in out["readme"]
+    assert "plan:" not in out["summary"]
+    m["inference_precision"] = None  # not recorded: the README says the snippet runs at the plugin default
+    assert "plugin's default float precision" in _rendered(m)["readme"]
