@@ -376,3 +376,18 @@ def test_isa_cap_sets_the_effective_isa_for_goals() -> None:
     result = _result(_rows(), "PPLCNetV2_base", "avx2")
     result["cpu"].update(isa="amx", isa_cap="AVX2", effective_isa="avx2")
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in rb.render_markdown(result)
+
+
+def test_shared_top_k_softmax_and_ratio() -> None:
+    """The one top-k / softmax / ratio every measurement and predict use (lcpipe.measure.accuracy, lcpipe.metrics)."""
+    from lcpipe.measure.accuracy import softmax, top_indices
+    from lcpipe.metrics import ratio
+
+    z = np.random.default_rng(0).standard_normal((6, 1000)).astype(np.float32)
+    np.testing.assert_array_equal(top_indices(z, 5), np.argsort(-z, axis=1)[:, :5])
+    np.testing.assert_array_equal(top_indices(z[2], 5), np.argsort(-z[2])[:5])
+    assert top_indices(z[:, :3], 5).shape == (6, 3)  # k capped at the number of classes
+    p = softmax(z.astype(np.float64))
+    np.testing.assert_allclose(p.sum(1), 1.0) and np.testing.assert_allclose(softmax(z[1].astype(np.float64)), p[1])
+    assert np.array_equal(p.argmax(1), z.argmax(1))
+    assert ratio(3.0, 2.0) == 1.5 and ratio(None, 2.0) is None and ratio(1.0, 0) is None

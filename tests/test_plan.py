@@ -209,3 +209,40 @@ def test_without_a_plan_the_serving_snippet_compiles_at_the_measured_precision()
     assert "plan:" not in out["summary"]
     m["inference_precision"] = None  # not recorded: the README says the snippet runs at the plugin default
     assert "plugin's default float precision" in _rendered(m)["readme"]
+
+
+def _tiny_ir(path: Path, plan: dict | None) -> Path:
+    """A one-op IR (real OpenVINO), with the plan stage's rt_info record when ``plan`` is given."""
+    import openvino as ov
+
+    x = ov.opset13.parameter([1, 3, 4, 4], ov.Type.f32, name="x")
+    model = ov.Model([ov.opset13.relu(x)], [x], "tiny")
+    if plan is not None:
+        model.set_rt_info(json.dumps(plan), ["lcpipe", "plan"])
+    ov.save_model(model, str(path), compress_to_fp16=False)
+    return path
+
+
+def test_a_planned_ir_sets_the_precision_of_bench_and_predict(tmp_path: Path) -> None:
+    import openvino as ov
+
+    from lcpipe.measure.bench_engines import int8_float_precision
+    from lcpipe.plan import planned_precision
+    from lcpipe.predict import compile_properties
+    from lcpipe.stages.bench import bench_until
+    from lcpipe.stages.convert import read_lcpipe_rt_info
+
+    planned = _tiny_ir(tmp_path / "planned.xml", {"name": "int8_performance@bf16", "inference_precision": "bf16"})
+    plain = _tiny_ir(tmp_path / "plain.xml", None)
+    model = ov.Core().read_model(str(planned))
+    assert read_lcpipe_rt_info(model)["plan"]["name"] == "int8_performance@bf16"  # the one reader knows "plan"
+    assert planned_precision(model) == planned_precision(planned) == "bf16" and planned_precision(plain) is None
+    # bench: the option wins, else the plan's precision, else f32 (as validate)
+    assert int8_float_precision(planned, None) == "bf16"
+    assert int8_float_precision(planned, "f32") == "f32" and int8_float_precision(plain, None) == "f32"
+    assert bench_until(["import", "convert", "quantize", "plan", "validate"]) == "plan"
+    assert bench_until(["import", "convert", "quantize", "validate"]) == "quantize"
+    # predict: a planned IR compiles at its plan's precision; without a plan the plugin default stays
+    assert compile_properties(model, 2) == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2,
+                                            "INFERENCE_PRECISION_HINT": "bf16"}
+    assert compile_properties(ov.Core().read_model(str(plain)), None) == {"PERFORMANCE_HINT": "LATENCY"}

@@ -136,7 +136,9 @@ def serving_snippet(pre: dict[str, Any], labels: bool, compile_config: dict[str,
                   f"round(img.shape[0] * s)), interpolation={interp})\n"
                   f"c = {c}; h, w = img.shape[:2]; t, l = (h - c) // 2, (w - c) // 2; img = img[t:t + c, l:l + c]")
     names = 'open("labels.txt", encoding="utf-8").read().splitlines()' if labels else "None"
-    config = compile_config or {"PERFORMANCE_HINT": "LATENCY"}
+    from lcpipe.measure.runtime import ov_config
+
+    config = compile_config or ov_config("LATENCY", None, None)  # the plugin's default precision
     return f"""import sys, cv2, numpy as np, openvino as ov
 labels = {names}
 model = ov.Core().compile_model("model_int8_image.xml", "CPU", {config!r})

@@ -107,8 +107,7 @@ def bench_pipeline(pipeline: Any, *, overrides: tuple[str, ...] | list[str] = ()
         options = BenchOptions.model_validate({**base.model_dump(), **(updates or {})})
     except ValueError as exc:
         raise ConfigError(f"lcpipe bench: {' '.join(str(exc).split())}") from None
-    names = config.stage_names()
-    until = max(("quantize", "plan"), key=lambda n: names.index(n) if n in names else -1)
+    until = bench_until(config.stage_names())
     res = run_pipeline(config, out=out, until=until, force=force, cache_dir=cache_dir, no_cache=no_cache)
     inputs = {k: res.artifacts[k] for k in (*BenchStage.consumes, *BenchStage.optional_consumes)
               if k in res.artifacts}
@@ -123,6 +122,12 @@ def bench_pipeline(pipeline: Any, *, overrides: tuple[str, ...] | list[str] = ()
         result = run_bench(ctx, options, inputs)
         write_outputs(tmp, result, options)
     return result, dest
+
+
+def bench_until(names: list[str]) -> str:
+    """The last stage lcpipe bench runs: the last of quantize / plan, so the INT8 IR it times is the
+    one the pipeline ships (plan replaces quantize's ir_int8)."""
+    return max(("quantize", "plan"), key=lambda n: names.index(n) if n in names else -1)
 
 
 def run_bench(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path]) -> dict[str, Any]:
