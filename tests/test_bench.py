@@ -388,6 +388,7 @@ def test_shared_top_k_softmax_and_ratio() -> None:
     np.testing.assert_array_equal(top_indices(z[2], 5), np.argsort(-z[2])[:5])
     assert top_indices(z[:, :3], 5).shape == (6, 3)  # k capped at the number of classes
     p = softmax(z.astype(np.float64))
-    np.testing.assert_allclose(p.sum(1), 1.0) and np.testing.assert_allclose(softmax(z[1].astype(np.float64)), p[1])
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    np.testing.assert_allclose(softmax(z[1].astype(np.float64)), p[1])
     assert np.array_equal(p.argmax(1), z.argmax(1))
     assert ratio(3.0, 2.0) == 1.5 and ratio(None, 2.0) is None and ratio(1.0, 0) is None
