@@ -120,6 +120,20 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
     # validate timed and judged the shipped plan at its own precision
     validation = json.loads((tmp_path / "run" / "validate" / "validation.json").read_text())
     assert validation["inference_precision"]["int8"] == winner[0]["precision"]
+    # lcpipe bench times the shipped plan (not the quantize IR) at its precision, model-only and end to end
+    from lcpipe.predict import compile_properties
+    from lcpipe.stages.bench import bench_pipeline
+
+    bench, _ = bench_pipeline(yaml, out=tmp_path / "run", updates={
+        "engines": ["ov_int8"], "warmup": 1, "rounds": 1, "iterations": 5, "batch": 2, "eval_images": 20,
+        "e2e_images": 4, "throughput_seconds": 0.2, "chart": False, "progress": False})
+    assert bench["int8_precision"] == winner[0]["precision"]
+    int8_row = next(e for e in bench["engines"] if e["name"] == "ov_int8")
+    assert Path(int8_row["model"]) == tmp_path / "run" / "plan" / "model.xml"
+    assert int8_row["info"]["precision_hint"] == winner[0]["precision"]
+    assert bench["e2e"]["latency_ms"]["int8_image"]["p50"] > 0
+    # lcpipe predict compiles the shipped IR with the plan's precision
+    assert compile_properties(model, None)["INFERENCE_PRECISION_HINT"] == winner[0]["precision"]
 
 
 @pytest.mark.slow
