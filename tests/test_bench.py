@@ -366,6 +366,8 @@ def test_bench_stage_in_a_pipeline(smoke_yaml: Path, tmp_path: Path) -> None:
     for route in ("fp32_py", "int8_py", "fp32_image", "int8_image"):
         assert e2e["latency_ms"][route]["p50"] > 0 and e2e["throughput"][route]["images_per_s"] > 0
     assert e2e["speedup"]["e2e_latency_p50"] > 0 and "End to end" in (out / "bench" / "bench.md").read_text()
+    assert data["int8_precision"] == "f32"  # no plan stage: the INT8 IR's float ops in f32, as validate
+    assert "batch 1, float ops f32)" in (out / "bench" / "bench.md").read_text()
 
 
 def test_isa_cap_sets_the_effective_isa_for_goals() -> None:

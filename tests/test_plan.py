@@ -132,6 +132,9 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
     assert Path(int8_row["model"]) == tmp_path / "run" / "plan" / "model.xml"
     assert int8_row["info"]["precision_hint"] == winner[0]["precision"]
     assert bench["e2e"]["latency_ms"]["int8_image"]["p50"] > 0
+    assert bench["plan"] == winner[0]["name"]
+    assert (f"int8 routes = shipped plan {winner[0]['name']} {winner[0]['precision']})"
+            in (tmp_path / "run" / "bench" / "bench.md").read_text())
     # lcpipe predict compiles the shipped IR with the plan's precision
     assert compile_properties(model, None)["INFERENCE_PRECISION_HINT"] == winner[0]["precision"]
 

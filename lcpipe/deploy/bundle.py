@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.fileio import write_json
-from lcpipe.render.format import num, pct
+from lcpipe.render.format import pct, times
 
 
 def write_deploy(dest: Path, fp32_xml: Path, int8_xml: Path, rt: dict[str, Any], metrics: dict[str, Any]) -> Path:
@@ -51,7 +51,7 @@ preprocess.json      resize/crop and normalization; "image_input_ir" describes t
 labels.txt           class names, one per line
 metrics.json         accuracy, fidelity, latency, gates measured on {m['cpu'].get('model')} ({m['cpu'].get('isa')})
 {_int8_label(m)} top-1 {pct(m['accuracy']['int8']['top1'])} (FP32 {pct(m['accuracy']['fp32']['top1'])}), \
-latency speed-up {num(sp['latency_p50'])}x{_e2e_line(sp)}.
+latency speed-up {times(sp['latency_p50'])}{_e2e_line(sp)}.
 {_plan_line(m)}
 
 Quick check:  lcpipe predict model_int8_image.xml image.jpg --top-k 5
@@ -108,7 +108,7 @@ def _compile_note(m: dict[str, Any]) -> str:
 def _e2e_line(sp: dict[str, Any]) -> str:
     if not sp.get("e2e_latency_p50"):
         return ""
-    return (f"; end to end (decoded image -> top-k) {num(sp['e2e_latency_p50'])}x vs the FP32 IR "
+    return (f"; end to end (decoded image -> top-k) {times(sp['e2e_latency_p50'])} vs the FP32 IR "
             "with Python float preprocessing")
 
 

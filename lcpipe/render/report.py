@@ -6,7 +6,7 @@ from typing import Any
 
 from lcpipe.metrics import model_latency
 from lcpipe.render.charts import report_chart
-from lcpipe.render.format import num, pct
+from lcpipe.render.format import num, pct, times
 from lcpipe.render.html import png_base64, render_template
 from lcpipe.render.plan import plan_headline, plan_rows
 from lcpipe.render.tables import md_table
@@ -106,7 +106,7 @@ def e2e_table(lat: dict[str, Any], ips: dict[str, float], dec: dict[str, Any]) -
     for r in routes:
         s = lat.get(r) or {}
         ratio = round(base / s["p50"], 4) if base and s.get("p50") else None
-        rows.append([E2E_LABELS.get(r, r), num(s.get("p50")), num(s.get("p90")), num(ips.get(r)), f"{num(ratio)}x"])
+        rows.append([E2E_LABELS.get(r, r), num(s.get("p50")), num(s.get("p90")), num(ips.get(r)), times(ratio)])
     if dec.get("p50") is not None:
         rows.append(["(decode, cv2; not in the figures above)", num(dec["p50"]), num(dec["p90"]), "", ""])
     return rows
@@ -120,12 +120,12 @@ def headline(m: dict[str, Any]) -> dict[str, str]:
         "threads": str(m["threads"]),
         "precision": precision_sentence(m),
         "versions": versions,
-        "speedup": f"latency p50 {num(sp['latency_p50'])}x, throughput {num(sp['throughput'])}x, "
-                   f"size {num(sp['size'])}x" + (f", vs FP32 at plugin default precision "
-                                                  f"{num(sp['latency_p50_vs_default'])}x"
+        "speedup": f"latency p50 {times(sp['latency_p50'])}, throughput {times(sp['throughput'])}, "
+                   f"size {times(sp['size'])}" + (f", vs FP32 at plugin default precision "
+                                                  f"{times(sp['latency_p50_vs_default'])}"
                                                   if sp.get("latency_p50_vs_default") else "")
                    + (f"; end to end (INT8 image-input IR vs FP32 IR + Python preprocessing): latency p50 "
-                      f"{num(sp.get('e2e_latency_p50'))}x, throughput {num(sp.get('e2e_throughput'))}x"
+                      f"{times(sp.get('e2e_latency_p50'))}, throughput {times(sp.get('e2e_throughput'))}"
                       if sp.get("e2e_latency_p50") or sp.get("e2e_throughput") else ""),
         "quantize": (f"preset {q.get('preset')} ({q.get('preset_reason')}), {q.get('subset_size')} calibration "
                      f"images, {q.get('quantized_ops')}/{q.get('quantizable_ops')} convs+matmuls INT8, "

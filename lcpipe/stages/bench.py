@@ -159,6 +159,7 @@ def run_bench(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path])
         "definitions": {"latency": LATENCY_DEF, "throughput": THROUGHPUT_DEF.format(batch=options.batch),
                         "agreement": "argmax equal to the lcpipe FP32 IR's (f32)"},
         "eval_images": n_eval, "labeled": labels is not None, "int8_precision": options.int8_precision,
+        "plan": _plan_name(inputs["ir_int8"]),  # the plan stage's choice timed as ov_int8 / int8_* routes, or None
         "engines": measured,
     }
     analysis = analyse(result["engines"], result["model"].get("arch"))
@@ -189,6 +190,15 @@ def write_outputs(workdir: Path, result: dict[str, Any], options: BenchOptions) 
         out["bench_html"] = workdir / "bench.html"
         out["bench_html"].write_text(render_html_fragment(result, png), encoding="utf-8")
     return out
+
+
+def _plan_name(xml: Path) -> str | None:
+    from lcpipe.deps import require
+    from lcpipe.plan import PLAN_RT_KEY
+    from lcpipe.stages.convert import read_lcpipe_rt_info
+
+    plan = read_lcpipe_rt_info(require("openvino").Core().read_model(str(xml))).get(PLAN_RT_KEY)
+    return plan.get("name") if isinstance(plan, dict) else None
 
 
 def _read_json(path: Path | None) -> dict[str, Any]:
