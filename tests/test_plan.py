@@ -137,6 +137,8 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
             in (tmp_path / "run" / "bench" / "bench.md").read_text())
     # lcpipe predict compiles the shipped IR with the plan's precision
     assert compile_properties(model, None)["INFERENCE_PRECISION_HINT"] == winner[0]["precision"]
+    image_ir = ov.Core().read_model(str(deployed.with_name("model_int8_image.xml")))  # keeps the plan's rt_info
+    assert compile_properties(image_ir, None)["INFERENCE_PRECISION_HINT"] == winner[0]["precision"]
 
 
 @pytest.mark.slow
