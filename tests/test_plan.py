@@ -120,6 +120,8 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
     # validate timed and judged the shipped plan at its own precision
     validation = json.loads((tmp_path / "run" / "validate" / "validation.json").read_text())
     assert validation["inference_precision"]["int8"] == winner[0]["precision"]
+    # (read before lcpipe bench reruns the pipeline up to plan in this run dir, which drops report + deploy)
+    image_ir = ov.Core().read_model(str(deployed.with_name("model_int8_image.xml")))  # keeps the plan's rt_info
     # lcpipe bench times the shipped plan (not the quantize IR) at its precision, model-only and end to end
     from lcpipe.predict import compile_properties
     from lcpipe.stages.bench import bench_pipeline
@@ -137,7 +139,6 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
             in (tmp_path / "run" / "bench" / "bench.md").read_text())
     # lcpipe predict compiles the shipped IR with the plan's precision
     assert compile_properties(model, None)["INFERENCE_PRECISION_HINT"] == winner[0]["precision"]
-    image_ir = ov.Core().read_model(str(deployed.with_name("model_int8_image.xml")))  # keeps the plan's rt_info
     assert compile_properties(image_ir, None)["INFERENCE_PRECISION_HINT"] == winner[0]["precision"]
 
 
