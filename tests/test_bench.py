@@ -394,3 +394,14 @@ def test_shared_top_k_softmax_and_ratio() -> None:
     np.testing.assert_allclose(softmax(z[1].astype(np.float64)), p[1])
     assert np.array_equal(p.argmax(1), z.argmax(1))
     assert ratio(3.0, 2.0) == 1.5 and ratio(None, 2.0) is None and ratio(1.0, 0) is None
+
+
+def test_e2e_decode_of_a_bad_file_is_an_input_error(tmp_path: Path) -> None:
+    """measure_decode uses lcpipe's decoder: a corrupt image names the file (cv2.imdecode alone gave None)."""
+    from lcpipe.errors import InputError
+    from lcpipe.measure.e2e import measure_decode
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(InputError, match="bad.jpg"):
+        measure_decode([bad])
