@@ -2,7 +2,8 @@
 
 Engines (see lcpipe.measure.engines): OpenVINO FP32 IR (f32) and INT8 IR, the FP32 IR at the plugin's
 default precision (bf16 on AMX), the paddle2onnx -> OpenVINO route, ONNX Runtime FP32 and static
-INT8 (QDQ), Paddle Inference with oneDNN. Unavailable engines are listed with the reason.
+INT8 (QDQ), Paddle Inference with oneDNN. Unavailable engines are listed with the reason. After a
+``plan`` stage the "INT8 IR" is the plan it shipped (maybe not INT8), run at the plan's float precision.
 
 Definitions, the same for every engine, all with ``threads`` threads in one process:
 - latency: one synchronous batch-1 call (input copy in, output copy out), p50/p90 over all
