@@ -55,19 +55,20 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
     }
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 4) if a and b else None
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b to 4 places, None when either is missing or zero: every speed-up lcpipe reports."""
+    return round(float(a) / float(b), 4) if a and b else None
 
 
 def _speedups(lat: dict[str, Any] | None, thr: dict[str, Any] | None, sizes: dict[str, int]) -> dict[str, Any]:
     p50 = {n: s["p50"] for n, s in (lat or {}).items()}
     ips = {n: t["images_per_s"] for n, t in (thr or {}).items()}
     return {
-        "latency_p50": _ratio(p50.get("fp32"), p50.get("int8")),
-        "throughput": _ratio(ips.get("int8"), ips.get("fp32")),
-        "latency_p50_vs_default": _ratio(p50.get("fp32_default"), p50.get("int8")),
-        "latency_p50_ptq": _ratio(p50.get("fp32"), p50.get("int8_ptq")),
-        "size": _ratio(sizes.get("fp32"), sizes.get("int8")),
+        "latency_p50": ratio(p50.get("fp32"), p50.get("int8")),
+        "throughput": ratio(ips.get("int8"), ips.get("fp32")),
+        "latency_p50_vs_default": ratio(p50.get("fp32_default"), p50.get("int8")),
+        "latency_p50_ptq": ratio(p50.get("fp32"), p50.get("int8_ptq")),
+        "size": ratio(sizes.get("fp32"), sizes.get("int8")),
     }
 
 

@@ -13,7 +13,6 @@ judges them; lcpipe/stages/plan.py is the stage; lcpipe/render/plan.py renders t
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,8 +111,11 @@ def _slower(r: dict[str, Any], winner: dict[str, Any] | None) -> str:
 
 def runtime_config(precision: str) -> dict[str, str]:
     """Compile properties a server must pass for the plan it was measured with: the plugin's own
-    default precision differs by CPU (bf16 on AMX and avx512_bf16 CPUs), so it is always explicit."""
-    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+    default precision differs by CPU (bf16 on AMX and avx512_bf16 CPUs), so it is always explicit.
+    No thread count: the serving host's cores are its own."""
+    from lcpipe.measure.runtime import ov_config
+
+    return ov_config("LATENCY", None, precision)
 
 
 def plan_record(spec: CandidateSpec, why: str) -> dict[str, Any]:
@@ -123,19 +125,17 @@ def plan_record(spec: CandidateSpec, why: str) -> dict[str, Any]:
             "description": spec.describe(), "why": why}
 
 
-def planned_precision(xml: str | Path) -> str | None:
-    """The float precision the plan stage chose for this IR, from its rt_info (None: no plan recorded)."""
-    from lcpipe.deps import require
-    from lcpipe.stages.convert import RT_SECTION
+def planned_precision(model: Any) -> str | None:
+    """The float precision the plan stage chose for this IR (an .xml path or a read ov.Model), from its
+    rt_info (None: no plan recorded)."""
+    from lcpipe.stages.convert import read_lcpipe_rt_info
 
-    ov = require("openvino")
-    model = ov.Core().read_model(str(xml))
-    if not model.has_rt_info([RT_SECTION, PLAN_RT_KEY]):
-        return None
-    try:
-        return json.loads(model.get_rt_info([RT_SECTION, PLAN_RT_KEY]).astype(str)).get("inference_precision")
-    except (json.JSONDecodeError, AttributeError):
-        return None
+    if isinstance(model, str | Path):
+        from lcpipe.deps import require
+
+        model = require("openvino").Core().read_model(str(model))
+    plan = read_lcpipe_rt_info(model).get(PLAN_RT_KEY)
+    return plan.get("inference_precision") if isinstance(plan, dict) else None
 
 
 # ---------------------------------------------------------------- metrics.json + report

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from lcpipe.errors import InputError
+from lcpipe.measure.accuracy import softmax, top_indices
 
 
 @dataclass
@@ -55,17 +56,22 @@ def model_metadata(xml: Path, model: Any) -> tuple[dict[str, Any], list[str] | N
     return pre, labels
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max()
-    e = np.exp(z)
-    return e / e.sum()
-
-
 def to_probabilities(out: np.ndarray) -> np.ndarray:
     """Logits -> softmax; an output that already is a distribution (exported with softmax) stays."""
     if out.min() >= 0 and abs(float(out.sum()) - 1.0) < 1e-3:
         return out.astype(np.float64)
-    return softmax(out)
+    return softmax(out.astype(np.float64))
+
+
+def compile_properties(model: Any, threads: int | None) -> dict[str, Any]:
+    """An IR the plan stage chose runs at the float precision it was chosen (and judged) with. Without
+    a plan: the plugin's default precision, as before (bf16 on AMX / avx512_bf16 CPUs). validate
+    measured those IRs at f32, but predict is the quick check of what a server gets without setting
+    anything; the deploy README's serving snippet pins the measured precision instead."""
+    from lcpipe.measure.runtime import ov_config
+    from lcpipe.plan import planned_precision
+
+    return ov_config("LATENCY", threads, planned_precision(model))
 
 
 def predict(xml: str | Path, images: list[str | Path], top_k: int = 5, threads: int | None = None) -> list[Prediction]:
@@ -79,27 +85,26 @@ def predict(xml: str | Path, images: list[str | Path], top_k: int = 5, threads: 
     model = core.read_model(str(xml))
     pre_dict, labels = model_metadata(xml, model)
     pre = preprocess_from_dict(pre_dict)
-    cfg: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        cfg["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(model, "CPU", cfg)
-    load = _image_loader(pre_dict, pre)
+    compiled = core.compile_model(model, "CPU", compile_properties(model, threads))
+    load = image_loader(pre_dict, pre)
     out = []
     for image in images:
         x = load(Path(image))
         probs = to_probabilities(compiled(x)[0][0])
-        idx = np.argsort(-probs)[: min(top_k, len(probs))]
+        idx = top_indices(probs, top_k)
         out.append(Prediction(Path(image), [(int(i), labels[i] if labels else None, float(probs[i])) for i in idx]))
     return out
 
 
-def _image_loader(pre_dict: dict[str, Any], pre: Any) -> Any:
+def image_loader(pre_dict: dict[str, Any], pre: Any) -> Any:
     """Path -> the IR's batch-1 input: uint8 BGR crop for an image-input IR, float32 RGB CHW otherwise."""
-    from lcpipe.data.preprocess import decode_image_bgr, load_image, resize_crop
+    from lcpipe.data.preprocess import decode_image_bgr, load_image
     from lcpipe.deploy.image_input import is_image_input
+    from lcpipe.measure.e2e import image_prep
 
     if is_image_input(pre_dict):
-        return lambda p: np.ascontiguousarray(resize_crop(decode_image_bgr(p), pre)[None])
+        prep = image_prep(pre)
+        return lambda p: prep(decode_image_bgr(p))
     return lambda p: load_image(p, pre)[None]
 
 

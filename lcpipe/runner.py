@@ -146,15 +146,31 @@ def _run(config: PipelineConfig, names: list[str], run_dir: Path, cache_root: Pa
 
 
 def _check_artifact_flow(config: PipelineConfig) -> None:
-    """Every required input of a stage must be produced by an earlier stage."""
+    """Every required input of a stage must be produced by an earlier stage, and no stage may
+    consume an artifact kind that a LATER stage produces again: it would see another version than
+    the stages after the later producer (e.g. validate before plan measures the quantize IR while
+    report ships the planned one)."""
     available: set[str] = set()
-    for i, entry in enumerate(config.stages):
-        stage = get_stage(entry.name)
+    names = config.stage_names()
+    stages = [get_stage(entry.name) for entry in config.stages]
+    for i, (entry, stage) in enumerate(zip(config.stages, stages, strict=True)):
         missing = [k for k in stage.consumes if k not in available and not _alternative(stage, k, available)]
         if missing:
             raise ConfigError(f"{config.source_file}: stages[{i}].{entry.name}: needs {', '.join(missing)}, "
-                              f"which no earlier stage produces (order: {', '.join(config.stage_names())})")
+                              f"which no earlier stage produces (order: {', '.join(names)})")
+        for kind in _consumed_kinds(stage):
+            later = [j for j in range(i + 1, len(stages)) if kind in stages[j].produces]
+            if later:
+                last = f"stages[{later[-1]}].{names[later[-1]]}"
+                raise ConfigError(f"{config.source_file}: stages[{i}].{entry.name} uses {kind}, which {last} "
+                                  f"produces again after it: move {entry.name} after {names[later[-1]]} "
+                                  f"(order: {', '.join(names)})")
         available.update(stage.produces)
+
+
+def _consumed_kinds(stage: type[Stage]) -> list[str]:
+    alts = [a for kinds in getattr(stage, "alternatives", {}).values() for a in kinds]
+    return list(dict.fromkeys((*stage.consumes, *stage.optional_consumes, *alts)))
 
 
 def _alternative(stage: type[Stage], kind: str, available: set[str]) -> bool:

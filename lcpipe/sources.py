@@ -195,9 +195,9 @@ def _reason(exc: BaseException) -> str:
 
 
 class _DownloadProgress:
-    """pooch's progress-bar protocol (``total``, ``update``, ``reset``, ``close``) drawn with rich on
-    stderr, and only once the download has taken longer than PROGRESS_AFTER_S (no flicker for
-    small files). tqdm would be one more dependency for the same bar."""
+    """pooch's progress-bar protocol (``total``, ``update``, ``reset``, ``close``) over lcpipe's one
+    bar (lcpipe.render.progress), shown only once the download has taken longer than
+    PROGRESS_AFTER_S (no flicker for small files), also in logs (a slow download is worth a line)."""
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -211,12 +211,10 @@ class _DownloadProgress:
     def update(self, n: int) -> None:
         self._done += n
         if self._progress is None and time.monotonic() - self._t0 >= PROGRESS_AFTER_S:
-            from rich.console import Console
-            from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+            from lcpipe.render.progress import rich_bar
 
-            self._progress = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                                      console=Console(stderr=True))
-            self._task = self._progress.add_task(f"downloading {self.label}", total=self.total or None)
+            self._progress, self._task = rich_bar(f"downloading {self.label}", self.total or None,
+                                                  terminal_only=False, transient=False, transfer=True)
             self._progress.start()
             self.shown = True
         if self._progress is not None:

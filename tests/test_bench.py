@@ -366,6 +366,8 @@ def test_bench_stage_in_a_pipeline(smoke_yaml: Path, tmp_path: Path) -> None:
     for route in ("fp32_py", "int8_py", "fp32_image", "int8_image"):
         assert e2e["latency_ms"][route]["p50"] > 0 and e2e["throughput"][route]["images_per_s"] > 0
     assert e2e["speedup"]["e2e_latency_p50"] > 0 and "End to end" in (out / "bench" / "bench.md").read_text()
+    assert data["int8_precision"] == "f32"  # no plan stage: the INT8 IR's float ops in f32, as validate
+    assert "batch 1, float ops f32)" in (out / "bench" / "bench.md").read_text()
 
 
 def test_isa_cap_sets_the_effective_isa_for_goals() -> None:
@@ -376,3 +378,30 @@ def test_isa_cap_sets_the_effective_isa_for_goals() -> None:
     result = _result(_rows(), "PPLCNetV2_base", "avx2")
     result["cpu"].update(isa="amx", isa_cap="AVX2", effective_isa="avx2")
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in rb.render_markdown(result)
+
+
+def test_shared_top_k_softmax_and_ratio() -> None:
+    """The one top-k / softmax / ratio every measurement and predict use (lcpipe.measure.accuracy, lcpipe.metrics)."""
+    from lcpipe.measure.accuracy import softmax, top_indices
+    from lcpipe.metrics import ratio
+
+    z = np.random.default_rng(0).standard_normal((6, 1000)).astype(np.float32)
+    np.testing.assert_array_equal(top_indices(z, 5), np.argsort(-z, axis=1)[:, :5])
+    np.testing.assert_array_equal(top_indices(z[2], 5), np.argsort(-z[2])[:5])
+    assert top_indices(z[:, :3], 5).shape == (6, 3)  # k capped at the number of classes
+    p = softmax(z.astype(np.float64))
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    np.testing.assert_allclose(softmax(z[1].astype(np.float64)), p[1])
+    assert np.array_equal(p.argmax(1), z.argmax(1))
+    assert ratio(3.0, 2.0) == 1.5 and ratio(None, 2.0) is None and ratio(1.0, 0) is None
+
+
+def test_e2e_decode_of_a_bad_file_is_an_input_error(tmp_path: Path) -> None:
+    """measure_decode uses lcpipe's decoder: a corrupt image names the file (cv2.imdecode alone gave None)."""
+    from lcpipe.errors import InputError
+    from lcpipe.measure.e2e import measure_decode
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(InputError, match="bad.jpg"):
+        measure_decode([bad])

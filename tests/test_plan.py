@@ -120,6 +120,26 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
     # validate timed and judged the shipped plan at its own precision
     validation = json.loads((tmp_path / "run" / "validate" / "validation.json").read_text())
     assert validation["inference_precision"]["int8"] == winner[0]["precision"]
+    # (read before lcpipe bench reruns the pipeline up to plan in this run dir, which drops report + deploy)
+    image_ir = ov.Core().read_model(str(deployed.with_name("model_int8_image.xml")))  # keeps the plan's rt_info
+    # lcpipe bench times the shipped plan (not the quantize IR) at its precision, model-only and end to end
+    from lcpipe.predict import compile_properties
+    from lcpipe.stages.bench import bench_pipeline
+
+    bench, _ = bench_pipeline(yaml, out=tmp_path / "run", updates={
+        "engines": ["ov_int8"], "warmup": 1, "rounds": 1, "iterations": 5, "batch": 2, "eval_images": 20,
+        "e2e_images": 4, "throughput_seconds": 0.2, "chart": False, "progress": False})
+    assert bench["int8_precision"] == winner[0]["precision"]
+    int8_row = next(e for e in bench["engines"] if e["name"] == "ov_int8")
+    assert Path(int8_row["model"]) == tmp_path / "run" / "plan" / "model.xml"
+    assert int8_row["info"]["precision_hint"] == winner[0]["precision"]
+    assert bench["e2e"]["latency_ms"]["int8_image"]["p50"] > 0
+    assert bench["plan"] == winner[0]["name"]
+    assert (f"int8 routes = shipped plan {winner[0]['name']} {winner[0]['precision']})"
+            in (tmp_path / "run" / "bench" / "bench.md").read_text())
+    # lcpipe predict compiles the shipped IR with the plan's precision
+    assert compile_properties(model, None)["INFERENCE_PRECISION_HINT"] == winner[0]["precision"]
+    assert compile_properties(image_ir, None)["INFERENCE_PRECISION_HINT"] == winner[0]["precision"]
 
 
 @pytest.mark.slow
@@ -140,3 +160,109 @@ def test_plan_ships_fp32_when_no_int8_candidate_passes_and_says_so(tmp_path: Pat
     assert "A non-INT8 plan won" in (tmp_path / "run" / "report.md").read_text()
     assert "A non-INT8 plan won" in (tmp_path / "run" / "deploy" / "README.txt").read_text()
     assert result.metrics["accuracy"]["max_abs_logit_diff"] == 0.0  # validate compared the FP32 IR with itself
+
+
+def test_a_stage_before_a_later_producer_of_its_input_is_a_config_error(tmp_path: Path) -> None:
+    """validate before plan would measure the quantize IR while report ships the planned one."""
+    from click.testing import CliRunner
+
+    from lcpipe.cli import cli
+
+    yaml = helpers.textline_yaml(tmp_path / "tl.yaml", "- validate: {}\n- plan: {}\n- report: {}")
+    res = CliRunner().invoke(cli, ["run", str(yaml), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2, res.output
+    assert "stages[5].validate uses ir_int8, which stages[6].plan produces again after it" in res.output
+    assert not (tmp_path / "run" / "import").exists()  # refused before any stage ran
+    # the same stages in the right order pass the check (plan consumes ir_int8 and produces it again)
+    from lcpipe.runner import _check_artifact_flow
+
+    good = helpers.textline_yaml(tmp_path / "ok.yaml", "- plan: {}\n- validate: {}\n- report: {}")
+    _check_artifact_flow(lcpipe.load_config(good))
+
+
+def _plan_section(chosen: str, int8: bool, precision: str) -> dict:
+    from lcpipe.plan import runtime_config
+
+    desc = "FP32 IR, float ops in f32 (no INT8)" if not int8 else f"INT8 (performance preset), float ops in {precision}"
+    return {"chosen": chosen, "int8": int8, "description": desc, "inference_precision": precision,
+            "runtime_config": runtime_config(precision), "why": "fastest candidate that passes every fidelity gate",
+            "search_seconds": 12.5, "eval_images": 100, "gates_checked": [], "candidates": []}
+
+
+def _rendered(m: dict) -> dict[str, str]:
+    from lcpipe.deploy.bundle import deploy_readme
+    from lcpipe.render.report import render_markdown
+    from lcpipe.render.summary import render_summary
+
+    m = {**m, "gates": [], "passed": True, "pipeline": "t"}
+    return {"md": render_markdown(m), "summary": render_summary(m),
+            "readme": deploy_readme(m, {"mode": "resize", "size": [80, 160]}, False)}
+
+
+def test_reports_name_the_shipped_plan_and_its_precision() -> None:
+    from test_gates import _metrics
+
+    m = _metrics()
+    m["inference_precision"] = {"fp32": "f32", "int8": "bf16"}
+    m["plan"] = _plan_section("int8_performance@bf16", True, "bf16")
+    out = _rendered(m)
+    assert "the FP32 IR's in f32, the shipped plan's IR (int8_performance@bf16) in bf16" in out["md"]
+    assert "plan: shipped plan int8_performance@bf16" in out["summary"]
+    assert "It holds plan int8_performance@bf16: INT8 (performance preset)" in out["readme"]
+    assert "'INFERENCE_PRECISION_HINT': 'bf16'" in out["readme"]
+
+    m["inference_precision"] = {"fp32": "f32", "int8": "f32"}
+    m["plan"] = _plan_section("fp32@f32", False, "f32")
+    out = _rendered(m)
+    assert "A non-INT8 plan won" in out["summary"]
+    assert "INT8 IR taking images" not in out["readme"] and "NOT INT8" in out["readme"]
+
+
+def test_without_a_plan_the_serving_snippet_compiles_at_the_measured_precision() -> None:
+    from test_gates import _metrics
+
+    m = _metrics()
+    m["inference_precision"] = {"fp32": "f32", "int8": "f32"}
+    out = _rendered(m)
+    assert "INT8 IR taking images" in out["readme"]
+    assert "{'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'}" in out["readme"]
+    assert "plan:" not in out["summary"]
+    m["inference_precision"] = None  # not recorded: the README says the snippet runs at the plugin default
+    assert "plugin's default float precision" in _rendered(m)["readme"]
+
+
+def _tiny_ir(path: Path, plan: dict | None) -> Path:
+    """A one-op IR (real OpenVINO), with the plan stage's rt_info record when ``plan`` is given."""
+    import openvino as ov
+
+    x = ov.opset13.parameter([1, 3, 4, 4], ov.Type.f32, name="x")
+    model = ov.Model([ov.opset13.relu(x)], [x], "tiny")
+    if plan is not None:
+        model.set_rt_info(json.dumps(plan), ["lcpipe", "plan"])
+    ov.save_model(model, str(path), compress_to_fp16=False)
+    return path
+
+
+def test_a_planned_ir_sets_the_precision_of_bench_and_predict(tmp_path: Path) -> None:
+    import openvino as ov
+
+    from lcpipe.measure.bench_engines import int8_float_precision
+    from lcpipe.plan import planned_precision
+    from lcpipe.predict import compile_properties
+    from lcpipe.stages.bench import bench_until
+    from lcpipe.stages.convert import read_lcpipe_rt_info
+
+    planned = _tiny_ir(tmp_path / "planned.xml", {"name": "int8_performance@bf16", "inference_precision": "bf16"})
+    plain = _tiny_ir(tmp_path / "plain.xml", None)
+    model = ov.Core().read_model(str(planned))
+    assert read_lcpipe_rt_info(model)["plan"]["name"] == "int8_performance@bf16"  # the one reader knows "plan"
+    assert planned_precision(model) == planned_precision(planned) == "bf16" and planned_precision(plain) is None
+    # bench: the option wins, else the plan's precision, else f32 (as validate)
+    assert int8_float_precision(planned, None) == "bf16"
+    assert int8_float_precision(planned, "f32") == "f32" and int8_float_precision(plain, None) == "f32"
+    assert bench_until(["import", "convert", "quantize", "plan", "validate"]) == "plan"
+    assert bench_until(["import", "convert", "quantize", "validate"]) == "quantize"
+    # predict: a planned IR compiles at its plan's precision; without a plan the plugin default stays
+    assert compile_properties(model, 2) == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2,
+                                            "INFERENCE_PRECISION_HINT": "bf16"}
+    assert compile_properties(ov.Core().read_model(str(plain)), None) == {"PERFORMANCE_HINT": "LATENCY"}

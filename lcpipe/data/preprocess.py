@@ -44,7 +44,19 @@ def load_image(path: str | Path, cfg: PreprocessConfig, rotate: int = 0) -> np.n
 
 def decode_image(path: str | Path) -> np.ndarray:
     """RGB uint8 HWC. cv2 first (same call as PaddleClas DecodeImage), PIL as a fallback."""
-    path = Path(path)
+    img, bgr = _decode(Path(path))
+    return np.ascontiguousarray(img[:, :, ::-1]) if bgr else img
+
+
+def decode_image_bgr(path: str | Path) -> np.ndarray:
+    """BGR uint8 HWC, what cv2.imread gives a server and what the image-input IR takes (no RGB round
+    trip: e2e times this call as the server's decode)."""
+    img, bgr = _decode(Path(path))
+    return img if bgr else np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _decode(path: Path) -> tuple[np.ndarray, bool]:
+    """(uint8 HWC image, True if BGR from cv2 / False if RGB from PIL); InputError on a bad file."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
@@ -55,13 +67,8 @@ def decode_image(path: str | Path) -> np.ndarray:
     cv2 = _cv2()
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is not None and bgr.ndim == 3 and bgr.shape[2] == 3:
-        return np.ascontiguousarray(bgr[:, :, ::-1])
-    return _decode_with_pil(path)
-
-
-def decode_image_bgr(path: str | Path) -> np.ndarray:
-    """BGR uint8 HWC, what cv2.imread gives a server and what the image-input IR takes."""
-    return np.ascontiguousarray(decode_image(path)[:, :, ::-1])
+        return bgr, True
+    return _decode_with_pil(path), False
 
 
 def _decode_with_pil(path: Path) -> np.ndarray:

@@ -59,7 +59,16 @@ def _ov(model: Path, name: str, threads: int, hw: tuple[int, ...], precision: st
     return openvino_engine(name, Path(model), threads, hw, precision, label)  # type: ignore[arg-type]
 
 
-def _ov_int8(xml: Path, threads: int, hw: tuple[int, ...], precision: str) -> Any:
+def int8_float_precision(xml: Path, precision: str | None) -> str:
+    """The INT8 IR's float-op precision: ``precision`` when given, else the one the plan stage chose for
+    this IR (its rt_info; the figures that chose it were measured so), else f32 (as validate)."""
+    from lcpipe.plan import planned_precision
+
+    return precision or planned_precision(xml) or "f32"
+
+
+def _ov_int8(xml: Path, threads: int, hw: tuple[int, ...], precision: str | None) -> Any:
+    precision = int8_float_precision(xml, precision)
     engine = _ov(xml, "ov_int8", threads, hw, None if precision == "default" else precision, "int8")
     engine.info["float_ops_precision"] = precision
     return engine

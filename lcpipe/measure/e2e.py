@@ -22,16 +22,12 @@ from typing import Any
 import numpy as np
 
 from lcpipe.deps import require
+from lcpipe.measure.accuracy import top_indices
+from lcpipe.metrics import ratio
 
 ROUTES = ("fp32_py", "int8_py", "fp32_image", "int8_image")
 Precision = str | None | dict[str, str | None]  # one float precision for both IRs, or per "fp32" / "int8"
 Prep = Callable[[np.ndarray], np.ndarray]  # decoded BGR uint8 HWC -> the IR's batch-1 input
-
-
-def decode_bgr(path: Path) -> np.ndarray:
-    """What a server does first (cv2.imread; imdecode on the bytes also handles non-ASCII paths)."""
-    cv2 = require("cv2")
-    return cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
 
 
 def float_prep(pre: Any) -> Prep:
@@ -47,12 +43,6 @@ def image_prep(pre: Any) -> Prep:
     from lcpipe.data.preprocess import resize_crop
 
     return lambda bgr: np.ascontiguousarray(resize_crop(bgr, pre)[None])
-
-
-def top_k(logits: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, logits.shape[-1])
-    idx = np.argpartition(-logits, k - 1)[:k]
-    return idx[np.argsort(-logits[idx])]
 
 
 def route_models(fp32: Path, int8: Path) -> dict[str, tuple[Any, str]]:
@@ -122,7 +112,7 @@ def _latency_runner(compiled: Any, prep: Prep, images: Sequence[np.ndarray], k: 
         img = images[state["i"] % len(images)]
         state["i"] += 1
         request.infer({0: prep(img)}, share_inputs=True)
-        return top_k(request.get_output_tensor(0).data[0], k)
+        return top_indices(request.get_output_tensor(0).data[0], k)
 
     return run
 
@@ -145,29 +135,18 @@ def _throughput(compiled: dict[str, Any], preps: dict[str, Prep], images: Sequen
 
 
 def _run(requests: list[Any], prep: Prep, images: Sequence[np.ndarray], k: int, seconds: float) -> tuple[int, float]:
-    """Round robin over the requests: preprocess the next image on this thread while the others
-    run; wait() on a busy request and take its top-k before reusing it."""
-    busy = [False] * len(requests)
-    held: list[Any] = [None] * len(requests)  # inputs are shared with OpenVINO until the request finishes
-    done, i, n = 0, 0, 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        x = prep(images[n % len(images)])
-        n += 1
-        if busy[i]:
-            requests[i].wait()
-            top_k(requests[i].get_output_tensor(0).data[0], k)
-            done += 1
-        held[i] = x
-        requests[i].start_async({0: x}, share_inputs=True)
-        busy[i] = True
-        i = (i + 1) % len(requests)
-    for j, req in enumerate(requests):
-        if busy[j]:
-            req.wait()
-            top_k(req.get_output_tensor(0).data[0], k)
-            done += 1
-    return done, time.perf_counter() - t0
+    """The async pool over the images: preprocess the next image on this thread while the requests
+    run; take the top-k of each finished request. Inputs are shared with OpenVINO (no copy)."""
+    from lcpipe.measure.timing import run_pool
+
+    state = {"n": 0}
+
+    def next_input() -> np.ndarray:
+        state["n"] += 1
+        return prep(images[(state["n"] - 1) % len(images)])
+
+    return run_pool(requests, next_input, seconds, lambda req: top_indices(req.get_output_tensor(0).data[0], k),
+                    share_inputs=True)
 
 
 def measure_e2e_samples(fp32: Path, int8: Path, samples: Sequence[Any], pre: Any, threads: int,
@@ -184,23 +163,21 @@ def e2e_speedups(e2e: dict[str, Any]) -> dict[str, Any]:
     """What a serving process gains end to end: INT8 image-input route vs FP32 IR + Python preprocessing."""
     p50 = {n: s["p50"] for n, s in (e2e.get("latency_ms") or {}).items()}
     ips = {n: t["images_per_s"] for n, t in (e2e.get("throughput") or {}).items()}
-    return {"e2e_latency_p50": _ratio(p50.get("fp32_py"), p50.get("int8_image")),
-            "e2e_throughput": _ratio(ips.get("int8_image"), ips.get("fp32_py"))}
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 4) if a and b else None
+    return {"e2e_latency_p50": ratio(p50.get("fp32_py"), p50.get("int8_image")),
+            "e2e_throughput": ratio(ips.get("int8_image"), ips.get("fp32_py"))}
 
 
 def measure_decode(paths: Sequence[Path], repeats: int = 3) -> dict[str, Any]:
     """cv2 decode time per image (ms), reported next to the routes (the same for all of them)."""
+    from lcpipe.data.preprocess import decode_image_bgr
+
     if not paths:
         return {"p50": None, "p90": None, "mean": None, "samples": 0}
     ms: list[float] = []
     for _ in range(repeats):
         for p in paths:
             t0 = time.perf_counter()
-            decode_bgr(p)
+            decode_image_bgr(p)  # what a server does first; a bad file is an InputError, not None
             ms.append((time.perf_counter() - t0) * 1e3)
     a = np.asarray(ms)
     return {"p50": round(float(np.percentile(a, 50)), 4), "p90": round(float(np.percentile(a, 90)), 4),

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from lcpipe.metrics import ratio
+
 # INT8 IR vs FP32 IR batch-1 latency goals by architecture and ISA (issue 6).
 INT8_GOALS: dict[str, dict[str, float]] = {
     "PPLCNetV2_base": {"avx2": 1.9, "avx512_vnni": 2.5},
@@ -56,16 +58,12 @@ def add_speedups(rows: list[dict[str, Any]]) -> None:
             continue
         p50, ips = r["latency_ms"]["p50"], r["throughput"]["images_per_s"]
         r["speedup"] = {
-            "latency_vs_slowest_fp32": _div(slow_lat and slow_lat["latency_ms"]["p50"], p50),
-            "throughput_vs_slowest_fp32": _div(ips, slow_thr and slow_thr["throughput"]["images_per_s"]),
-            "latency_vs_lcpipe_fp32": _div(lcpipe and lcpipe["latency_ms"]["p50"], p50),
-            "throughput_vs_lcpipe_fp32": _div(ips, lcpipe and lcpipe["throughput"]["images_per_s"]),
+            "latency_vs_slowest_fp32": ratio(slow_lat and slow_lat["latency_ms"]["p50"], p50),
+            "throughput_vs_slowest_fp32": ratio(ips, slow_thr and slow_thr["throughput"]["images_per_s"]),
+            "latency_vs_lcpipe_fp32": ratio(lcpipe and lcpipe["latency_ms"]["p50"], p50),
+            "throughput_vs_lcpipe_fp32": ratio(ips, lcpipe and lcpipe["throughput"]["images_per_s"]),
             "slowest_fp32": {"latency": slow_lat and slow_lat["name"], "throughput": slow_thr and slow_thr["name"]},
         }
-
-
-def _div(a: Any, b: Any) -> float | None:
-    return round(float(a) / float(b), 4) if a and b else None
 
 
 def evaluate_goals(rows: list[dict[str, Any]], arch: str | None, isa: str) -> list[dict[str, Any]]:
@@ -77,7 +75,7 @@ def evaluate_goals(rows: list[dict[str, Any]], arch: str | None, isa: str) -> li
     goals = []
     if arch in INT8_GOALS:
         name, desc = "int8_ir_vs_fp32_ir", f"{arch}: INT8 IR vs FP32 IR (f32) batch-1 latency"
-        value = _div(p50.get("ov_fp32"), p50.get("ov_int8"))
+        value = ratio(p50.get("ov_fp32"), p50.get("ov_int8"))
         try:
             threshold, key = pick_threshold(INT8_GOALS[arch], isa)
         except KeyError:
@@ -87,7 +85,7 @@ def evaluate_goals(rows: list[dict[str, Any]], arch: str | None, isa: str) -> li
             goals.append(_goal(name, desc, value, threshold, key))
     for name, slower, faster, threshold, desc in PEER_GOALS:
         missing = [n for n in (slower, faster) if n not in p50]
-        goal = _goal(name, desc, _div(p50.get(slower), p50.get(faster)), threshold, "any",
+        goal = _goal(name, desc, ratio(p50.get(slower), p50.get(faster)), threshold, "any",
                      f"not measured: {', '.join(missing)} unavailable" if missing else "")
         if threshold == 1.0 and goal["value"] is not None and 1 - NOISE_TOLERANCE <= goal["value"] < 1.0:
             goal.update(passed=True, note=f"tie: within {NOISE_TOLERANCE:.0%} (measurement noise)")

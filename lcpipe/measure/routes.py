@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from lcpipe.measure.accuracy import softmax
 from lcpipe.measure.engines import compile_engine, paddle_engine, predict_all
 from lcpipe.measure.runtime import compile_ir, infer_ov
 
@@ -46,11 +47,6 @@ def _convert_onnx(onnx_path: Path, xml: Path) -> None:
     import openvino as ov
 
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def route_diff(ours: np.ndarray, theirs: np.ndarray) -> dict[str, Any]:

@@ -14,9 +14,13 @@ from lcpipe.deps import require
 from lcpipe.render.progress import progress
 
 
-def ov_config(hint: str, threads: int, precision: str | None = "f32") -> dict[str, Any]:
-    """Compile properties. ``precision`` None keeps the device default (bf16 on AMX CPUs)."""
-    cfg: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": threads}
+def ov_config(hint: str, threads: int | None, precision: str | None = "f32") -> dict[str, Any]:
+    """Compile properties: the one place lcpipe builds them (measurements, predict, the plan's
+    runtime_config). ``threads`` None: the plugin's own choice; ``precision`` None keeps the device
+    default float precision (bf16 on AMX / avx512_bf16 CPUs)."""
+    cfg: dict[str, Any] = {"PERFORMANCE_HINT": hint}
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = threads
     if precision:
         cfg["INFERENCE_PRECISION_HINT"] = precision
     return cfg

@@ -115,14 +115,14 @@ def measure_throughput(compiled: dict[str, Any], x: np.ndarray, *, seconds: floa
     of ``seconds`` each; reports the median round."""
     names = list(compiled)
     pools = {n: request_pool(compiled[n]) for n in names}
-    sample = {0: np.ascontiguousarray(x[:1])}
+    sample = np.ascontiguousarray(x[:1])
     for n in names:  # warm-up: one pass through every request
-        _run_pool(pools[n], sample, min(0.2, seconds))
+        run_pool(pools[n], lambda: sample, min(0.2, seconds))
     per_round: dict[str, list[float]] = {n: [] for n in names}
     with progress("throughput", rounds * len(names), show) as advance:
         for r in range(rounds):
             for n in names if r % 2 == 0 else reversed(names):
-                count, elapsed = _run_pool(pools[n], sample, seconds)
+                count, elapsed = run_pool(pools[n], lambda: sample, seconds)
                 per_round[n].append(round(count / elapsed, 2))
                 advance(1)
     return {n: {"images_per_s": float(np.median(per_round[n])), "round_images_per_s": per_round[n],
@@ -137,21 +137,32 @@ def request_pool(compiled: Any) -> list[Any]:
     return [compiled.create_infer_request() for _ in range(max(1, n))]
 
 
-def _run_pool(requests: list[Any], sample: dict[int, np.ndarray], seconds: float) -> tuple[int, float]:
-    """Keep every request busy for ``seconds``, round robin with start_async/wait. No Python
-    completion callbacks (they can deadlock against the GIL, see runtime.infer_ov)."""
+def run_pool(requests: list[Any], next_input: Callable[[], np.ndarray], seconds: float,
+             finish: Callable[[Any], Any] | None = None, share_inputs: bool = False) -> tuple[int, float]:
+    """Keep every request busy for ``seconds``, round robin with start_async/wait; returns (finished
+    requests, elapsed s). ``next_input`` is called before waiting on the next request, so preparing an
+    input (e2e: preprocessing the next image) overlaps the requests still running; ``finish`` takes the
+    result of a finished request (e2e: its top-k). No Python completion callbacks (they can deadlock
+    against the GIL, see runtime.infer_ov)."""
     busy = [False] * len(requests)
+    held: list[Any] = [None] * len(requests)  # shared inputs stay alive until their request finishes
     done, i = 0, 0
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
+        x = next_input()
         if busy[i]:
             requests[i].wait()
+            if finish is not None:
+                finish(requests[i])
             done += 1
-        requests[i].start_async(sample)
+        held[i] = x
+        requests[i].start_async({0: x}, share_inputs=share_inputs)
         busy[i] = True
         i = (i + 1) % len(requests)
     for k, req in enumerate(requests):
         if busy[k]:
             req.wait()
+            if finish is not None:
+                finish(req)
             done += 1
     return done, time.perf_counter() - t0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from lcpipe.render.format import fixed, num, pct
+from lcpipe.render.format import fixed, pct, times
 from lcpipe.render.html import png_base64, render_template
 from lcpipe.render.tables import md_table, rich_table
 
@@ -77,9 +77,13 @@ def render_markdown(result: dict[str, Any]) -> str:
     parts += ["## Goals", "", md_table(goal_rows(result)), ""]
     if e2e_rows(result):
         sp = result["e2e"]["speedup"]
-        parts += ["## End to end (decoded image -> top-k, batch 1, float ops f32)", "", md_table(e2e_rows(result)), "",
+        int8 = result.get("int8_precision") or "f32"  # bench.json before the plan stage: always f32
+        plan = result.get("plan")
+        floats = ("float ops f32" if int8 == "f32" and not plan else
+                  f"float ops: FP32 IR f32, {f'int8 routes = shipped plan {plan}' if plan else 'INT8 IR'} {int8}")
+        parts += [f"## End to end (decoded image -> top-k, batch 1, {floats})", "", md_table(e2e_rows(result)), "",
                   f"INT8 image-input IR vs FP32 IR + Python float preprocessing: latency p50 "
-                  f"{num(sp['e2e_latency_p50'])}x, throughput {num(sp['e2e_throughput'])}x.", ""]
+                  f"{times(sp['e2e_latency_p50'])}, throughput {times(sp['e2e_throughput'])}.", ""]
     return "\n".join(parts)
 
 

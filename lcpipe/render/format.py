@@ -21,3 +21,8 @@ def fixed(v: Any, digits: int = 2, suffix: str = "") -> str:
 def pct(v: Any, digits: int = 2) -> str:
     """A rate in [0, 1] as a percentage."""
     return MISSING if v is None else f"{100 * v:.{digits}f}%"
+
+
+def times(v: Any) -> str:
+    """A speed-up ratio: "1.6x", or "n/a" (not "n/ax") when it was not measured."""
+    return MISSING if v is None else f"{num(v)}x"

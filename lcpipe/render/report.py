@@ -6,7 +6,7 @@ from typing import Any
 
 from lcpipe.metrics import model_latency
 from lcpipe.render.charts import report_chart
-from lcpipe.render.format import num, pct
+from lcpipe.render.format import num, pct, times
 from lcpipe.render.html import png_base64, render_template
 from lcpipe.render.plan import plan_headline, plan_rows
 from lcpipe.render.tables import md_table
@@ -15,11 +15,27 @@ from lcpipe.render.tables import md_table
 def display_name(name: str, m: dict[str, Any]) -> str:
     """Row labels: name the float precision each OpenVINO model ran in."""
     prec = m.get("inference_precision") or {}
-    labels = {"fp32": f"FP32 IR ({prec.get('fp32', '?')})", "int8": "INT8 IR",
+    int8 = f"planned IR: {m['plan']['chosen']}" if m.get("plan") else f"INT8 IR ({prec.get('int8', '?')})"
+    labels = {"fp32": f"FP32 IR ({prec.get('fp32', '?')})", "int8": int8,
               "int8_ptq": "INT8 IR, plain PTQ (before accuracy control)",
               "fp32_default": f"FP32 IR ({m.get('default_precision')}, plugin default)",
               "onnxruntime": "ONNX Runtime FP32"}
     return labels.get(name, name)
+
+
+def precision_sentence(m: dict[str, Any]) -> str:
+    """Which float precision (INFERENCE_PRECISION_HINT) each IR ran in for accuracy and timing."""
+    prec = m.get("inference_precision") or {}
+    fp32, int8 = prec.get("fp32"), prec.get("int8")
+    plan = m.get("plan")
+    if plan:
+        int8_part = f"the shipped plan's IR ({plan['chosen']}) in {int8}, as the plan stage chose"
+    else:
+        int8_part = f"the INT8 IR's in {int8}"
+    which = (f"float ops run in {fp32} (INFERENCE_PRECISION_HINT) for accuracy and timing"
+             if int8 == fp32 and not plan else
+             f"float ops (INFERENCE_PRECISION_HINT) for accuracy and timing: the FP32 IR's in {fp32}, {int8_part}")
+    return f"{which}; this CPU's plugin default is {m.get('default_precision')}"
 
 
 def report_tables(m: dict[str, Any]) -> dict[str, list[list[str]]]:
@@ -90,7 +106,7 @@ def e2e_table(lat: dict[str, Any], ips: dict[str, float], dec: dict[str, Any]) -
     for r in routes:
         s = lat.get(r) or {}
         ratio = round(base / s["p50"], 4) if base and s.get("p50") else None
-        rows.append([E2E_LABELS.get(r, r), num(s.get("p50")), num(s.get("p90")), num(ips.get(r)), f"{num(ratio)}x"])
+        rows.append([E2E_LABELS.get(r, r), num(s.get("p50")), num(s.get("p90")), num(ips.get(r)), times(ratio)])
     if dec.get("p50") is not None:
         rows.append(["(decode, cv2; not in the figures above)", num(dec["p50"]), num(dec["p90"]), "", ""])
     return rows
@@ -102,16 +118,14 @@ def headline(m: dict[str, Any]) -> dict[str, str]:
     return {
         "cpu": f"{cpu.get('model')} (ISA {cpu.get('isa')}; flags {' '.join(cpu.get('flags') or []) or 'none'})",
         "threads": str(m["threads"]),
-        "precision": f"float ops run in {(m.get('inference_precision') or {}).get('fp32')} "
-                     f"(INFERENCE_PRECISION_HINT) for accuracy and timing; this CPU's plugin default is "
-                     f"{m.get('default_precision')}",
+        "precision": precision_sentence(m),
         "versions": versions,
-        "speedup": f"latency p50 {num(sp['latency_p50'])}x, throughput {num(sp['throughput'])}x, "
-                   f"size {num(sp['size'])}x" + (f", vs FP32 at plugin default precision "
-                                                  f"{num(sp['latency_p50_vs_default'])}x"
+        "speedup": f"latency p50 {times(sp['latency_p50'])}, throughput {times(sp['throughput'])}, "
+                   f"size {times(sp['size'])}" + (f", vs FP32 at plugin default precision "
+                                                  f"{times(sp['latency_p50_vs_default'])}"
                                                   if sp.get("latency_p50_vs_default") else "")
                    + (f"; end to end (INT8 image-input IR vs FP32 IR + Python preprocessing): latency p50 "
-                      f"{num(sp.get('e2e_latency_p50'))}x, throughput {num(sp.get('e2e_throughput'))}x"
+                      f"{times(sp.get('e2e_latency_p50'))}, throughput {times(sp.get('e2e_throughput'))}"
                       if sp.get("e2e_latency_p50") or sp.get("e2e_throughput") else ""),
         "quantize": (f"preset {q.get('preset')} ({q.get('preset_reason')}), {q.get('subset_size')} calibration "
                      f"images, {q.get('quantized_ops')}/{q.get('quantizable_ops')} convs+matmuls INT8, "

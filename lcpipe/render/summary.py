@@ -13,7 +13,8 @@ NAN = float("nan")
 
 
 def render_summary(metrics: dict[str, Any]) -> str:
-    lines = [*_accuracy_lines(metrics), *_speed_lines(metrics), *_e2e_lines(metrics), *_quantize_lines(metrics)]
+    lines = [*_accuracy_lines(metrics), *_speed_lines(metrics), *_e2e_lines(metrics), *_quantize_lines(metrics),
+             *_plan_lines(metrics)]
     cpu = metrics.get("cpu") or {}
     if cpu:
         lines.append(f"cpu: {cpu.get('model')} ({cpu.get('isa')}), threads {metrics.get('threads')}")
@@ -81,6 +82,19 @@ def _quantize_lines(metrics: dict[str, Any]) -> list[str]:
     if ac:
         out.append(f"  accuracy control reverted {ac.get('reverted_ops')} of {ac.get('ptq_quantized_ops')} quantized "
                    f"ops to floating point{' - MOST OF THE MODEL' if ac.get('mostly_reverted') else ''}")
+    return out
+
+
+def _plan_lines(metrics: dict[str, Any]) -> list[str]:
+    """Which plan won (plainly when it is not INT8): the "INT8" figures above are that plan's."""
+    p = metrics.get("plan")
+    if not p:
+        return []
+    from lcpipe.render.plan import plan_headline
+
+    n = len(p.get("candidates") or [])
+    out = [f"plan: {plan_headline(p)}",
+           f"  {n} candidates measured in {p.get('search_seconds')} s; the INT8 figures above are this plan's"]
     return out
 
 

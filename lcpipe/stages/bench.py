@@ -2,7 +2,8 @@
 
 Engines (see lcpipe.measure.engines): OpenVINO FP32 IR (f32) and INT8 IR, the FP32 IR at the plugin's
 default precision (bf16 on AMX), the paddle2onnx -> OpenVINO route, ONNX Runtime FP32 and static
-INT8 (QDQ), Paddle Inference with oneDNN. Unavailable engines are listed with the reason.
+INT8 (QDQ), Paddle Inference with oneDNN. Unavailable engines are listed with the reason. After a
+``plan`` stage the "INT8 IR" is the plan it shipped (maybe not INT8), run at the plan's float precision.
 
 Definitions, the same for every engine, all with ``threads`` threads in one process:
 - latency: one synchronous batch-1 call (input copy in, output copy out), p50/p90 over all
@@ -52,12 +53,13 @@ class BenchOptions(StageOptions):
     eval_images: int | None = Field(200, gt=0)  # first N of data.eval for top-1 / agreement; None: all
     ort_calib_images: int | None = Field(None, gt=0)  # None: quantize.subset_size (the images NNCF used)
     paddle_model: str | None = None  # Paddle inference model (folder) for Paddle Inference + the paddle2onnx route
-    int8_precision: Literal["f32", "bf16", "f16", "default"] = "f32"  # float ops of the INT8 IR that stay float
+    # float ops of the INT8 IR that stay float; None: the precision the plan stage chose for it (rt_info), else f32
+    int8_precision: Literal["f32", "bf16", "f16", "default"] | None = None
     profile: bool = False  # OpenVINO per-layer counters of the FP32 and INT8 IRs -> profile.json
     profile_iterations: int = Field(50, gt=0)
     chart: bool = True  # bench.png + bench.html (matplotlib)
     # end to end (decoded image -> top-k; lcpipe.measure.e2e) for the float and image-input IRs, on the
-    # first e2e_images of data.eval, float ops in f32 (as validate)
+    # first e2e_images of data.eval; the FP32 IR's float ops in f32, the INT8 IR's at int8_precision
     e2e: bool = True
     e2e_images: int = Field(64, gt=0)
     throughput_seconds: float = Field(1.0, gt=0)  # e2e throughput: per route per round
@@ -86,8 +88,9 @@ class BenchStage(Stage):
 def bench_pipeline(pipeline: Any, *, overrides: tuple[str, ...] | list[str] = (), out: Path | None = None,
                    cache_dir: Path | None = None, no_cache: bool = False, force: bool = False,
                    updates: dict[str, Any] | None = None) -> tuple[dict[str, Any], Path]:
-    """``lcpipe bench``: run the pipeline up to quantize (cached stages are reused), then benchmark
-    into ``<run dir>/bench/``. Options: the YAML's bench stage (if any) updated by ``updates``."""
+    """``lcpipe bench``: run the pipeline up to the last of quantize / plan (cached stages are reused), so
+    the INT8 IR timed is the one the pipeline ships, then benchmark into ``<run dir>/bench/``.
+    Options: the YAML's bench stage (if any) updated by ``updates``."""
     import logging
 
     from lcpipe.cache import default_cache_dir
@@ -105,12 +108,13 @@ def bench_pipeline(pipeline: Any, *, overrides: tuple[str, ...] | list[str] = ()
         options = BenchOptions.model_validate({**base.model_dump(), **(updates or {})})
     except ValueError as exc:
         raise ConfigError(f"lcpipe bench: {' '.join(str(exc).split())}") from None
-    res = run_pipeline(config, out=out, until="quantize", force=force, cache_dir=cache_dir, no_cache=no_cache)
+    until = bench_until(config.stage_names())
+    res = run_pipeline(config, out=out, until=until, force=force, cache_dir=cache_dir, no_cache=no_cache)
     inputs = {k: res.artifacts[k] for k in (*BenchStage.consumes, *BenchStage.optional_consumes)
               if k in res.artifacts}
     missing = [k for k in BenchStage.consumes if k not in inputs]
     if missing:
-        raise ConfigError(f"{config.source_file}: the stages up to quantize produced no {', '.join(missing)}")
+        raise ConfigError(f"{config.source_file}: the stages up to {until} produced no {', '.join(missing)}")
     dest = res.run_dir / "bench"
     with atomic_dir(dest) as tmp:
         ctx = StageContext(config=config, workdir=tmp, run_dir=res.run_dir,
@@ -121,14 +125,23 @@ def bench_pipeline(pipeline: Any, *, overrides: tuple[str, ...] | list[str] = ()
     return result, dest
 
 
+def bench_until(names: list[str]) -> str:
+    """The last stage lcpipe bench runs: the last of quantize / plan, so the INT8 IR it times is the
+    one the pipeline ships (plan replaces quantize's ir_int8)."""
+    return max(("quantize", "plan"), key=lambda n: names.index(n) if n in names else -1)
+
+
 def run_bench(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path]) -> dict[str, Any]:
-    from lcpipe.measure.bench_engines import build_engines
+    from lcpipe.measure.bench_engines import build_engines, int8_float_precision
     from lcpipe.measure.engines import measure_engines
     from lcpipe.measure.goals import analyse
     from lcpipe.measure.profile import profile_engines
     from lcpipe.sysinfo import default_threads, versions
 
     t0 = time.perf_counter()
+    # the INT8 IR's float precision, resolved once (option, else the plan's, else f32) for every figure
+    options = options.model_copy(update={"int8_precision": int8_float_precision(inputs["ir_int8"],
+                                                                                options.int8_precision)})
     threads = options.threads or ctx.config.runtime.threads or default_threads()
     hw = tuple(ctx.config.preprocess.input_hw)
     info = _read_json(inputs.get("model_info"))
@@ -146,7 +159,8 @@ def run_bench(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path])
         "threads": threads, "batch": options.batch, "rounds": options.rounds, "iterations": options.iterations,
         "definitions": {"latency": LATENCY_DEF, "throughput": THROUGHPUT_DEF.format(batch=options.batch),
                         "agreement": "argmax equal to the lcpipe FP32 IR's (f32)"},
-        "eval_images": n_eval, "labeled": labels is not None,
+        "eval_images": n_eval, "labeled": labels is not None, "int8_precision": options.int8_precision,
+        "plan": _plan_name(inputs["ir_int8"]),  # the plan stage's choice timed as ov_int8 / int8_* routes, or None
         "engines": measured,
     }
     analysis = analyse(result["engines"], result["model"].get("arch"))
@@ -177,6 +191,15 @@ def write_outputs(workdir: Path, result: dict[str, Any], options: BenchOptions) 
         out["bench_html"] = workdir / "bench.html"
         out["bench_html"].write_text(render_html_fragment(result, png), encoding="utf-8")
     return out
+
+
+def _plan_name(xml: Path) -> str | None:
+    from lcpipe.deps import require
+    from lcpipe.plan import PLAN_RT_KEY
+    from lcpipe.stages.convert import read_lcpipe_rt_info
+
+    plan = read_lcpipe_rt_info(require("openvino").Core().read_model(str(xml))).get(PLAN_RT_KEY)
+    return plan.get("name") if isinstance(plan, dict) else None
 
 
 def _read_json(path: Path | None) -> dict[str, Any]:
@@ -214,8 +237,10 @@ def _e2e(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path], thre
     from lcpipe.measure.e2e import measure_e2e_samples
 
     ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir, progress=False)
+    int8 = options.int8_precision
+    precision = {"fp32": "f32", "int8": None if int8 == "default" else int8}
     return measure_e2e_samples(inputs["ir_fp32"], inputs["ir_int8"], ev.samples[: options.e2e_images],
-                               ctx.config.preprocess, threads, "f32", warmup=options.warmup, rounds=options.rounds,
+                               ctx.config.preprocess, threads, precision, warmup=options.warmup, rounds=options.rounds,
                                iterations=options.iterations, throughput_seconds=options.throughput_seconds,
                                show=options.progress)
 

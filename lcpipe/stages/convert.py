@@ -143,7 +143,7 @@ def read_lcpipe_rt_info(model: Any) -> dict[str, Any]:
     """Inverse of set_lcpipe_rt_info on a read model; missing keys are absent."""
     out: dict[str, Any] = {}
     for key in ("preprocess", "labels", "precision", "source_onnx_sha256", "pipeline", "quantization",
-                "weights_sha256"):
+                "weights_sha256", "plan"):  # plan: written by the plan stage (lcpipe.plan.PLAN_RT_KEY)
         if model.has_rt_info([RT_SECTION, key]):
             text = model.get_rt_info([RT_SECTION, key]).astype(str)
             try:

@@ -13,10 +13,11 @@ batch 1, same threads, and checked against the pipeline's fidelity gates on data
 fastest that passes replaces ``ir_int8`` for validate/report (so validate measures, and the
 bundle ships, the winner). plan.json records every candidate and why it won or lost.
 
-Cost: the quantize stage's IR is reused as the candidate it matches; the other INT8 IRs share the
-FP32 model, the calibration tensors and the nncf.Dataset. NNCF 3.4 has no public way to reuse
-PTQ statistics between ``nncf.quantize`` calls (``AdvancedQuantizationParameters.statistics_path``
-applies to weight compression only), so each extra IR runs its own (fast by default) PTQ.
+Cost: the quantize stage's IR is reused as the candidate it matches; the other INT8 IRs come from
+ONE calibration statistics pass over the FP32 model (lcpipe.plan.quantize_shared: NNCF's own
+``collect_statistics`` over every configuration's statistic points, then ``run_from_step`` per
+configuration, as NNCF's hyperparameter tuner does), so each extra IR costs only its PTQ steps
+(bias correction "fast" by default), not another pass over the calibration images.
 """
 
 from __future__ import annotations

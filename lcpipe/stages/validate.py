@@ -1,9 +1,12 @@
 """validate: FP32 vs INT8 IR on data.eval (accuracy + logit fidelity), batch-1 latency, throughput, sizes.
 
-Accuracy runs every model at the same float precision (``inference_precision``, f32 by default)
-so the comparison isolates quantization error; on AMX CPUs OpenVINO would otherwise run the
-"FP32" IR in bf16. When the plugin's default precision is not f32, the FP32 IR is also timed at
-that default (``fp32_default``) because that is what a user gets without setting anything.
+Accuracy and timing run the FP32 IR at ``inference_precision`` (f32 by default), so the reference
+is the model itself; on AMX CPUs OpenVINO would otherwise run the "FP32" IR in bf16. The INT8 IR
+runs at the same precision, unless the plan stage chose it: then at the precision the plan
+recorded in its rt_info (lcpipe.plan.planned_precision), i.e. the one it ships with, so the
+comparison shows what the deploy bundle serves, bf16 rounding included. When the plugin's
+default precision is not f32, the FP32 IR is also timed at that default (``fp32_default``)
+because that is what a user gets without setting anything.
 
 Cached like any stage (a rerun reuses the measured figures; ``--force`` re-measures); the key
 includes the CPU model, ISA, threads and library versions, so another machine measures anew.
