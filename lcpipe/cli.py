@@ -102,8 +102,10 @@ def check(pipeline: Path, overrides: tuple[str, ...]) -> None:
 
     from lcpipe.config import load_config
     from lcpipe.examples import resolve_pipeline
+    from lcpipe.runner import check_artifact_flow
 
     cfg = load_config(resolve_pipeline(pipeline), overrides)
+    check_artifact_flow(cfg)  # stage order too, as run does
     click.echo(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
     click.echo(f"{pipeline}: ok", err=True)
 
@@ -275,7 +277,7 @@ def sensitivity(pipeline: Path, out: Path | None, overrides: tuple[str, ...], to
 @click.option("--paddle-model", type=click.Path(path_type=Path), help="Paddle inference model for the Paddle "
               "Inference and paddle2onnx-route rows (pdparams sources have none).")
 @click.option("--int8-precision", type=click.Choice(["f32", "bf16", "f16", "default"]),
-              help="Precision of the INT8 IR's float ops [f32].")
+              help="Precision of the INT8 IR's float ops [the plan's, else f32].")
 @click.option("--profile", is_flag=True, help="Also OpenVINO per-layer counters (profile.json, bench.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json instead of the table.")
 @click.option("--force", is_flag=True, help="Recompute the pipeline stages, ignoring the cache.")

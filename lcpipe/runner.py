@@ -111,7 +111,7 @@ def _run(config: PipelineConfig, names: list[str], run_dir: Path, cache_root: Pa
          from_stage: str | None, until: str | None, force: bool, no_cache: bool) -> RunResult:
     start_idx = names.index(from_stage) if from_stage else 0
     stop_idx = names.index(until) if until else len(names) - 1
-    _check_artifact_flow(config)
+    check_artifact_flow(config)
 
     artifacts: dict[str, Path] = {}
     records: list[StageRecord] = []
@@ -145,7 +145,7 @@ def _run(config: PipelineConfig, names: list[str], run_dir: Path, cache_root: Pa
     return RunResult(run_dir, artifacts, records, metrics)
 
 
-def _check_artifact_flow(config: PipelineConfig) -> None:
+def check_artifact_flow(config: PipelineConfig) -> None:
     """Every required input of a stage must be produced by an earlier stage, and no stage may
     consume an artifact kind that a LATER stage produces again: it would see another version than
     the stages after the later producer (e.g. validate before plan measures the quantize IR while

@@ -174,10 +174,10 @@ def test_a_stage_before_a_later_producer_of_its_input_is_a_config_error(tmp_path
     assert "stages[5].validate uses ir_int8, which stages[6].plan produces again after it" in res.output
     assert not (tmp_path / "run" / "import").exists()  # refused before any stage ran
     # the same stages in the right order pass the check (plan consumes ir_int8 and produces it again)
-    from lcpipe.runner import _check_artifact_flow
+    from lcpipe.runner import check_artifact_flow
 
     good = helpers.textline_yaml(tmp_path / "ok.yaml", "- plan: {}\n- validate: {}\n- report: {}")
-    _check_artifact_flow(lcpipe.load_config(good))
+    check_artifact_flow(lcpipe.load_config(good))
 
 
 def _plan_section(chosen: str, int8: bool, precision: str) -> dict:

@@ -7,7 +7,7 @@ interleaved rounds, so every engine sees the same machine noise. An engine that 
 
 Engines (``ENGINE_NAMES`` order):
   ov_fp32         lcpipe FP32 IR, INFERENCE_PRECISION_HINT f32
-  ov_int8         lcpipe INT8 IR (non-quantized ops at ``int8_precision``, f32 by default)
+  ov_int8         lcpipe INT8 IR (non-quantized ops at ``int8_precision``: the plan's, else f32)
   ov_fp32_default lcpipe FP32 IR at the plugin's default precision (bf16 on AMX CPUs)
   ov_p2o_fp32     the paddle2onnx route: raw paddle2onnx ONNX read by OpenVINO, f32
   ort_fp32        ONNX Runtime on lcpipe's exported ONNX
