@@ -90,7 +90,7 @@ def _start(node: Node, args: list[str], kind: str) -> None:
     log = open(node.root / "ray.log", "w")  # noqa: SIM115 - the node process writes it until killed
     node.proc = subprocess.Popen(
         ["ray", "start", "--block", "--num-cpus", "1", "--resources", json.dumps({f"cpu_kind:{kind}": 1}),
-         "--object-store-memory", str(150 * 2**20), "--disable-usage-stats", "--node-ip-address", "127.0.0.1", *args],
+         "--object-store-memory", str(150 * 2**20), "--disable-usage-stats", *args],
         cwd=node.root / "cwd", env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while "Ray runtime started" not in (node.root / "ray.log").read_text():

@@ -152,6 +152,12 @@ def ort_quantize(onnx_path: Path, out: Path, calib_x: np.ndarray) -> dict[str, A
     No ``quant_pre_process``: on lcpipe's ONNX (BN already folded) its optimizer only decomposes
     HardSwish into HardSigmoid + Mul, which made the QDQ model 4x slower (textline: 1.9 -> 8.2 ms)."""
     import onnx
+
+    from lcpipe.deps import require
+
+    # onnxruntime.quantization imports ml_dtypes without declaring it (onnxruntime 1.32): ask for it by
+    # name so a missing one is a clear "pip install" message, and lcpipe declares it
+    require("ml_dtypes", "ONNX Runtime static INT8 quantization (the ort_int8 bench engine)")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name

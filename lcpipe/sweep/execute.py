@@ -105,6 +105,7 @@ class _RaySweep:
         self.fleet: list[dict[str, Any]] = []
         self.tasks: list[PointTask] = []
         self.pending: dict[Any, tuple[Any, ...]] = {}
+        self.resubmitted: dict[str, int] = {}  # point id -> times submitted again after a lost result
         self.kinds: dict[str, list[dict[str, Any]]] = {}
 
     def run(self, address: str | None, num_cpus: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -175,7 +176,10 @@ class _RaySweep:
         except Exception as exc:  # every attempt's worker or node died: name the node(s), go on
             # Ray retries a task whose node died, but not a finished one whose returned row was lost
             # with that node (OwnerDiedError / ObjectLostError): submit it again, within the same bound.
-            if isinstance(exc, self.ray.exceptions.ObjectLostError) and len(tried) <= self.sweep.spec.retries:
+            # (counted here: an attempt that failed before it started is not in `tried`)
+            again = self.resubmitted.get(task.id, 0)
+            if isinstance(exc, self.ray.exceptions.ObjectLostError) and again < self.sweep.spec.retries:
+                self.resubmitted[task.id] = again + 1
                 log.warning("point %s: its result was lost with its node (%s); running it again", task.id,
                             type(exc).__name__)
                 self._submit(task)
