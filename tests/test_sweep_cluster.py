@@ -11,6 +11,7 @@ in the fixture's finally; `ray stop` is never used (it would stop other users' R
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import pickle
 import shutil
@@ -21,8 +22,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import helpers
 import pytest
@@ -161,6 +164,20 @@ def _sweep_file(d: Path, grid: str, extra: str = "") -> Path:
     return path
 
 
+def _sweep_in_child(path: str, kw: dict) -> dict:
+    from lcpipe.sweep import run_sweep as lcpipe_run_sweep
+
+    return dict(vars(lcpipe_run_sweep(path, **kw)))  # rows, fleet, tasks, files, ...: plain data
+
+
+def run_sweep(path: Path, **kw: object) -> SimpleNamespace:
+    """The sweep's driver in a fresh process, as `lcpipe sweep` runs it: Ray driver state left in this
+    pytest process by earlier tests (local sessions, a deliberately failed ray.init) made tasks on the
+    second node fail with OwnerDiedError when the driver was this process."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return SimpleNamespace(**pool.submit(_sweep_in_child, str(path), kw).result(timeout=1200))
+
+
 def _assert_home(row: dict, d: Path, nodes: dict[str, Node]) -> None:
     home = Path(row["run_dir"])
     assert home.parent == d / "out" / "points", row["run_dir"]
@@ -177,8 +194,6 @@ def _assert_home(row: dict, d: Path, nodes: dict[str, Node]) -> None:
 @pytest.mark.slow
 def test_cluster_sweep_ships_inputs_brings_runs_home_and_times_each_cpu_kind(cluster: Cluster, driver_dir: Path
                                                                              ) -> None:
-    from lcpipe.sweep import run_sweep
-
     d = driver_dir
     path = _sweep_file(d, "{stages.quantize.preset: [performance, mixed]}")
     result = run_sweep(path, address=cluster.address, per_cpu_kind=True)
@@ -227,8 +242,6 @@ def test_cluster_sweep_ships_inputs_brings_runs_home_and_times_each_cpu_kind(clu
 @pytest.mark.parametrize("retries", [1, 0])
 def test_cluster_sweep_survives_a_killed_node(cluster: Cluster, driver_dir: Path, retries: int) -> None:
     """Through storage: (a folder both nodes reach) this time: inputs go out and run dirs come home there."""
-    from lcpipe.sweep import run_sweep
-
     d = driver_dir
     shared = Path(tempfile.mkdtemp(prefix="lcpipe-shared-"))
     path = _sweep_file(d, "{stages.quantize.subset_size: [8, 12, 16]}",
