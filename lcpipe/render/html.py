@@ -9,12 +9,14 @@ from typing import Any
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-def render_template(name: str, **context: Any) -> str:
-    """Render ``templates/<name>`` with autoescape on and undefined names as errors."""
+def render_template(name: str, filters: dict[str, Any] | None = None, **context: Any) -> str:
+    """Render ``templates/<name>`` with autoescape on and undefined names as errors; ``filters``
+    adds template filters (the sweep page formats its cells with them)."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined)
+    env.filters.update(filters or {})
     return env.get_template(name).render(**context)
 
 

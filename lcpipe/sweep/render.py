@@ -55,11 +55,9 @@ def scatter_png(rows: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
 
 
 def render_html(doc: dict[str, Any]) -> str:
-    """The page, rendered like lcpipe.render.html.render_template (autoescape, undefined names are
-    errors) plus the table filters sweep.html.j2 uses."""
-    import jinja2
-
-    from lcpipe.render.html import TEMPLATES
+    """The page (lcpipe.render.html.render_template: autoescape, undefined names are errors) with the
+    table filters sweep.html.j2 uses."""
+    from lcpipe.render.html import render_template
     from lcpipe.sweep.fleet import fleet_doc
 
     # what the page may show but a row or executor may lack (a failed point, a local run) is None, not undefined
@@ -69,12 +67,9 @@ def render_html(doc: dict[str, Any]) -> str:
     machine = {**doc["machine"], "executor": {"node_cpus": None, **(doc["machine"].get("executor") or {})}}
     doc = {**doc, "points": rows, "machine": machine}
     png, front = scatter_png(rows)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    env.filters.update(pct=_pct, ms=_ms, mb=_mb, num=_num)
     fleet = fleet_doc(doc.get("fleet") or [], rows)
-    return env.get_template("sweep.html.j2").render(doc=doc, png=png, front=set(front), front_order=front,
-                                                    swept=doc["swept"], fleet=fleet)
+    return render_template("sweep.html.j2", filters={"pct": _pct, "ms": _ms, "mb": _mb, "num": _num}, doc=doc,
+                           png=png, front=set(front), front_order=front, swept=doc["swept"], fleet=fleet)
 
 
 def _num(v: Any) -> str:
