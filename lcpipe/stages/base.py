@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from lcpipe.errors import ConfigError
+from lcpipe.errors import ConfigError, shown
 
 
 class StageOptions(BaseModel):
@@ -67,7 +67,7 @@ def get_stage(name: str) -> type[Stage]:
     try:
         return STAGES[name]
     except KeyError:
-        raise ConfigError(f"unknown stage {name!r}; known: {', '.join(STAGES)}") from None
+        raise ConfigError(f"unknown stage {shown(name)}; known: {', '.join(STAGES)}") from None
 
 
 def stage_cache_salt(stage: Stage, config: Any) -> str:
