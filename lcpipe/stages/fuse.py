@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lcpipe.errors import LcpipeError
+from lcpipe.errors import InputError, LcpipeError
 from lcpipe.fileio import write_json
 from lcpipe.stages.base import Stage, StageContext, StageOptions, register
 
@@ -21,6 +21,7 @@ class FuseStage(Stage):
     name = "fuse"
     Options = FuseOptions
     consumes = ("canonical",)
+    optional_consumes = ("model_info",)
     produces = ("canonical", "fusion_report")
     uses_config = ("preprocess",)
     summary = "fold BN into convs, merge rep branches 5/3/1 into one depthwise conv, fold dropout scale"
@@ -29,6 +30,9 @@ class FuseStage(Stage):
         from lcpipe.fusion import fuse
         from lcpipe.models.spec import CanonicalModel
 
+        if "canonical" not in inputs:
+            raise InputError(f"fuse: {_adopted_reason(inputs)}; it is adopted as is and there is nothing to fuse: "
+                             "remove the fuse stage (export, convert, quantize and validate take the adopted ONNX)")
         model = CanonicalModel.load(inputs["canonical"])
         fused = fuse(model)
         fused.save(ctx.workdir / "canonical")
@@ -42,6 +46,16 @@ class FuseStage(Stage):
                                   f"(> {options.check_tolerance} x max(1, {scale:.2f}))")
         write_json(ctx.workdir / "fusion.json", report)
         return {"canonical": ctx.workdir / "canonical", "fusion_report": ctx.workdir / "fusion.json"}
+
+
+def _adopted_reason(inputs: dict[str, Path]) -> str:
+    import json
+
+    try:
+        info = json.loads(Path(inputs["model_info"]).read_text())
+        return f"{info['source']}: {info['adopted_reason']}"
+    except (KeyError, OSError, ValueError, TypeError, AttributeError):
+        return "the model is not a PP-LCNet lcpipe can rebuild"
 
 
 def _compare(before, after, input_hw: tuple[int, int]) -> tuple[float, float]:
