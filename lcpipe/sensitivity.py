@@ -30,7 +30,7 @@ from lcpipe.config import PipelineConfig, load_config
 from lcpipe.errors import ConfigError
 from lcpipe.fileio import write_json
 from lcpipe.measure.accuracy import counts_from_logits
-from lcpipe.measure.runtime import compile_ir, infer_ov, ov_config
+from lcpipe.measure.runtime import compile_ir, infer_ov, output_classes, ov_config
 
 log = logging.getLogger("lcpipe")
 
@@ -209,6 +209,7 @@ def _prepare(config: PipelineConfig, out: Path, cache_dir: str | Path | None, im
     if calib_images:
         calib = calib[:calib_images]
     ev = load_split(config.data, "eval", config.preprocess, cache_root, progress=False)
+    ev.check_classes(output_classes(fp32_model))
     x, labels = ev.x[:images], None if ev.labels is None else ev.labels[:images]
     preset, reason = choose_preset(options.preset, run.artifacts.get("canonical"), fp32_model)
     params = _nncf_params(options, preset, len(calib))

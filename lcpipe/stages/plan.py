@@ -32,6 +32,7 @@ from pydantic import Field
 
 from lcpipe.errors import ConfigError
 from lcpipe.fileio import sha256_json, write_json
+from lcpipe.measure.runtime import output_classes
 from lcpipe.stages.base import Stage, StageContext, StageOptions, register
 
 Preset = Literal["performance", "mixed"]
@@ -104,6 +105,7 @@ class PlanStage(Stage):
         ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir, progress=options.progress)
         x_eval = ev.x[: options.eval_images] if options.eval_images else ev.x
         labels = None if ev.labels is None else ev.labels[: len(x_eval)]
+        ev.check_classes(output_classes(core.read_model(str(inputs["ir_fp32"]))))
 
         t_build = time.perf_counter()
         irs, builds = _build_irs(ctx, options, specs, inputs, quant)

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from lcpipe.errors import ConfigError, InputError
 from lcpipe.fileio import sha256_file, sha256_json, write_json
+from lcpipe.measure.runtime import output_classes
 from lcpipe.stages.base import Stage, StageContext, StageOptions, register
 from lcpipe.stages.convert import RT_SECTION, save_ir
 
@@ -82,6 +83,7 @@ class QuantizeStage(Stage):
         t_stage = time.perf_counter()
         fp32 = ov.Core().read_model(str(inputs["ir_fp32"]))
         calib = load_split(ctx.config.data, "calib", ctx.config.preprocess, ctx.cache_dir)
+        calib.check_classes(output_classes(fp32))
         preset, preset_reason = choose_preset(options.preset, inputs.get("canonical"), fp32)
         params = _nncf_params(options, preset, len(calib.x))
         ctx.log.info("quantize: preset %s (%s), %d calibration images, %s bias correction", preset, preset_reason,
@@ -204,6 +206,7 @@ def _accuracy_control(ctx: StageContext, fp32: Any, calib_x: np.ndarray, params:
     ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir)
     if ev.labels is None:
         raise InputError("stages.quantize.accuracy_control: data.eval has no labels; top-1 needs them")
+    ev.check_classes(output_classes(fp32))
     calls = [0]  # NNCF validates some models concurrently, so only the count is meaningful
 
     def top1(compiled: Any, items: Any) -> tuple[float, list[float]]:
