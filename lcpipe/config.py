@@ -60,6 +60,10 @@ class ModelOptionsConfig(Strict):
     def _five(cls, v: list[StrideEntry] | None) -> list[StrideEntry] | None:
         if v is not None and len(v) != 5:
             raise ValueError(f"needs 5 entries (stem, blocks3..blocks6), got {len(v)}")
+        for i, entry in enumerate(v or ()):
+            if not all(1 <= s <= 4 for s in (entry if isinstance(entry, tuple) else (entry,))):
+                # PP-LCNet strides are 1 or 2; a stride of 0 kills ONNX Runtime with SIGFPE
+                raise ValueError(f"entry {i} ({list(entry) if isinstance(entry, tuple) else entry}): strides are 1..4")
         return v
 
 
@@ -342,6 +346,9 @@ def _resolve_paths(raw: Any, model: type[BaseModel] | None, base: Path, path: li
     return out
 
 
+MAX_KEY_DEPTH = 16  # stages.<stage>.<option>.<sub-option> is the deepest real key path
+
+
 def apply_override(raw: dict[str, Any], override: str, where: str = "--set") -> dict[str, Any]:
     """``a.b.c=value``; value parsed as YAML; ``stages.<name>.key`` addresses a stage's options."""
     from lcpipe.safe_yaml import load_yaml_text
@@ -352,6 +359,9 @@ def apply_override(raw: dict[str, Any], override: str, where: str = "--set") -> 
     keys = [k for k in key.strip().split(".") if k]
     if not keys:
         raise ConfigError(f"--set {shown(override)}: empty key path")
+    if len(keys) > MAX_KEY_DEPTH:
+        raise ConfigError(f"--set {clip(key, 80)}: a key path of {len(keys)} parts (lcpipe's keys are at most "
+                          f"{MAX_KEY_DEPTH} deep)")
     value = load_yaml_text(text, f"--set {clip(key.strip(), 80)}") if text.strip() else ""
     override = clip(override, 120)  # for the messages below
     raw = _deep_copy(raw)

@@ -202,7 +202,7 @@ def _bounded_int(fn: Any) -> Any:
 def _build(self: _RestrictedUnpickler) -> None:
     inst = self.stack[-2]
     # a dtype's state names already built parts (its fields are refused later, naming the tensor)
-    if not isinstance(inst, np.dtype | _CheckedArray | _Anything):
+    if not isinstance(inst, np.dtype | _CheckedArray):
         raise _Malformed(f"state set on a {type(inst).__name__} (only arrays and dtypes take state)")
     pickle._Unpickler.load_build(self)
 
@@ -236,11 +236,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
 
 class _Anything:
-    """What every global stands for while a foreign pickle (torch's) is only scanned: it absorbs calls,
-    items and state, so the scan checks the pickle's shape and work, not its classes."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> _Anything:
-        return _Anything()
+    """What every object stands for while a foreign pickle (torch's) is only scanned: it takes items."""
 
     def __setitem__(self, key: Any, value: Any) -> None:
         pass
@@ -251,11 +247,51 @@ class _Anything:
     def extend(self, values: Any) -> None:
         pass
 
-    def __setstate__(self, state: Any) -> None:
-        pass
+
+def _scan_reduce(self: _StructureScan) -> None:
+    self.stack.pop()  # arguments
+    self.stack[-1] = _Anything()  # nothing is called
+
+
+def _scan_newobj(self: _StructureScan) -> None:
+    del self.stack[-2:]  # class, arguments
+    self.append(_Anything())
+
+
+def _scan_newobj_ex(self: _StructureScan) -> None:
+    del self.stack[-3:]  # class, arguments, keyword arguments
+    self.append(_Anything())
+
+
+def _scan_obj(self: _StructureScan) -> None:
+    self.pop_mark()
+    self.append(_Anything())
+
+
+def _scan_inst(self: _StructureScan) -> None:
+    self.readline()  # module
+    self.readline()  # name
+    _scan_obj(self)
+
+
+def _scan_build(self: _StructureScan) -> None:
+    self.stack.pop()  # the state; nothing is set
+
+
+def _scan_dispatch() -> dict[int, Any]:
+    table = dict(_RestrictedUnpickler.dispatch)
+    table.update({code[0]: _counted(fn) for code, fn in {
+        pickle.REDUCE: _scan_reduce, pickle.NEWOBJ: _scan_newobj, pickle.NEWOBJ_EX: _scan_newobj_ex,
+        pickle.OBJ: _scan_obj, pickle.INST: _scan_inst, pickle.BUILD: _scan_build}.items()})
+    return table
 
 
 class _StructureScan(_RestrictedUnpickler):
+    """Walks a foreign pickle with the same bounds, building nothing but stand-ins: every global,
+    call and persistent id becomes an _Anything, so only the pickle's shape is checked."""
+
+    dispatch = _scan_dispatch()
+
     def find_class(self, module: str, name: str) -> Any:
         return _Anything()
 
