@@ -745,12 +745,8 @@ def _params() -> list:
 
 @pytest.mark.parametrize("build", _params())
 def test_impossible_input(build: Callable[[Ctx], Expect], shared: dict, tmp_path: Path) -> None:
-    images = tmp_path / "images"
-    images.mkdir()
-    for p in shared["images"]:
-        shutil.copy(p, images / p.name)
-    ctx = Ctx(tmp=tmp_path, weights=shared["weights"], images=images, ir=shared["ir"])
-    exp = build(ctx)
+    images = helpers.copy_into(shared["images"], tmp_path / "images")
+    exp = build(Ctx(tmp=tmp_path, weights=shared["weights"], images=images, ir=shared["ir"]))
     env = {**os.environ, "LCPIPE_CACHE_DIR": str(shared["cache"]), "PYTHONPATH": str(helpers.REPO)}
     t0 = time.perf_counter()
     try:
