@@ -425,6 +425,14 @@ def _(c: Ctx) -> Expect:
                   [str(bad), "line 3", "class index 7", "2 classes"], timeout=300)
 
 
+@row("labels", "validate-groups-tsv-not-utf8")
+def _(c: Ctx) -> Expect:
+    rows = "".join(f"{p.name}\tlatin\n" for p in c.images.iterdir()).encode()
+    groups = c.write("groups.tsv", b"file\tscript\n" + rows + b"caf\xe9.jpg\tlatin\n")
+    stages = VALIDATE.replace("image_input: false}", f"image_input: false, groups: {groups}}}")
+    return Expect(c.run(c.pipeline(stages=stages, data=c.data())), [str(groups), "line 8", "UTF-8"], timeout=300)
+
+
 @row("labels", "rotations-more-than-the-classes")
 def _(c: Ctx) -> Expect:
     data = c.data().replace("labels: ", "rotations: [0, 90, 180], labels: ", 1)
@@ -705,7 +713,7 @@ def _sweep(c: Ctx, axes: int, values: int, extra: str = "") -> Path:
 @row("scale", "sweep-grid-of-a-million-points")
 def _(c: Ctx) -> Expect:
     s = _sweep(c, 6, 10)
-    return Expect(["sweep", str(s), "--local"], [str(s), "1,000,000 points", "--max-points"], timeout=30)
+    return Expect(["sweep", str(s), "--local"], [str(s), "1,000,000 points", "--max-points"], timeout=10)
 
 
 @row("scale", "sweep-grid-just-over-the-default-limit")
