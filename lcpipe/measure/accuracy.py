@@ -159,11 +159,15 @@ def counts_from_logits(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray | 
     return c
 
 
-NO_ACCURACY: dict[str, Any] = {"top1": None, "topk": None}
-# compare_logits' keys, all unmeasured: what validate records for a model whose outputs are not finite
-NO_FIDELITY: dict[str, Any] = {"agreement": None, "max_abs_logit_diff": None, "mean_abs_logit_diff": None,
-                               "rel_logit_error": None, "cosine": None, "cosine_min": None,
-                               "flips": {"lost": None, "gained": None}}
+def unmeasured_accuracy() -> dict[str, Any]:
+    """accuracy()'s keys, all None: what validate records for a model whose outputs are not finite."""
+    return {"top1": None, "topk": None}
+
+
+def unmeasured_fidelity() -> dict[str, Any]:
+    """compare_logits()'s keys, all None (same use)."""
+    return {"agreement": None, "max_abs_logit_diff": None, "mean_abs_logit_diff": None, "rel_logit_error": None,
+            "cosine": None, "cosine_min": None, "flips": {"lost": None, "gained": None}}
 
 
 def non_finite_rows(logits: np.ndarray) -> int:

@@ -21,7 +21,6 @@ class FuseStage(Stage):
     name = "fuse"
     Options = FuseOptions
     consumes = ("canonical",)
-    optional_consumes = ("model_info",)
     produces = ("canonical", "fusion_report")
     uses_config = ("preprocess",)
     summary = "fold BN into convs, merge rep branches 5/3/1 into one depthwise conv, fold dropout scale"
@@ -31,7 +30,7 @@ class FuseStage(Stage):
         from lcpipe.models.spec import CanonicalModel
 
         if "canonical" not in inputs:
-            raise InputError(f"fuse: {_adopted_reason(inputs)}; it is adopted as is and there is nothing to fuse: "
+            raise InputError(f"fuse: {_adopted_reason(ctx.run_dir)}; it is adopted as is and there is nothing to fuse: "
                              "remove the fuse stage (export, convert, quantize and validate take the adopted ONNX)")
         model = CanonicalModel.load(inputs["canonical"])
         fused = fuse(model)
@@ -48,13 +47,15 @@ class FuseStage(Stage):
         return {"canonical": ctx.workdir / "canonical", "fusion_report": ctx.workdir / "fusion.json"}
 
 
-def _adopted_reason(inputs: dict[str, Path]) -> str:
+def _adopted_reason(run_dir: Path) -> str:
+    """Why import adopted the model, from its model_info.json (read for the message only: not an input,
+    so fuse's cache key stays what it was)."""
     import json
 
     try:
-        info = json.loads(Path(inputs["model_info"]).read_text())
+        info = json.loads((Path(run_dir) / "import" / "model_info.json").read_text())
         return f"{info['source']}: {info['adopted_reason']}"
-    except (KeyError, OSError, ValueError, TypeError, AttributeError):
+    except (KeyError, OSError, ValueError, TypeError):
         return "the model is not a PP-LCNet lcpipe can rebuild"
 
 

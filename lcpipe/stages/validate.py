@@ -23,7 +23,13 @@ import numpy as np
 from pydantic import Field
 
 from lcpipe.fileio import sha256_json, sha256_path, write_json
-from lcpipe.measure.accuracy import NO_ACCURACY, NO_FIDELITY, accuracy, compare_logits, non_finite_rows
+from lcpipe.measure.accuracy import (
+    accuracy,
+    compare_logits,
+    non_finite_rows,
+    unmeasured_accuracy,
+    unmeasured_fidelity,
+)
 from lcpipe.measure.runtime import (
     compile_ir,
     compiled_precision,
@@ -122,10 +128,10 @@ class ValidateStage(Stage):
         if len(usable) < len(logits):
             ctx.log.warning("validate: non-finite (NaN/inf) outputs on %s images of %s",
                             result["non_finite_outputs"], len(ev.x))
-        result["accuracy"] = {n: accuracy(v, ev.labels, result["top_k"]) if n in usable else NO_ACCURACY
+        result["accuracy"] = {n: accuracy(v, ev.labels, result["top_k"]) if n in usable else unmeasured_accuracy()
                               for n, v in logits.items()}
         result["fidelity"] = {f"{n}_vs_fp32": compare_logits(logits["fp32"], v, ev.labels)
-                              if n in usable and "fp32" in usable else NO_FIDELITY
+                              if n in usable and "fp32" in usable else unmeasured_fidelity()
                               for n, v in logits.items() if n != "fp32"}
         result["groups"] = _group_accuracy(ctx, options, ev, usable)
         if options.paddle_reference:
