@@ -9,4 +9,6 @@ shards    FP32 vs INT8 evaluation in slices, locally or as Ray tasks
 profile   OpenVINO per-layer counters
 routes    Paddle Inference and paddle2onnx routes vs lcpipe's FP32 IR
 candidates  precision-plan candidates (lcpipe.plan): compile, time together, judge against the gates
+stats     intervals (proportions, paired top-1 drop, speed-ups from rounds), exact McNemar, 3-valued verdicts
+stopping  adaptive rounds: when validate may stop timing (pure rule)
 """
