@@ -11,19 +11,23 @@ kind among the alive nodes (pinned with node affinity), giving the fleet rows.
 
 Which node ran each attempt is kept by a small actor on the driver's node (:class:`AttemptLog`,
 public Ray API only): a task notes its node there before it starts work, so an attempt killed with
-its node can still be named.
+its node can still be named. A cluster with token authentication (``RAY_AUTH_MODE=token``) that
+refuses this driver is a ConfigError (exit 2) saying how to give the driver the token.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -253,9 +257,14 @@ def start_ray(ray: Any, address: str | None, num_cpus: int | None) -> tuple[bool
     if address:
         _check_reachable(address, where)  # ray.init waits minutes on an address nobody answers
         try:
-            ray.init(address=address, **common)
-        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            with _stderr_to_log():
+                ray.init(address=address, **common)
+        except Exception as exc:
             _shutdown_quietly(ray)
+            if _token_refused(exc):
+                raise ConfigError(_token_advice(f"{where} {address}")) from None
+            if not isinstance(exc, (ConnectionError, TimeoutError, RuntimeError)):
+                raise
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(f"{where} {address}: cannot connect to a Ray cluster there ({first}); start one "
                               "(ray start --head) or fix the address, or run with --local") from None
@@ -275,6 +284,58 @@ def start_ray(ray: Any, address: str | None, num_cpus: int | None) -> tuple[bool
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return True, tmp
+
+
+def _token_refused(exc: BaseException) -> bool:
+    """Ray's AuthenticationError, raised itself (token mode here, but no token) or, when the cluster
+    refused a missing or wrong token, only as text in the cause of "Failed to connect"."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if any(c.__name__ == "AuthenticationError" for c in type(seen).__mro__) or \
+                re.search(r"AuthenticationError|InvalidAuthToken|Unauthenticated", str(seen)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _token_advice(what: str) -> str:
+    """Why this driver's token failed, and the fix (Ray reads RAY_AUTH_TOKEN, then the file
+    RAY_AUTH_TOKEN_PATH names, then ~/.ray/auth_token)."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        why = "the cluster there requires a token and RAY_AUTH_MODE is not 'token' here"
+    elif os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+            (Path.home() / ".ray" / "auth_token").is_file():
+        why = "the cluster there refused the token found here"
+    else:
+        why = "RAY_AUTH_MODE=token but no token found here"
+    return (f"{what}: Ray token authentication failed ({why}); run lcpipe with RAY_AUTH_MODE=token and the "
+            "cluster's token in RAY_AUTH_TOKEN, or in a file named by RAY_AUTH_TOKEN_PATH (default "
+            "~/.ray/auth_token); `ray get-auth-token` on the head prints it")
+
+
+@contextlib.contextmanager
+def _stderr_to_log() -> Iterator[None]:
+    """Hold file descriptor 2 while Ray connects: a refused token makes Ray's C++ client print a
+    warning every second for ~20 s before it gives up; lcpipe says it once, the text goes to the log."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to hold
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read().decode(errors="replace").strip()
+            if text:
+                log.debug("Ray while connecting:\n%s", text)
 
 
 def _check_reachable(address: str, where: str, timeout_s: float = 10.0) -> None:
