@@ -453,6 +453,80 @@ def test_unreachable_ray_address_is_exit_2_naming_it_and_a_failed_start_leaves_n
     assert ray.shutdowns == 1 and ray.temp_dirs[0] and not Path(ray.temp_dirs[0]).exists()
 
 
+class _RayRefusedByTokenAuth(_RayThatFails):
+    """init as Ray 2.60's fails on a cluster that refuses the driver's token: its C++ client writes a
+    warning to fd 2 every second, then "Failed to connect" with the AuthenticationError only as text."""
+
+    def init(self, **kw) -> None:
+        import os
+
+        os.write(2, b"gcs_client.cc:210: Failed to get cluster ID from GCS server: Unauthenticated\n")
+        try:
+            raise RuntimeError("Failed to connect to GCS. Last connection error: Traceback ...\n"
+                               "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: Authentication "
+                               "token is missing or incorrect.")
+        except RuntimeError as exc:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379") from exc
+
+
+@pytest.mark.parametrize(("env", "why"), [
+    ({}, "the cluster there requires a token and RAY_AUTH_MODE is not 'token' here"),
+    ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32}, "the cluster there refused the token found here"),
+])
+def test_a_cluster_refusing_the_drivers_token_is_exit_2_saying_how_to_give_it(monkeypatch, capfd, tmp_path, env,
+                                                                              why) -> None:
+    from lcpipe.sweep.on_ray import start_ray
+
+    for k in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    import socket
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        ray = _RayRefusedByTokenAuth(AssertionError("unused"))
+        with pytest.raises(ConfigError) as err:
+            start_ray(ray, address, None)
+    msg = str(err.value)
+    assert err.value.exit_code == 2 and err.value.__cause__ is None and ray.shutdowns == 1
+    assert msg.startswith(f"--address {address}: Ray token authentication failed ({why}); ")
+    assert "RAY_AUTH_MODE=token" in msg and "RAY_AUTH_TOKEN_PATH" in msg and "ray get-auth-token" in msg
+    assert "Unauthenticated" not in capfd.readouterr().err  # Ray's repeated warning is held, lcpipe says it once
+
+
+def test_a_driver_in_token_mode_without_a_token_is_exit_2_and_other_failures_are_not_blamed_on_tokens(
+        monkeypatch, tmp_path) -> None:
+    ray_exceptions = pytest.importorskip("ray.exceptions")
+    if not hasattr(ray_exceptions, "AuthenticationError"):
+        pytest.skip("this Ray has no token authentication (Ray < 2.52)")
+    from lcpipe.sweep.on_ray import start_ray
+
+    for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    import socket
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        # what Ray's own check raises before connecting (ensure_token_if_auth_enabled)
+        refused = _RayThatFails(ray_exceptions.AuthenticationError("Token authentication is enabled but no "
+                                                                   "authentication token was found"))
+        with pytest.raises(ConfigError, match=r"token authentication failed \(RAY_AUTH_MODE=token but no token "
+                                              r"found here\)"):
+            start_ray(refused, address, None)
+        other = _RayThatFails(ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379"))
+        with pytest.raises(ConfigError) as err:
+            start_ray(other, address, None)
+    assert "cannot connect to a Ray cluster there" in str(err.value) and "token" not in str(err.value)
+
+
 def test_fleet_has_a_pareto_front_per_cpu_kind() -> None:
     from lcpipe.sweep.fleet import fleet_doc, format_fleet, fronts
 
