@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,6 @@ from lcpipe.errors import ConfigError
 FIDELITY_GATES = ("max_top1_drop", "max_top1_flips", "min_agreement", "min_cosine", "max_rel_logit_error",
                   "min_int8_top1")
 KEEP_FLOAT_LAYERS = ("stem", "fc")
-PLAN_RT_KEY = "plan"  # rt_info/lcpipe/plan: JSON with the plan's name and runtime config
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,7 @@ def runtime_config(precision: str) -> dict[str, str]:
     """Compile properties a server must pass for the plan it was measured with: the plugin's own
     default precision differs by CPU (bf16 on AMX and avx512_bf16 CPUs), so it is always explicit.
     No thread count: the serving host's cores are its own."""
-    from lcpipe.measure.runtime import ov_config
+    from lcpipe.ir import ov_config
 
     return ov_config("LATENCY", None, precision)
 
@@ -123,19 +121,6 @@ def plan_record(spec: CandidateSpec, why: str) -> dict[str, Any]:
     return {"name": spec.name, "int8": spec.int8, "preset": spec.preset, "keep_float": list(spec.keep_float),
             "inference_precision": spec.precision, "runtime_config": runtime_config(spec.precision),
             "description": spec.describe(), "why": why}
-
-
-def planned_precision(model: Any) -> str | None:
-    """The float precision the plan stage chose for this IR (an .xml path or a read ov.Model), from its
-    rt_info (None: no plan recorded)."""
-    from lcpipe.stages.convert import read_lcpipe_rt_info
-
-    if isinstance(model, str | Path):
-        from lcpipe.deps import require
-
-        model = require("openvino").Core().read_model(str(model))
-    plan = read_lcpipe_rt_info(model).get(PLAN_RT_KEY)
-    return plan.get("inference_precision") if isinstance(plan, dict) else None
 
 
 # ---------------------------------------------------------------- metrics.json + report

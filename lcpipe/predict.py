@@ -40,7 +40,7 @@ def preprocess_from_dict(d: dict[str, Any]) -> Any:
 
 def model_metadata(xml: Path, model: Any) -> tuple[dict[str, Any], list[str] | None]:
     """(preprocess dict, labels) from rt_info, falling back to files beside the model."""
-    from lcpipe.stages.convert import read_lcpipe_rt_info
+    from lcpipe.ir import read_lcpipe_rt_info
 
     rt = read_lcpipe_rt_info(model)
     pre, labels = rt.get("preprocess"), rt.get("labels")
@@ -68,8 +68,7 @@ def compile_properties(model: Any, threads: int | None) -> dict[str, Any]:
     a plan: the plugin's default precision, as before (bf16 on AMX / avx512_bf16 CPUs). validate
     measured those IRs at f32, but predict is the quick check of what a server gets without setting
     anything; the deploy README's serving snippet pins the measured precision instead."""
-    from lcpipe.measure.runtime import ov_config
-    from lcpipe.plan import planned_precision
+    from lcpipe.ir import ov_config, planned_precision
 
     return ov_config("LATENCY", threads, planned_precision(model))
 

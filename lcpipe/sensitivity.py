@@ -29,8 +29,9 @@ import numpy as np
 from lcpipe.config import PipelineConfig, load_config
 from lcpipe.errors import ConfigError
 from lcpipe.fileio import write_json
+from lcpipe.ir import compile_ir, ov_config
 from lcpipe.measure.accuracy import counts_from_logits
-from lcpipe.measure.runtime import compile_ir, infer_ov, ov_config
+from lcpipe.measure.runtime import infer_ov
 
 log = logging.getLogger("lcpipe")
 

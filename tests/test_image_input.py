@@ -78,8 +78,8 @@ def _float_vs_image_logits(xml: Path, paths: list[Path]) -> tuple[np.ndarray, np
     import openvino as ov
 
     from lcpipe.deploy.image_input import read_image_input_model
+    from lcpipe.ir import read_lcpipe_rt_info
     from lcpipe.predict import preprocess_from_dict
-    from lcpipe.stages.convert import read_lcpipe_rt_info
 
     core = ov.Core()
     f32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
@@ -112,8 +112,8 @@ def test_saved_image_input_ir_records_its_preprocessing_and_predict_agrees(textl
     import openvino as ov
 
     from lcpipe.deploy.image_input import IN_GRAPH_STEPS, write_image_input_ir
+    from lcpipe.ir import read_lcpipe_rt_info
     from lcpipe.predict import predict
-    from lcpipe.stages.convert import read_lcpipe_rt_info
 
     xml = write_image_input_ir(textline_irs["fp32"], textline_irs["root"] / "image" / "model_fp32_image.xml")
     model = ov.Core().read_model(str(xml))

@@ -246,11 +246,10 @@ def _tiny_ir(path: Path, plan: dict | None) -> Path:
 def test_a_planned_ir_sets_the_precision_of_bench_and_predict(tmp_path: Path) -> None:
     import openvino as ov
 
+    from lcpipe.ir import planned_precision, read_lcpipe_rt_info
     from lcpipe.measure.bench_engines import int8_float_precision
-    from lcpipe.plan import planned_precision
     from lcpipe.predict import compile_properties
     from lcpipe.stages.bench import bench_until
-    from lcpipe.stages.convert import read_lcpipe_rt_info
 
     planned = _tiny_ir(tmp_path / "planned.xml", {"name": "int8_performance@bf16", "inference_precision": "bf16"})
     plain = _tiny_ir(tmp_path / "plain.xml", None)

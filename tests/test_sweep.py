@@ -512,8 +512,7 @@ def _tiny_ir(xml: Path, plan_precision: str | None = None) -> Path:
     import openvino as ov
     import openvino.opset13 as ops
 
-    from lcpipe.plan import PLAN_RT_KEY
-    from lcpipe.stages.convert import RT_SECTION
+    from lcpipe.ir import PLAN_RT_KEY, RT_SECTION
 
     x = ops.parameter([1, 3, 8, 8], np.float32, name="x")
     model = ov.Model([ops.relu(x)], [x], "tiny")

@@ -62,7 +62,7 @@ def _ov(model: Path, name: str, threads: int, hw: tuple[int, ...], precision: st
 def int8_float_precision(xml: Path, precision: str | None) -> str:
     """The INT8 IR's float-op precision: ``precision`` when given, else the one the plan stage chose for
     this IR (its rt_info; the figures that chose it were measured so), else f32 (as validate)."""
-    from lcpipe.plan import planned_precision
+    from lcpipe.ir import planned_precision
 
     return precision or planned_precision(xml) or "f32"
 

@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from lcpipe.deps import require
+from lcpipe.ir import compile_ir, write_model
 from lcpipe.measure.accuracy import softmax
 from lcpipe.measure.engines import compile_engine, paddle_engine, predict_all
-from lcpipe.measure.runtime import compile_ir, infer_ov
+from lcpipe.measure.runtime import infer_ov
 
 
 def compare_routes(inputs: dict[str, Path], x: np.ndarray, fp32: np.ndarray, threads: int, workdir: Path,
@@ -44,9 +46,7 @@ def compare_routes(inputs: dict[str, Path], x: np.ndarray, fp32: np.ndarray, thr
 
 
 def _convert_onnx(onnx_path: Path, xml: Path) -> None:
-    import openvino as ov
-
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+    write_model(require("openvino").convert_model(str(onnx_path)), xml)
 
 
 def route_diff(ours: np.ndarray, theirs: np.ndarray) -> dict[str, Any]:

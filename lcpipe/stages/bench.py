@@ -194,12 +194,10 @@ def write_outputs(workdir: Path, result: dict[str, Any], options: BenchOptions) 
 
 
 def _plan_name(xml: Path) -> str | None:
-    from lcpipe.deps import require
-    from lcpipe.plan import PLAN_RT_KEY
-    from lcpipe.stages.convert import read_lcpipe_rt_info
+    from lcpipe.ir import planned_plan
 
-    plan = read_lcpipe_rt_info(require("openvino").Core().read_model(str(xml))).get(PLAN_RT_KEY)
-    return plan.get("name") if isinstance(plan, dict) else None
+    plan = planned_plan(xml)
+    return plan.get("name") if plan else None
 
 
 def _read_json(path: Path | None) -> dict[str, Any]:

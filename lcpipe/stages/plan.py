@@ -211,14 +211,11 @@ def _scope(scope: dict[str, list[str]]) -> Any:
 
 def _ship(ctx: StageContext, spec: Any, xml: Path, why: str) -> Path:
     """The winner's IR with its plan in rt_info (under lcpipe/plan), saved as this stage's model.xml."""
-    from lcpipe.deps import require
-    from lcpipe.plan import PLAN_RT_KEY, plan_record
-    from lcpipe.stages.convert import RT_SECTION, save_ir
+    from lcpipe.ir import read_ir, save_ir, set_plan
+    from lcpipe.plan import plan_record
 
-    ov = require("openvino")
-    model = ov.Core().read_model(str(xml))
-    model.set_rt_info(json.dumps(plan_record(spec, why)), [RT_SECTION, PLAN_RT_KEY])
-    model.set_rt_info("int8" if spec.int8 else "fp32", [RT_SECTION, "precision"])
+    model = read_ir(xml)
+    set_plan(model, plan_record(spec, why), spec.int8)
     out = save_ir(model, ctx.workdir / "model.xml", compress_to_fp16=False)
     shutil.rmtree(ctx.workdir / "candidates", ignore_errors=True)  # only the shipped IR stays in the artifact
     return out

@@ -23,8 +23,8 @@ from pydantic import Field
 
 from lcpipe.errors import ConfigError, InputError
 from lcpipe.fileio import sha256_file, sha256_json, write_json
+from lcpipe.ir import framework_spec, save_ir, set_quantization_info
 from lcpipe.stages.base import Stage, StageContext, StageOptions, register
-from lcpipe.stages.convert import RT_SECTION, save_ir
 
 QUANTIZABLE_TYPES = frozenset({"Convolution", "GroupConvolution", "MatMul"})
 MOSTLY_REVERTED = 0.5  # reverting more than this fraction of quantized ops = failed INT8
@@ -139,12 +139,8 @@ def model_activation(canonical: Path | None, model: Any) -> str | None:
     spec_file = Path(canonical) / "spec.json" if canonical else None
     if spec_file and spec_file.is_file():
         return json.loads(spec_file.read_text()).get("act")
-    if model.has_rt_info(["framework", "spec"]):
-        try:
-            return json.loads(model.get_rt_info(["framework", "spec"]).astype(str)).get("act")
-        except (json.JSONDecodeError, AttributeError):
-            return None
-    return None
+    spec = framework_spec(model)
+    return spec.get("act") if spec else None
 
 
 # ---------------------------------------------------------------- NNCF calls
@@ -266,6 +262,5 @@ def _save(model: Any, out: Path, fp32_xml: Path, report: dict[str, Any]) -> Path
     info = {k: report.get(k) for k in ("preset", "subset_size", "fast_bias_correction", "calib_images")}
     info["fp32_ir_sha256"] = sha256_file(fp32_xml)  # that xml names its own .bin's sha256
     info["nncf"] = _versions()["nncf"]
-    model.set_rt_info(json.dumps(info), [RT_SECTION, "quantization"])
-    model.set_rt_info("int8", [RT_SECTION, "precision"])
+    set_quantization_info(model, info)
     return save_ir(model, out, compress_to_fp16=False)

@@ -70,11 +70,9 @@ def _read(path: Path | None) -> dict[str, Any]:
 
 
 def _ir_info(xml: Path) -> dict[str, Any]:
-    from lcpipe.deps import require
-    from lcpipe.stages.convert import read_lcpipe_rt_info
+    from lcpipe.ir import read_ir, read_lcpipe_rt_info
 
-    ov = require("openvino")
-    return read_lcpipe_rt_info(ov.Core().read_model(str(xml)))
+    return read_lcpipe_rt_info(read_ir(xml))
 
 
 def _log_verdict(ctx: StageContext, gates: list[dict[str, Any]]) -> None:

@@ -3,7 +3,7 @@
 Accuracy and timing run the FP32 IR at ``inference_precision`` (f32 by default), so the reference
 is the model itself; on AMX CPUs OpenVINO would otherwise run the "FP32" IR in bf16. The INT8 IR
 runs at the same precision, unless the plan stage chose it: then at the precision the plan
-recorded in its rt_info (lcpipe.plan.planned_precision), i.e. the one it ships with, so the
+recorded in its rt_info (lcpipe.ir.planned_precision), i.e. the one it ships with, so the
 comparison shows what the deploy bundle serves, bf16 rounding included. When the plugin's
 default precision is not f32, the FP32 IR is also timed at that default (``fp32_default``)
 because that is what a user gets without setting anything.
@@ -23,9 +23,9 @@ import numpy as np
 from pydantic import Field
 
 from lcpipe.fileio import sha256_json, sha256_path, write_json
+from lcpipe.ir import compile_ir
 from lcpipe.measure.accuracy import accuracy, compare_logits
 from lcpipe.measure.runtime import (
-    compile_ir,
     compiled_precision,
     infer_ort,
     infer_ov,
@@ -88,7 +88,7 @@ class ValidateStage(Stage):
 
     def run(self, ctx: StageContext, options: ValidateOptions, inputs: dict[str, Path]) -> dict[str, Path]:
         from lcpipe.data import load_split
-        from lcpipe.plan import planned_precision
+        from lcpipe.ir import planned_precision
         from lcpipe.sysinfo import cpu_info, default_threads, versions
 
         t0 = time.perf_counter()
