@@ -23,7 +23,7 @@ GATES: dict[str, tuple[str, str]] = {
     "min_e2e_latency_speedup": ("speedup.e2e_latency_p50", "min"),
     "min_e2e_throughput_speedup": ("speedup.e2e_throughput", "min"),
 }
-REVERTED_GATE = "max_reverted_fraction"  # built in when accuracy control ran (see quantize.MOSTLY_REVERTED)
+REVERTED_GATE = "max_reverted_fraction"  # built in when accuracy control ran (lcpipe.quantization.ptq.MOSTLY_REVERTED)
 
 
 def evaluate_gates(gates: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -51,7 +51,7 @@ def evaluate_gates(gates: dict[str, Any], metrics: dict[str, Any]) -> list[dict[
         rows.append(_gate(name, threshold, value, _passes(value, threshold, kind), isa_key, metric, note))
     ac = (metrics.get("quantize") or {}).get("accuracy_control")
     if ac:
-        from lcpipe.stages.quantize import MOSTLY_REVERTED
+        from lcpipe.quantization.ptq import MOSTLY_REVERTED
 
         value = ac.get("reverted_fraction")
         rows.append(_gate(REVERTED_GATE, MOSTLY_REVERTED, value, _passes(value, MOSTLY_REVERTED, "max"), "builtin",

@@ -95,3 +95,23 @@ def get_path(d: dict[str, Any], dotted: str) -> Any:
             return None
         d = d.get(part)  # type: ignore[assignment]
     return d
+
+
+def plan_metrics(plan: dict[str, Any]) -> dict[str, Any] | None:
+    """plan.json -> the ``plan`` section of metrics.json (keys documented in the README)."""
+    if not plan:
+        return None
+    chosen = plan["chosen"]
+    rows = []
+    for r in plan["candidates"]:
+        fid = r.get("fidelity") or {}
+        rows.append({"name": r["name"], "int8": r["int8"], "precision": r["precision"], "p50": r["p50"],
+                     "p90": r["p90"], "passed": r["p50"] is not None and r["failed_gates"] == [],
+                     "failed_gates": r["failed_gates"], "chosen": r["chosen"], "why": r["why"],
+                     **{k: fid.get(k) for k in ("top1", "top1_drop", "agreement", "cosine", "rel_logit_error")},
+                     "flips_lost": (fid.get("flips") or {}).get("lost"), "fidelity_images": r.get("fidelity_images")})
+    return {"chosen": chosen["name"], "int8": chosen["int8"], "description": chosen["description"],
+            "inference_precision": chosen["inference_precision"], "runtime_config": chosen["runtime_config"],
+            "why": chosen["why"], "speedup_vs_fp32_f32": plan.get("speedup_vs_fp32_f32"),
+            "search_seconds": plan["seconds"]["total"], "eval_images": plan["eval_images"],
+            "gates_checked": plan["gates_checked"], "candidates": rows}

@@ -77,7 +77,7 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
     pytest.importorskip("nncf")
     import openvino as ov
 
-    from lcpipe.stages.quantize import count_quantization
+    from lcpipe.quantization.graph import count_quantization
 
     yaml = _plan_yaml(tmp_path, "{rounds: 4, iterations: 10, fidelity: all}",
                       "gates: {max_top1_drop: 0.05, min_agreement: 0.9}\n")
@@ -265,3 +265,38 @@ def test_a_planned_ir_sets_the_precision_of_bench_and_predict(tmp_path: Path) ->
     assert compile_properties(model, 2) == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2,
                                             "INFERENCE_PRECISION_HINT": "bf16"}
     assert compile_properties(ov.Core().read_model(str(plain)), None) == {"PERFORMANCE_HINT": "LATENCY"}
+
+
+@pytest.mark.slow
+def test_shared_statistics_candidates_equal_plain_nncf_quantize(tmp_path: Path) -> None:
+    """quantize_shared uses NNCF internals (one statistics pass for every candidate); what it builds must
+    be what the public nncf.quantize builds with the same settings: the guard on the pinned versions."""
+    pytest.importorskip("nncf")
+    import openvino as ov
+
+    from lcpipe.data import load_split
+    from lcpipe.ir import ov_config, read_ir
+    from lcpipe.measure.runtime import infer_ov
+    from lcpipe.quantization.graph import count_quantization, layer_names
+    from lcpipe.quantization.ptq import quantize
+    from lcpipe.quantization.settings import nncf_params
+    from lcpipe.quantization.shared_statistics import quantize_shared
+
+    config = lcpipe.load_config(helpers.textline_yaml(tmp_path / "tl.yaml"))
+    run = lcpipe.run_pipeline(config, out=tmp_path / "run", until="convert", cache_dir=tmp_path / "cache")
+    fp32 = read_ir(run.artifacts["ir_fp32"])
+    calib = load_split(config.data, "calib", config.preprocess, None, progress=False).x
+    x = load_split(config.data, "eval", config.preprocess, None, progress=False).x[:24]
+    options = config.stage_options("quantize").model_copy(update={"fast_bias_correction": True})
+    params = {"performance": nncf_params(options, "performance", len(calib)),
+              "mixed_stem_float": nncf_params(options, "mixed", len(calib), keep_float=[layer_names(fp32)["stem"]])}
+    shared, _ = quantize_shared(fp32, calib, params)
+    core = ov.Core()
+    for name, p in params.items():
+        plain = quantize(fp32, calib, p)
+        assert count_quantization(shared[name][0]) == count_quantization(plain), name
+        want, got = (infer_ov(core.compile_model(m, "CPU", ov_config("LATENCY", 1, "f32")), x, show=False)
+                     for m in (plain, shared[name][0]))
+        helpers.assert_logits_close(want, got, f"shared-statistics {name} vs nncf.quantize")
+    assert count_quantization(shared["mixed_stem_float"][0])["quantized"] \
+        == count_quantization(shared["performance"][0])["quantized"] - 1  # the stem conv stayed float

@@ -14,7 +14,7 @@ fastest that passes replaces ``ir_int8`` for validate/report (so validate measur
 bundle ships, the winner). plan.json records every candidate and why it won or lost.
 
 Cost: the quantize stage's IR is reused as the candidate it matches; the other INT8 IRs come from
-ONE calibration statistics pass over the FP32 model (lcpipe.plan.quantize_shared: NNCF's own
+ONE calibration statistics pass over the FP32 model (lcpipe.quantization.shared_statistics: NNCF's own
 ``collect_statistics`` over every configuration's statistic points, then ``run_from_step`` per
 configuration, as NNCF's hyperparameter tuner does), so each extra IR costs only its PTQ steps
 (bias correction "fast" by default), not another pass over the calibration images.
@@ -149,11 +149,13 @@ def _build_irs(ctx: StageContext, options: PlanOptions, specs: list[Any], inputs
                quant: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any]]:
     """One IR per distinct ``ir_name``: the FP32 IR, the quantize stage's INT8 IR for the candidate it
     matches, fresh NNCF PTQ for the others (same calibration tensors and dataset)."""
-    from lcpipe.deps import require
-    from lcpipe.plan import layer_names, quantize_shared
-    from lcpipe.stages.quantize import QuantizeOptions, _nncf_params, _save, count_quantization
+    from lcpipe.ir import read_ir
+    from lcpipe.quantization.graph import count_quantization, layer_names
+    from lcpipe.quantization.ptq import save_int8_ir
+    from lcpipe.quantization.settings import ignored_names, nncf_params
+    from lcpipe.quantization.shared_statistics import quantize_shared
+    from lcpipe.stages.quantize import QuantizeOptions
 
-    ov = require("openvino")
     needed = list(dict.fromkeys(s.ir_name for s in specs))
     irs: dict[str, Path] = {"fp32": inputs["ir_fp32"]}
     builds: dict[str, Any] = {"fp32": {"source": "convert stage (FP32 IR)", "seconds": 0.0}}
@@ -171,23 +173,20 @@ def _build_irs(ctx: StageContext, options: PlanOptions, specs: list[Any], inputs
         return irs, builds
     from lcpipe.data import load_split
 
-    fp32 = ov.Core().read_model(str(inputs["ir_fp32"]))
+    fp32 = read_ir(inputs["ir_fp32"])
     names = layer_names(fp32)
     calib = load_split(ctx.config.data, "calib", ctx.config.preprocess, ctx.cache_dir, progress=options.progress)
     fast = options.candidate_bias_correction == "fast" or qopts.fast_bias_correction
     subset = min(options.candidate_subset_size or qopts.subset_size, qopts.subset_size)
     by_ir = {s.ir_name: s for s in specs}
     params: dict[str, dict[str, Any]] = {}
+    cand = qopts.model_copy(update={"fast_bias_correction": fast, "subset_size": subset})
     for ir_name in todo:
-        spec = by_ir[ir_name]
-        scope = qopts.ignored_scope.model_dump() if qopts.ignored_scope else {"names": [], "patterns": [], "types": []}
-        scope["names"] = list(dict.fromkeys([*scope["names"], *(names[k] for k in spec.keep_float)]))
-        cand = qopts.model_copy(update={"preset": spec.preset, "fast_bias_correction": fast, "subset_size": subset,
-                                        "ignored_scope": _scope(scope)})
-        params[ir_name] = _nncf_params(cand, spec.preset, len(calib.x))
+        keep = [names[k] for k in by_ir[ir_name].keep_float]
+        params[ir_name] = nncf_params(cand, by_ir[ir_name].preset, len(calib.x), keep_float=keep)
         builds[ir_name] = {"source": "NNCF PTQ in the plan stage (shared statistics)",
                            "bias_correction": "fast" if fast else "full", "subset_size": params[ir_name]["subset_size"],
-                           "ignored_names": scope["names"]}
+                           "ignored_names": ignored_names(cand, keep)}
     t = time.perf_counter()
     models, stats_seconds = quantize_shared(fp32, calib.x, params)
     ctx.log.info("plan: %d INT8 IRs from one statistics pass (%.1f s) in %.1f s", len(models), stats_seconds,
@@ -195,16 +194,10 @@ def _build_irs(ctx: StageContext, options: PlanOptions, specs: list[Any], inputs
     for ir_name, (model, seconds) in models.items():
         info = {"preset": by_ir[ir_name].preset, "subset_size": params[ir_name]["subset_size"],
                 "fast_bias_correction": fast, "calib_images": len(calib.x)}
-        irs[ir_name] = _save(model, ctx.workdir / "candidates" / ir_name / "model.xml", inputs["ir_fp32"], info)
+        irs[ir_name] = save_int8_ir(model, ctx.workdir / "candidates" / ir_name / "model.xml", inputs["ir_fp32"], info)
         builds[ir_name].update(apply_seconds=seconds, **count_quantization(model))
     builds["shared_statistics"] = {"seconds": stats_seconds, "irs": len(models)}
     return irs, builds
-
-
-def _scope(scope: dict[str, list[str]]) -> Any:
-    from lcpipe.stages.quantize import IgnoredScopeOptions
-
-    return IgnoredScopeOptions(**scope)
 
 
 # ---------------------------------------------------------------- output

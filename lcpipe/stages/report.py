@@ -15,8 +15,7 @@ from typing import Any
 
 from lcpipe.fileio import write_json
 from lcpipe.gates import evaluate_gates
-from lcpipe.metrics import build_metrics
-from lcpipe.plan import plan_metrics
+from lcpipe.metrics import build_metrics, plan_metrics
 from lcpipe.stages.base import Stage, StageContext, StageOptions, register
 
 
