@@ -1,6 +1,6 @@
 """Per-layer INT8 sensitivity: which layers' quantization moves the outputs most.
 
-Runs the pipeline up to ``convert`` (cached) for the FP32 IR, quantizes it with NNCF exactly as
+Runs the pipeline up to ``convert`` (cached; lcpipe.runner.run_until) for the FP32 IR, quantizes it with NNCF exactly as
 the pipeline's quantize stage would (preset, subset, bias correction, ignored scope), then once
 more per layer group:
 
@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lcpipe.config import PipelineConfig, load_config
+from lcpipe.config import PipelineConfig
 from lcpipe.errors import ConfigError
 from lcpipe.fileio import write_json
 from lcpipe.ir import compile_ir, ov_config, read_ir
@@ -146,10 +146,9 @@ def analyze(config: PipelineConfig | str | Path, *, overrides: tuple[str, ...] |
             accuracy_control: bool = False, ac_max_drop: float = 0.01) -> SensitivityResult:
     """Rank layer groups by quantization sensitivity; writes sensitivity.json/.md into ``out``."""
     if not isinstance(config, PipelineConfig):
+        from lcpipe.runner import load_config
+
         config = load_config(config, overrides)
-    if "convert" not in config.stage_names():
-        raise ConfigError(f"{config.source_file}: sensitivity needs a pipeline with a convert stage "
-                          f"(stages: {', '.join(config.stage_names())})")
     out = Path(out or Path("runs", "sensitivity", config.name)).resolve()
     t0 = time.perf_counter()
     ctx, info = _prepare(config, out, cache_dir, images, calib_images)
@@ -185,17 +184,16 @@ def _prepare(config: PipelineConfig, out: Path, cache_dir: str | Path | None, im
     from lcpipe.cache import default_cache_dir
     from lcpipe.data import load_split
     from lcpipe.deps import require
-    from lcpipe.runner import run_pipeline
-    from lcpipe.stages.quantize import QuantizeOptions
+    from lcpipe.runner import run_until, stage_options
     from lcpipe.sysinfo import default_threads
 
     ov = require("openvino")
     require("nncf", "sensitivity analysis")
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
-    run = run_pipeline(config, out=out / "pipeline", until="convert", cache_dir=cache_root)
+    run = run_until(config, "convert", purpose="sensitivity", out=out / "pipeline", cache_dir=cache_root)
     fp32_xml = run.artifacts["ir_fp32"]
     fp32_model = read_ir(fp32_xml)
-    options = config.stage_options("quantize") or QuantizeOptions()
+    options = stage_options(config, "quantize")
     calib = load_split(config.data, "calib", config.preprocess, cache_root, progress=False).x
     if calib_images:
         calib = calib[:calib_images]

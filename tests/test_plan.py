@@ -124,11 +124,13 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
     image_ir = ov.Core().read_model(str(deployed.with_name("model_int8_image.xml")))  # keeps the plan's rt_info
     # lcpipe bench times the shipped plan (not the quantize IR) at its precision, model-only and end to end
     from lcpipe.predict import compile_properties
-    from lcpipe.stages.bench import bench_pipeline
+    from lcpipe.runner import run_stage_after
 
-    bench, _ = bench_pipeline(yaml, out=tmp_path / "run", updates={
-        "engines": ["ov_int8"], "warmup": 1, "rounds": 1, "iterations": 5, "batch": 2, "eval_images": 20,
-        "e2e_images": 4, "throughput_seconds": 0.2, "chart": False, "progress": False})
+    _, outputs = run_stage_after(lcpipe.load_config(yaml), "bench", purpose="lcpipe bench", out=tmp_path / "run",
+                                 updates={"engines": ["ov_int8"], "warmup": 1, "rounds": 1, "iterations": 5,
+                                          "batch": 2, "eval_images": 20, "e2e_images": 4, "throughput_seconds": 0.2,
+                                          "chart": False, "progress": False})
+    bench = json.loads(outputs["bench"].read_text())
     assert bench["int8_precision"] == winner[0]["precision"]
     int8_row = next(e for e in bench["engines"] if e["name"] == "ov_int8")
     assert Path(int8_row["model"]) == tmp_path / "run" / "plan" / "model.xml"
@@ -249,7 +251,7 @@ def test_a_planned_ir_sets_the_precision_of_bench_and_predict(tmp_path: Path) ->
     from lcpipe.ir import planned_precision, read_lcpipe_rt_info
     from lcpipe.measure.bench_engines import int8_float_precision
     from lcpipe.predict import compile_properties
-    from lcpipe.stages.bench import bench_until
+    from lcpipe.runner import last_producer
 
     planned = _tiny_ir(tmp_path / "planned.xml", {"name": "int8_performance@bf16", "inference_precision": "bf16"})
     plain = _tiny_ir(tmp_path / "plain.xml", None)
@@ -259,8 +261,9 @@ def test_a_planned_ir_sets_the_precision_of_bench_and_predict(tmp_path: Path) ->
     # bench: the option wins, else the plan's precision, else f32 (as validate)
     assert int8_float_precision(planned, None) == "bf16"
     assert int8_float_precision(planned, "f32") == "f32" and int8_float_precision(plain, None) == "f32"
-    assert bench_until(["import", "convert", "quantize", "plan", "validate"]) == "plan"
-    assert bench_until(["import", "convert", "quantize", "validate"]) == "quantize"
+    # lcpipe bench runs the pipeline up to the last stage producing what bench consumes: the shipped IR
+    assert last_producer(["import", "export", "convert", "quantize", "plan", "validate"], "bench") == "plan"
+    assert last_producer(["import", "export", "convert", "quantize", "validate"], "bench") == "quantize"
     # predict: a planned IR compiles at its plan's precision; without a plan the plugin default stays
     assert compile_properties(model, 2) == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2,
                                             "INFERENCE_PRECISION_HINT": "bf16"}

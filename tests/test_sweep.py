@@ -583,7 +583,7 @@ def test_point_row_describes_the_plans_ir_not_quantizes(tmp_path: Path) -> None:
 
 
 def test_plan_and_bench_stages_hold_the_whole_node(tmp_path: Path, scales) -> None:
-    from lcpipe.config import load_config
+    from lcpipe.runner import load_config
     from lcpipe.sweep import measures_latency
 
     untimed = EXPORT_ONLY + """

@@ -15,7 +15,7 @@ from pydantic import Field
 from lcpipe.errors import ConfigError
 from lcpipe.fileio import sha256_file, sha256_path
 from lcpipe.ir import ov_version, save_ir, set_lcpipe_rt_info, set_model_api_info
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class ConvertOptions(StageOptions):
@@ -23,7 +23,6 @@ class ConvertOptions(StageOptions):
     batch: int | None = Field(None, ge=1, le=1)  # 1: static [1,3,H,W] (lowest batch-1 latency); null: dynamic
 
 
-@register
 class ConvertStage(Stage):
     name = "convert"
     Options = ConvertOptions

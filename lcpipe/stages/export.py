@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class ExportOptions(StageOptions):
@@ -15,7 +15,6 @@ class ExportOptions(StageOptions):
     dynamic_batch: bool = True
 
 
-@register
 class ExportStage(Stage):
     name = "export"
     Options = ExportOptions

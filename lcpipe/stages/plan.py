@@ -32,7 +32,7 @@ from pydantic import Field
 
 from lcpipe.errors import ConfigError
 from lcpipe.fileio import sha256_json, write_json
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 Preset = Literal["performance", "mixed"]
 Layer = Literal["stem", "fc"]
@@ -62,7 +62,6 @@ class PlanOptions(StageOptions):
     progress: bool = True
 
 
-@register
 class PlanStage(Stage):
     name = "plan"
     Options = PlanOptions

@@ -20,7 +20,7 @@ from lcpipe.fileio import sha256_json, write_json
 from lcpipe.quantization.graph import count_quantization
 from lcpipe.quantization.ptq import quantize, quantize_with_accuracy_control, reverted_summary, save_int8_ir
 from lcpipe.quantization.settings import choose_preset, library_versions, nncf_params
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class IgnoredScopeOptions(StageOptions):
@@ -47,7 +47,6 @@ class QuantizeOptions(StageOptions):
     accuracy_control: AccuracyControlOptions | None = None
 
 
-@register
 class QuantizeStage(Stage):
     name = "quantize"
     Options = QuantizeOptions

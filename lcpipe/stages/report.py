@@ -16,7 +16,7 @@ from typing import Any
 from lcpipe.fileio import write_json
 from lcpipe.gates import evaluate_gates
 from lcpipe.metrics import build_metrics, plan_metrics
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class ReportOptions(StageOptions):
@@ -24,7 +24,6 @@ class ReportOptions(StageOptions):
     deploy: bool = True  # deploy/ bundle: IRs, labels.txt, preprocess.json, metrics.json, README.txt
 
 
-@register
 class ReportStage(Stage):
     name = "report"
     Options = ReportOptions

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -34,10 +34,11 @@ from lcpipe.measure.runtime import (
     static_batch,
 )
 from lcpipe.measure.timing import measure_throughput, time_irs
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class ValidateOptions(StageOptions):
+    path_fields: ClassVar[frozenset[str]] = frozenset({"groups"})
     onnxruntime: bool = False  # also run the ONNX model in ONNX Runtime (FP32 reference of another runtime)
     latency: bool = True  # batch-1 synchronous latency (LATENCY hint)
     throughput: bool = True  # images/s with the THROUGHPUT hint and an AsyncInferQueue
@@ -48,7 +49,7 @@ class ValidateOptions(StageOptions):
     inference_precision: Literal["f32", "default"] = "f32"  # default: the plugin's choice (bf16 on AMX)
     compare_default_precision: bool = True  # also time FP32 at the plugin default when that is not f32
     top_k: int = Field(5, gt=0)  # capped at the number of classes
-    groups: str | None = None  # TSV (header row) mapping image file name -> group; relative to the YAML
+    groups: str | None = None  # TSV (header row) mapping image file name -> group; a path (relative to the YAML)
     group_column: str = "script"
     progress: bool = True  # rich progress bars (silent anyway when stderr is not a terminal)
     # Paddle inference sources: also run Paddle Inference itself and OpenVINO on the raw paddle2onnx
@@ -62,7 +63,6 @@ class ValidateOptions(StageOptions):
     e2e_images: int = Field(64, gt=0)
 
 
-@register
 class ValidateStage(Stage):
     name = "validate"
     Options = ValidateOptions
@@ -81,7 +81,7 @@ class ValidateStage(Stage):
         salt: dict[str, Any] = {"eval": fingerprint(config.data, config.preprocess, "eval"),
                                 "cpu": [cpu["model"], cpu["isa"], cpu["cores"]], "versions": versions()}
         options = config.stage_options("validate")
-        groups = config.option_path(options.groups) if options is not None and options.groups else None
+        groups = Path(options.groups) if options is not None and options.groups else None
         if groups is not None and groups.is_file():
             salt["groups"] = sha256_path(groups)
         return sha256_json(salt)
@@ -186,7 +186,7 @@ def _group_accuracy(ctx: StageContext, options: ValidateOptions, ev: Any,
                     logits: dict[str, np.ndarray]) -> dict[str, Any] | None:
     if not options.groups or ev.labels is None:
         return None
-    path = ctx.config.option_path(options.groups)
+    path = Path(options.groups)
     if not path.is_file():
         ctx.log.warning("validate: groups file %s not found; no per-group accuracy", path)
         return None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lcpipe.config import PipelineConfig, load_config
+from lcpipe.config import PipelineConfig
 from lcpipe.errors import ConfigError, LcpipeError, MissingDependencyError
 from lcpipe.fileio import write_json
 
@@ -48,7 +48,7 @@ class PointTask:
 def run_point(task: PointTask, config: PipelineConfig | None = None, run_dir: str | Path | None = None
               ) -> dict[str, Any]:
     """Run one point's pipeline; never raises for pipeline errors (they become the row's status)."""
-    from lcpipe.runner import run_pipeline
+    from lcpipe.runner import load_config, run_pipeline
 
     run_dir = Path(run_dir or task.run_dir or ".")
     run_dir.mkdir(parents=True, exist_ok=True)
