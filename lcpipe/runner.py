@@ -388,8 +388,8 @@ def run_stage_after(config: PipelineConfig, name: str, *, purpose: str, updates:
     if missing:
         raise ConfigError(f"{config.source_file}: {purpose} needs {', '.join(missing)}, which no stage of this "
                           f"pipeline produces (stages: {', '.join(names)})")
-    until = last_producer(names, name)
-    res = run_pipeline(config, out=out, until=until, force=force, cache_dir=cache_dir, no_cache=no_cache)
+    until = last_producer(names, name) or names[-1]
+    res = run_until(config, until, purpose=purpose, out=out, cache_dir=cache_dir, no_cache=no_cache, force=force)
     inputs = {k: res.artifacts[k] for k in _consumed_kinds(stage) if k in res.artifacts}
     dest = res.run_dir / name
     with atomic_dir(dest) as tmp:
