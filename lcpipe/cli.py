@@ -210,7 +210,8 @@ def sweep(sweep_file: Path, out: Path | None, overrides: tuple[str, ...], local:
     Writes sweep.json, sweep.csv and sweep.html. Exit 0 all points ok, 3 only gates failed,
     1 a point failed (the others still ran), 2 bad sweep file."""
     from lcpipe.errors import GateFailedError
-    from lcpipe.sweep import SweepFailedError, format_fleet, format_table, load_sweep, run_sweep
+    from lcpipe.render.sweep import format_fleet, format_table
+    from lcpipe.sweep import SweepFailedError, load_sweep, run_sweep
 
     spec = load_sweep(sweep_file, overrides)
     result = run_sweep(spec, out=out, local=local, address=address, cache_dir=cache_dir, force=force,

@@ -151,7 +151,8 @@ def test_pipeline_reports_image_input_fidelity_and_e2e_routes(tmp_path: Path) ->
 
     yaml = helpers.textline_yaml(tmp_path / "tl.yaml", """
         - validate: {rounds: 2, iterations: 20, warmup: 2, throughput_seconds: 0.3, e2e_images: 8, progress: false}
-        - report: {}""")
+        - report: {}
+        - deploy: {}""")
     run = lcpipe.run_pipeline(yaml, out=tmp_path / "run", overrides=[
         "gates.min_e2e_latency_speedup=0.01", "gates.min_e2e_throughput_speedup=0.01"])
     m = json.loads((run.run_dir / "metrics.json").read_text())

@@ -84,6 +84,9 @@ def test_v2_base_int8_pipeline_end_to_end(checkpoints: dict[str, Path], tmp_path
         assert (out / "deploy" / name).is_file(), name
     labels = (out / "deploy" / "labels.txt").read_text().splitlines()
     assert len(labels) == 1000 and labels[0].startswith("tench")
+    # one bundle per run: the deploy stage's own folder, no copy under report/
+    assert json.loads((out / "deploy" / "stage.json").read_text())["stage"] == "deploy"
+    assert not (out / "report" / "deploy").exists()
     html = (out / "report.html").read_text()
     assert '<img class="chart"' in html and "data:image/png;base64," in html
     assert result.metrics["cpu"]["model"] in html and "openvino" in html

@@ -61,7 +61,8 @@ def test_candidate_grid_names_and_dedup() -> None:
 
 def _plan_yaml(tmp_path: Path, plan: str, gates: str) -> Path:
     yaml = helpers.textline_yaml(tmp_path / "tl.yaml", f"- plan: {plan}\n"
-                                 "- validate: {rounds: 2, iterations: 10, throughput: false}\n- report: {}")
+                                 "- validate: {rounds: 2, iterations: 10, throughput: false}\n- report: {}\n"
+                                 "- deploy: {}")
     yaml.write_text(yaml.read_text() + gates)
     return yaml
 
@@ -199,6 +200,21 @@ def _rendered(m: dict) -> dict[str, str]:
     m = {**m, "gates": [], "passed": True, "pipeline": "t"}
     return {"md": render_markdown(m), "summary": render_summary(m),
             "readme": deploy_readme(m, {"mode": "resize", "size": [80, 160]}, False)}
+
+
+def test_deploy_is_a_stage_after_report() -> None:
+    """The bundle packs metrics.json, so deploy needs the report before it; a pipeline may leave it out."""
+    from lcpipe.errors import ConfigError
+    from lcpipe.runner import check_artifact_flow, config_from_dict
+
+    def pipeline(*stages: str) -> dict:
+        return {"name": "t", "model": {"source": {"format": "onnx", "path": "/m.onnx"}},
+                "stages": ["import", "export", "convert", "quantize", "validate", *stages]}
+
+    check_artifact_flow(config_from_dict(pipeline("report")))
+    check_artifact_flow(config_from_dict(pipeline("report", "deploy")))
+    with pytest.raises(ConfigError, match=r"stages\[5\]\.deploy: needs metrics"):
+        check_artifact_flow(config_from_dict(pipeline("deploy", "report")))
 
 
 def test_reports_name_the_shipped_plan_and_its_precision() -> None:

@@ -152,6 +152,7 @@ def driver_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
           - quantize: {{subset_size: 8}}
           - validate: {FAST_VALIDATE}
           - report: {{}}
+          - deploy: {{}}
         """)
     monkeypatch.chdir(d)
     yield d
@@ -209,7 +210,7 @@ def test_cluster_sweep_ships_inputs_brings_runs_home_and_times_each_cpu_kind(clu
         assert row["node"]["cpu_model"] and row["node"]["isa"] and row["node"]["cores"] >= 1
         assert 0 < row["latency_p50_int8_ms"] and row["images"] == 32  # 16 crops x 2 rotations
 
-    from lcpipe.sweep import format_fleet
+    from lcpipe.render.sweep import format_fleet
 
     print(format_fleet(result.fleet))  # the figures, for the log (both kinds are this machine's CPU)
     # one timing row per (point, CPU kind): the point's own kind from its run, the other re-timed there

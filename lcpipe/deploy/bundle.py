@@ -18,7 +18,7 @@ from lcpipe.render.format import pct, times
 
 
 def write_deploy(dest: Path, fp32_xml: Path, int8_xml: Path, rt: dict[str, Any], metrics: dict[str, Any]) -> Path:
-    dest.mkdir(parents=True)
+    dest.mkdir(parents=True, exist_ok=True)
     from lcpipe.deploy.image_input import image_input_preprocess, write_image_input_ir
 
     for tag, xml in (("int8", int8_xml), ("fp32", fp32_xml)):

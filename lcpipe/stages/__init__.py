@@ -12,6 +12,7 @@ from lcpipe.errors import ConfigError
 from lcpipe.stages.base import Stage
 from lcpipe.stages.bench import BenchStage
 from lcpipe.stages.convert import ConvertStage
+from lcpipe.stages.deploy import DeployStage
 from lcpipe.stages.export import ExportStage
 from lcpipe.stages.fuse import FuseStage
 from lcpipe.stages.import_ import ImportStage
@@ -31,7 +32,7 @@ def _registry(*classes: type[Stage]) -> dict[str, type[Stage]]:
 
 
 STAGES = _registry(ImportStage, FuseStage, ExportStage, ConvertStage, QuantizeStage, PlanStage, ValidateStage,
-                   ReportStage, BenchStage)
+                   ReportStage, DeployStage, BenchStage)
 
 
 def get_stage(name: str) -> type[Stage]:

@@ -1,5 +1,5 @@
 """report: metrics.json (stable keys, lcpipe.metrics), gates (lcpipe.gates), report.md and a
-self-contained report.html (lcpipe.render.report), the deploy/ bundle (lcpipe.deploy.bundle).
+self-contained report.html (lcpipe.render.report). The deploy bundle is the deploy stage's.
 
 A failed gate never raises here: the verdict goes into metrics.json["gates"] and the CLI exits 3.
 Cached: the report is a pure function of its inputs (validation.json, quantize.json, the IRs)
@@ -21,7 +21,6 @@ from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 class ReportOptions(StageOptions):
     html: bool = True  # report.html with an inline chart (needs jinja2 + matplotlib)
-    deploy: bool = True  # deploy/ bundle: IRs, labels.txt, preprocess.json, metrics.json, README.txt
 
 
 class ReportStage(Stage):
@@ -29,10 +28,10 @@ class ReportStage(Stage):
     Options = ReportOptions
     consumes = ("validation", "ir_fp32", "ir_int8")
     optional_consumes = ("quantize_report", "model_info", "plan_report")
-    produces = ("metrics", "report_md", "report_html", "deploy")
+    produces = ("metrics", "report_md", "report_html")
     uses_config = ("gates",)
-    publish = ("metrics.json", "report.md", "report.html", "deploy")
-    summary = "metrics.json + gates (per-ISA thresholds), report.md/html with chart, deploy/ bundle"
+    publish = ("metrics.json", "report.md", "report.html")
+    summary = "metrics.json + gates (per-ISA thresholds), report.md/html with chart"
 
     def cache_salt(self, config: Any) -> str:
         return config.name
@@ -41,7 +40,6 @@ class ReportStage(Stage):
         validation = _read(inputs["validation"])
         quant = _read(inputs.get("quantize_report"))
         info = _read(inputs.get("model_info"))
-        rt = _ir_info(inputs["ir_int8"])
         metrics = build_metrics(ctx.config.name, validation, quant, info)
         if "plan_report" in inputs:
             metrics["plan"] = plan_metrics(_read(inputs["plan_report"]))
@@ -55,22 +53,12 @@ class ReportStage(Stage):
         if options.html:
             out["report_html"] = ctx.workdir / "report.html"
             out["report_html"].write_text(render_html(metrics))
-        if options.deploy:
-            from lcpipe.deploy.bundle import write_deploy
-
-            out["deploy"] = write_deploy(ctx.workdir / "deploy", inputs["ir_fp32"], inputs["ir_int8"], rt, metrics)
         _log_verdict(ctx, metrics["gates"])
         return out
 
 
 def _read(path: Path | None) -> dict[str, Any]:
     return json.loads(Path(path).read_text()) if path else {}
-
-
-def _ir_info(xml: Path) -> dict[str, Any]:
-    from lcpipe.ir import read_ir, read_lcpipe_rt_info
-
-    return read_lcpipe_rt_info(read_ir(xml))
 
 
 def _log_verdict(ctx: StageContext, gates: list[dict[str, Any]]) -> None:

@@ -119,6 +119,11 @@ def run_shipped(task: PointTask, inputs: bytes | None, kv_key: str) -> dict[str,
         shutil.rmtree(work, ignore_errors=True)
 
 
+def attempt_key(token: str, point: str) -> str:
+    """Where Ray's KV store keeps which nodes ran a point's attempts, for one sweep (``token``)."""
+    return f"{_KV_PREFIX}/{token}/{point}"
+
+
 def _note_attempt(key: str, facts: dict[str, Any]) -> None:
     """Record in Ray's GCS which node runs this attempt, so a crash can be pinned on a node."""
     try:

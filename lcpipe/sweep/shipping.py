@@ -135,7 +135,7 @@ def materialize(data: bytes, digest: str) -> Path:
     remove_stale_temps(root)  # a killed unpack's leftovers (pid-named temps)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("unpack"), suffix=".tmp", dir=root))
     try:
-        _extract(data, tmp, mtime_ns=INPUT_MTIME_NS)
+        extract_zip(data, tmp, mtime_ns=INPUT_MTIME_NS)
         for part in sorted(p for p in tmp.iterdir() if p.is_dir()):
             dest = root / part.name
             if (dest / ".complete").is_file():
@@ -170,7 +170,7 @@ def pack_dir(folder: Path) -> bytes:
 def unpack_home(data: bytes, dest: Path) -> None:
     """Replace ``dest`` with the zip's content, atomically (a half copy never looks like a run)."""
     with atomic_dir(dest) as tmp:
-        _extract(data, tmp)
+        extract_zip(data, tmp)
 
 
 def _add_tree(zf: zipfile.ZipFile, path: Path, name: str, compress: int) -> None:
@@ -184,7 +184,7 @@ def _add_tree(zf: zipfile.ZipFile, path: Path, name: str, compress: int) -> None
             shutil.copyfileobj(src, dst, 1 << 20)
 
 
-def _extract(data: bytes, dest: Path, mtime_ns: int | None = None) -> None:
+def extract_zip(data: bytes, dest: Path, mtime_ns: int | None = None) -> None:
     """Unpack an lcpipe zip into ``dest``; ``mtime_ns``: stamp every file with it (else: extraction time).
     A damaged zip is an InputError."""
     try:
