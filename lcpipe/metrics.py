@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lcpipe.measure.goals import ratio
+
 SCHEMA = 1
 
 
@@ -53,11 +55,6 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
         "threads": v["threads"],
         "versions": v["versions"],
     }
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    """a / b to 4 places, None when either is missing or zero: every speed-up lcpipe reports."""
-    return round(float(a) / float(b), 4) if a and b else None
 
 
 def _speedups(lat: dict[str, Any] | None, thr: dict[str, Any] | None, sizes: dict[str, int]) -> dict[str, Any]:

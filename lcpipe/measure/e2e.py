@@ -23,7 +23,7 @@ import numpy as np
 
 from lcpipe.deps import require
 from lcpipe.measure.accuracy import top_indices
-from lcpipe.metrics import ratio
+from lcpipe.measure.goals import ratio
 
 ROUTES = ("fp32_py", "int8_py", "fp32_image", "int8_image")
 Precision = str | None | dict[str, str | None]  # one float precision for both IRs, or per "fp32" / "int8"
