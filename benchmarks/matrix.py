@@ -176,7 +176,9 @@ def bench(config: Any, out: Path, updates: dict[str, Any], *, cache_dir: Path | 
 
     folder, outputs = run_stage_after(config, "bench", purpose="lcpipe bench --matrix", updates=updates, out=out,
                                       cache_dir=cache_dir, force=force)
-    return json.loads(outputs["bench"].read_text()), folder
+    from lcpipe.records import BenchRecord
+
+    return BenchRecord.load(outputs["bench"]).to_dict(), folder
 
 
 def _params_flops(run_dir: Path, input_hw: tuple[int, int]) -> dict[str, float | None]:

@@ -317,7 +317,9 @@ def bench(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], t
     with _cache_root(cache_dir, no_cache) as root:
         folder, outputs = run_stage_after(config, "bench", purpose="lcpipe bench", updates=updates, out=out,
                                           cache_dir=root, no_cache=no_cache, force=force)
-    result = json.loads(outputs["bench"].read_text())
+    from lcpipe.records import BenchRecord
+
+    result = BenchRecord.load(outputs["bench"]).to_dict()
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
     else:

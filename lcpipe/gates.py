@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from lcpipe.metrics import get_path
+from lcpipe.records import Gate
 
 # gate name -> (dotted metrics key, "min" | "max"); every GatesConfig field must be here.
 GATES: dict[str, tuple[str, str]] = {
@@ -68,5 +69,5 @@ def _passes(value: Any, threshold: float, kind: str) -> bool:
 
 def _gate(name: str, threshold: float | None, value: Any, passed: bool, isa_key: str | None, metric: str | None,
           note: str) -> dict[str, Any]:
-    return {"name": name, "threshold": threshold, "value": value, "passed": passed, "isa_key": isa_key,
-            "metric": metric, "note": note}
+    return Gate.build(name=name, threshold=threshold, value=value, passed=passed, isa_key=isa_key, metric=metric,
+                      note=note).to_dict()

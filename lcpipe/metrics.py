@@ -1,11 +1,13 @@
 """metrics.json: the stable layout CI scripts read (keys documented in the README), built from
-validation.json and quantize.json."""
+validation.json, quantize.json and plan.json; its record (keys, types, order) is
+lcpipe.records.MetricsRecord, and tests/golden/ pins the layout."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from lcpipe.measure.goals import ratio
+from lcpipe.records import MetricsRecord, PlanSection
 
 SCHEMA = 1
 
@@ -38,7 +40,7 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
     throughput_ips = {n: t["images_per_s"] for n, t in thr.items()} if thr else None
     if e2e.get("throughput"):
         throughput_ips = {**(throughput_ips or {}), "e2e": {n: t["images_per_s"] for n, t in e2e["throughput"].items()}}
-    return {
+    return MetricsRecord.build(**{
         "schema": SCHEMA,
         "pipeline": name,
         "model": {"arch": spec.get("arch"), "classes": v["classes"], "source_sha256": info.get("sha256")},
@@ -54,7 +56,7 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
         "cpu": v["cpu"],
         "threads": v["threads"],
         "versions": v["versions"],
-    }
+    }).to_dict()
 
 
 def _speedups(lat: dict[str, Any] | None, thr: dict[str, Any] | None, sizes: dict[str, int]) -> dict[str, Any]:
@@ -107,8 +109,9 @@ def plan_metrics(plan: dict[str, Any]) -> dict[str, Any] | None:
                      "failed_gates": r["failed_gates"], "chosen": r["chosen"], "why": r["why"],
                      **{k: fid.get(k) for k in ("top1", "top1_drop", "agreement", "cosine", "rel_logit_error")},
                      "flips_lost": (fid.get("flips") or {}).get("lost"), "fidelity_images": r.get("fidelity_images")})
-    return {"chosen": chosen["name"], "int8": chosen["int8"], "description": chosen["description"],
-            "inference_precision": chosen["inference_precision"], "runtime_config": chosen["runtime_config"],
-            "why": chosen["why"], "speedup_vs_fp32_f32": plan.get("speedup_vs_fp32_f32"),
-            "search_seconds": plan["seconds"]["total"], "eval_images": plan["eval_images"],
-            "gates_checked": plan["gates_checked"], "candidates": rows}
+    return PlanSection.build(
+        chosen=chosen["name"], int8=chosen["int8"], description=chosen["description"],
+        inference_precision=chosen["inference_precision"], runtime_config=chosen["runtime_config"],
+        why=chosen["why"], speedup_vs_fp32_f32=plan.get("speedup_vs_fp32_f32"),
+        search_seconds=plan["seconds"]["total"], eval_images=plan["eval_images"],
+        gates_checked=plan["gates_checked"], candidates=rows).to_dict()

@@ -3,7 +3,6 @@ preprocess.json / labels.txt beside it (the deploy bundle)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 
 from lcpipe.errors import InputError
 from lcpipe.measure.accuracy import softmax, top_indices
+from lcpipe.records import read_json
 
 
 @dataclass
@@ -46,7 +46,7 @@ def model_metadata(xml: Path, model: Any) -> tuple[dict[str, Any], list[str] | N
     pre, labels = rt.get("preprocess"), rt.get("labels")
     side = Path(xml).parent
     if not pre and (side / "preprocess.json").is_file():
-        pre = json.loads((side / "preprocess.json").read_text())
+        pre = read_json(side / "preprocess.json")
     if not labels and (side / "labels.txt").is_file():
         from lcpipe.data import load_label_names
 

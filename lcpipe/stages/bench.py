@@ -22,7 +22,6 @@ measure.engines.measure_engines, judged by measure.goals, rendered by render.ben
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 from pydantic import Field
 
 from lcpipe.fileio import write_json
+from lcpipe.records import BenchRecord, read_json
 from lcpipe.render.bench import render_html_fragment, render_markdown, render_profile_md
 from lcpipe.render.charts import bench_chart
 from lcpipe.stages.base import Stage, StageContext, StageOptions
@@ -98,7 +98,7 @@ def run_bench(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path])
                                                                                 options.int8_precision)})
     threads = options.threads or ctx.config.runtime.threads or default_threads()
     hw = tuple(ctx.config.preprocess.input_hw)
-    info = _read_json(inputs.get("model_info"))
+    info = read_json(inputs.get("model_info"))
     x, labels, n_eval = _eval_data(ctx, options, hw)
     load_before = _loadavg()
     engines = build_engines(ctx, options, inputs, info, threads, hw)
@@ -135,7 +135,7 @@ def write_outputs(workdir: Path, result: dict[str, Any], options: BenchOptions) 
     if profile is not None:
         out["bench_profile"] = workdir / "profile.json"
         write_json(out["bench_profile"], profile)
-    write_json(out["bench"], result)
+    BenchRecord.build(**result).save(out["bench"])
     md = render_markdown(result) + (render_profile_md(profile) if profile else "")
     out["bench_md"].write_text(md, encoding="utf-8")
     if options.chart and any(e["available"] for e in result["engines"]):
@@ -153,9 +153,6 @@ def _plan_name(xml: Path) -> str | None:
     plan = planned_plan(xml)
     return plan.get("name") if plan else None
 
-
-def _read_json(path: Path | None) -> dict[str, Any]:
-    return json.loads(Path(path).read_text()) if path else {}
 
 
 def _loadavg() -> list[float] | None:

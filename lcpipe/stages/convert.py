@@ -6,7 +6,6 @@ weights do: rt_info carries the source ONNX's sha256 (which covers the weights).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from pydantic import Field
 from lcpipe.errors import ConfigError
 from lcpipe.fileio import sha256_file, sha256_path
 from lcpipe.ir import ov_version, save_ir, set_lcpipe_rt_info, set_model_api_info
+from lcpipe.records import read_json
 from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
@@ -45,7 +45,7 @@ class ConvertStage(Stage):
             h, w = ctx.config.preprocess.input_hw
             model.reshape({model.inputs[0]: [options.batch, 3, h, w]})
         classes = int(model.outputs[0].get_partial_shape()[-1].get_length())
-        info = _read_json(inputs.get("model_info"))
+        info = read_json(inputs.get("model_info"))
         labels = resolve_label_names(ctx.config, info, classes)
         set_lcpipe_rt_info(model, {
             "preprocess": preprocess_dict(ctx.config.preprocess),
@@ -66,9 +66,6 @@ def _label_names_salt(config: Any) -> str:
     path = config.data.label_names
     return sha256_path(path) if path and Path(path).is_file() else str(path or "")
 
-
-def _read_json(path: Path | None) -> dict[str, Any]:
-    return json.loads(Path(path).read_text()) if path else {}
 
 
 def resolve_label_names(config: Any, model_info: dict[str, Any], classes: int) -> list[str] | None:

@@ -7,7 +7,6 @@ run); cached like any stage, keyed on the IRs and metrics.json it packs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lcpipe.stages.base import Stage, StageContext, StageOptions
@@ -27,9 +26,10 @@ class DeployStage(Stage):
     def run(self, ctx: StageContext, options: DeployOptions, inputs: dict[str, Path]) -> dict[str, Path]:
         from lcpipe.deploy.bundle import write_deploy
         from lcpipe.ir import read_ir, read_lcpipe_rt_info
+        from lcpipe.records import MetricsRecord
 
         rt = read_lcpipe_rt_info(read_ir(inputs["ir_int8"]))
-        metrics = json.loads(Path(inputs["metrics"]).read_text())
+        metrics = MetricsRecord.load(inputs["metrics"]).to_dict()
         out = write_deploy(ctx.workdir, inputs["ir_fp32"], inputs["ir_int8"], rt, metrics)
         ctx.log.info("deploy: bundle in %s", ctx.run_dir / self.name)
         return {"deploy": out}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
+from lcpipe.records import read_json
 from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
@@ -43,7 +43,7 @@ class ExportStage(Stage):
         meta: dict[str, object] = {"preprocess": {**pre.model_dump(mode="json"), "input_hw": list(pre.input_hw),
                                                   "layout": "NCHW", "color": "RGB"}}
         if "model_info" in inputs:
-            info = json.loads(inputs["model_info"].read_text())
+            info = read_json(inputs["model_info"])
             meta["source_sha256"] = info.get("sha256", "")
             meta["source_format"] = info.get("format", "")
         export_onnx(model, out, opset=options.opset, input_hw=pre.input_hw, softmax=options.softmax,

@@ -22,7 +22,6 @@ configuration, as NNCF's hyperparameter tuner does), so each extra IR costs only
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -31,7 +30,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from lcpipe.errors import ConfigError
-from lcpipe.fileio import sha256_json, write_json
+from lcpipe.fileio import sha256_json
+from lcpipe.records import PlanRecord, read_json
 from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 Preset = Literal["performance", "mixed"]
@@ -99,7 +99,7 @@ class PlanStage(Stage):
             raise ConfigError("stages.plan.precisions: none of them runs on this CPU (no bf16 support)")
         specs = candidate_grid(list(options.presets), [list(k) for k in options.keep_float], precisions,
                                options.fp32)
-        quant = _read_json(inputs.get("quantize_report"))
+        quant = read_json(inputs.get("quantize_report"))
         ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir, progress=options.progress)
         x_eval = ev.x[: options.eval_images] if options.eval_images else ev.x
         labels = None if ev.labels is None else ev.labels[: len(x_eval)]
@@ -133,13 +133,10 @@ class PlanStage(Stage):
                             {"build_irs": build_seconds, "fidelity": check_seconds, "latency": time_seconds,
                              "total": round(time.perf_counter() - t0, 2)}, options)
         report.update(cpu=cpu_info(), versions=versions())
-        write_json(ctx.workdir / "plan.json", report)
+        PlanRecord.build(**report).save(ctx.workdir / "plan.json")
         _log(ctx, rows, report)
         return {"ir_int8": out, "plan_report": ctx.workdir / "plan.json"}
 
-
-def _read_json(path: Path | None) -> dict[str, Any]:
-    return json.loads(Path(path).read_text()) if path else {}
 
 
 # ---------------------------------------------------------------- building the IRs

@@ -16,10 +16,11 @@ from typing import Any, Literal
 from pydantic import Field
 
 from lcpipe.errors import InputError
-from lcpipe.fileio import sha256_json, write_json
+from lcpipe.fileio import sha256_json
 from lcpipe.quantization.graph import count_quantization
 from lcpipe.quantization.ptq import quantize, quantize_with_accuracy_control, reverted_summary, save_int8_ir
 from lcpipe.quantization.settings import choose_preset, library_versions, nncf_params
+from lcpipe.records import QuantizeRecord
 from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
@@ -99,7 +100,7 @@ class QuantizeStage(Stage):
             _log_reverts(ctx, report["accuracy_control"])
         report["stage_seconds"] = round(time.perf_counter() - t_stage, 2)
         out["ir_int8"] = save_int8_ir(int8, ctx.workdir / "model.xml", inputs["ir_fp32"], report)
-        write_json(ctx.workdir / "quantize.json", report)
+        QuantizeRecord.build(**report).save(ctx.workdir / "quantize.json")
         out["quantize_report"] = ctx.workdir / "quantize.json"
         ctx.log.info("quantize: %d FakeQuantize ops, %d/%d convs+matmuls quantized, PTQ %.1f s",
                      report["int8"]["fake_quantize"], report["int8"]["quantized"], report["int8"]["quantizable"],

@@ -9,13 +9,12 @@ carry a stale verdict; rendering costs about a second anyway.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from lcpipe.fileio import write_json
 from lcpipe.gates import evaluate_gates
 from lcpipe.metrics import build_metrics, plan_metrics
+from lcpipe.records import MetricsRecord, PlanRecord, QuantizeRecord, ValidationRecord, read_json
 from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
@@ -37,16 +36,15 @@ class ReportStage(Stage):
         return config.name
 
     def run(self, ctx: StageContext, options: ReportOptions, inputs: dict[str, Path]) -> dict[str, Path]:
-        validation = _read(inputs["validation"])
-        quant = _read(inputs.get("quantize_report"))
-        info = _read(inputs.get("model_info"))
-        metrics = build_metrics(ctx.config.name, validation, quant, info)
+        validation = ValidationRecord.load(inputs["validation"]).to_dict()
+        quant = QuantizeRecord.load(inputs["quantize_report"]).to_dict() if "quantize_report" in inputs else {}
+        metrics = build_metrics(ctx.config.name, validation, quant, read_json(inputs.get("model_info")))
         if "plan_report" in inputs:
-            metrics["plan"] = plan_metrics(_read(inputs["plan_report"]))
+            metrics["plan"] = plan_metrics(PlanRecord.load(inputs["plan_report"]).to_dict())
         metrics["gates"] = evaluate_gates(ctx.config.gates.model_dump(exclude_none=True), metrics)
         metrics["passed"] = all(g["passed"] for g in metrics["gates"])
         out = {"metrics": ctx.workdir / "metrics.json", "report_md": ctx.workdir / "report.md"}
-        write_json(out["metrics"], metrics)
+        MetricsRecord.build(**metrics).save(out["metrics"])
         from lcpipe.render.report import render_html, render_markdown
 
         out["report_md"].write_text(render_markdown(metrics))
@@ -56,9 +54,6 @@ class ReportStage(Stage):
         _log_verdict(ctx, metrics["gates"])
         return out
 
-
-def _read(path: Path | None) -> dict[str, Any]:
-    return json.loads(Path(path).read_text()) if path else {}
 
 
 def _log_verdict(ctx: StageContext, gates: list[dict[str, Any]]) -> None:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from lcpipe.fileio import sha256_json, sha256_path, write_json
+from lcpipe.fileio import sha256_json, sha256_path
 from lcpipe.ir import compile_ir
 from lcpipe.measure.accuracy import accuracy, compare_logits
 from lcpipe.measure.runtime import (
@@ -34,6 +34,7 @@ from lcpipe.measure.runtime import (
     static_batch,
 )
 from lcpipe.measure.timing import measure_throughput, time_irs
+from lcpipe.records import ValidationRecord
 from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
@@ -141,7 +142,7 @@ class ValidateStage(Stage):
             result["e2e"] = _e2e(inputs, ev, ctx.config.preprocess, threads, precisions, options, result["top_k"])
         result.update(cpu=cpu_info(), versions=versions(), seconds=round(time.perf_counter() - t0, 2))
         _log_summary(ctx, result)
-        write_json(ctx.workdir / "validation.json", result)
+        ValidationRecord.build(**result).save(ctx.workdir / "validation.json")
         return {"validation": ctx.workdir / "validation.json"}
 
 

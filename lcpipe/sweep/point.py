@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -13,6 +12,7 @@ from typing import Any
 from lcpipe.config import PipelineConfig
 from lcpipe.errors import ConfigError, LcpipeError, MissingDependencyError
 from lcpipe.fileio import write_json
+from lcpipe.records import read_json
 
 log = logging.getLogger("lcpipe")
 
@@ -136,7 +136,7 @@ def collect_metrics(config: PipelineConfig, result: Any) -> dict[str, Any]:
 
 def _model_facts(config: PipelineConfig, result: Any) -> dict[str, Any]:
     info_path = result.artifacts.get("model_info")
-    info = json.loads(Path(info_path).read_text()) if info_path and Path(info_path).is_file() else {}
+    info = read_json(info_path) if info_path and Path(info_path).is_file() else {}
     spec = info.get("spec")
     if not spec:
         return {"arch": info.get("arch") or config.model.arch, "params": None, "flops": None}
@@ -177,7 +177,7 @@ def _plan_columns(result: Any) -> dict[str, Any]:
     path = result.artifacts.get("plan_report")
     if not path or not Path(path).is_file():
         return {}
-    plan = json.loads(Path(path).read_text())
+    plan = read_json(path)  # as it is: an older plan.json may lack keys, the columns stay None
     chosen = plan.get("chosen") or {}
     cand = next((c for c in plan.get("candidates") or [] if c.get("chosen")), {})
     counts = (plan.get("irs") or {}).get(cand.get("ir")) or {}
