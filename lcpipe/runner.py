@@ -312,7 +312,7 @@ def _remove_stage_output(run_dir: Path, stage: type[Stage]) -> None:
 
 
 def _publish(src: Path, dest: Path) -> None:
-    """Copy a stage output to the top of the run dir (report, metrics, deploy bundle)."""
+    """Copy a stage output to the top of the run dir (report, metrics.json, bench files)."""
     if not src.exists():
         return
     if src.is_dir():
