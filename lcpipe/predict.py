@@ -3,7 +3,6 @@ preprocess.json / labels.txt beside it (the deploy bundle)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 
 from lcpipe.errors import InputError
 from lcpipe.measure.accuracy import softmax, top_indices
+from lcpipe.records import read_json
 
 
 @dataclass
@@ -40,13 +40,13 @@ def preprocess_from_dict(d: dict[str, Any]) -> Any:
 
 def model_metadata(xml: Path, model: Any) -> tuple[dict[str, Any], list[str] | None]:
     """(preprocess dict, labels) from rt_info, falling back to files beside the model."""
-    from lcpipe.stages.convert import read_lcpipe_rt_info
+    from lcpipe.ir import read_lcpipe_rt_info
 
     rt = read_lcpipe_rt_info(model)
     pre, labels = rt.get("preprocess"), rt.get("labels")
     side = Path(xml).parent
     if not pre and (side / "preprocess.json").is_file():
-        pre = json.loads((side / "preprocess.json").read_text())
+        pre = read_json(side / "preprocess.json")
     if not labels and (side / "labels.txt").is_file():
         from lcpipe.data import load_label_names
 
@@ -68,8 +68,7 @@ def compile_properties(model: Any, threads: int | None) -> dict[str, Any]:
     a plan: the plugin's default precision, as before (bf16 on AMX / avx512_bf16 CPUs). validate
     measured those IRs at f32, but predict is the quick check of what a server gets without setting
     anything; the deploy README's serving snippet pins the measured precision instead."""
-    from lcpipe.measure.runtime import ov_config
-    from lcpipe.plan import planned_precision
+    from lcpipe.ir import ov_config, planned_precision
 
     return ov_config("LATENCY", threads, planned_precision(model))
 

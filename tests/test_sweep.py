@@ -19,7 +19,8 @@ from lcpipe.cli import cli
 from lcpipe.errors import ConfigError
 from lcpipe.measure.accuracy import EvalCounts, counts_from_logits, merge
 from lcpipe.measure.shards import shard_ranges
-from lcpipe.sweep import load_sweep, pareto_front, run_sweep
+from lcpipe.render.sweep import pareto_front
+from lcpipe.sweep import load_sweep, run_sweep
 
 IMAGENET = helpers.REPO / "calib_data" / "imagenet"
 # Few images and short timing loops: the 4-point sweep stays well under the 3 minutes it may take.
@@ -48,7 +49,7 @@ INT8 = EXPORT_ONLY + f"""
           - convert: {{batch: 1}}
           - quantize: {{subset_size: 16}}
           - validate: {FAST_VALIDATE}
-          - report: {{deploy: false}}"""
+          - report: {{}}"""
 
 
 @pytest.fixture
@@ -172,6 +173,7 @@ def test_int8_sweep_on_ray_reports_failures_and_resumes_from_cache(tmp_path: Pat
         assert r["latency_p50_fp32_ms"] > 0 and r["latency_p50_int8_ms"] > 0 and r["throughput_int8"] > 0
         assert 0.9 < r["cosine"] <= 1.0 and r["images"] == 32 and r["size_int8"] < r["size_fp32"]
         assert (Path(r["run_dir"]) / "metrics.json").is_file() and (Path(r["run_dir"]) / "point.log").is_file()
+        assert not list(Path(r["run_dir"]).rglob("model_int8_image.xml"))  # no deploy stage: no bundle anywhere
         # eval_shards: the same eval set again in 2 Ray tasks, merged: the validate stage's figures exactly
         assert r["sharded_images"] == 32 and r["sharded_agreement"] == r["agreement"]
         assert r["sharded_int8_top1"] == r["int8_top1"] and r["sharded_fp32_top1"] == r["fp32_top1"]
@@ -528,7 +530,7 @@ def test_a_driver_in_token_mode_without_a_token_is_exit_2_and_other_failures_are
 
 
 def test_fleet_has_a_pareto_front_per_cpu_kind() -> None:
-    from lcpipe.sweep.fleet import fleet_doc, format_fleet, fronts
+    from lcpipe.render.sweep import fleet_doc, format_fleet, fronts
 
     rows = [{"point": "p00", "status": "ok", "int8_top1": 0.70}, {"point": "p01", "status": "ok", "int8_top1": 0.75}]
     # p01 is more accurate; on kind a it is also faster (p00 drops off), on kind b it is slower (both stay)
@@ -542,7 +544,7 @@ def test_fleet_has_a_pareto_front_per_cpu_kind() -> None:
 
 def test_sweep_page_and_table_render_failed_points_and_local_runs() -> None:
     """The page renders with undefined names as errors: a failed row or a local executor lacks keys."""
-    from lcpipe.sweep import format_table, render_html
+    from lcpipe.render.sweep import format_table, render_html
 
     machine = {"model": "m", "isa": "avx2", "flags": [], "cores": 2, "executor": {"kind": "local"}, "seconds": 1}
     bad = {"point": "p00", "index": 0, "overrides": {"k": 1}, "status": "failed", "error": "boom <b>",
@@ -586,8 +588,7 @@ def _tiny_ir(xml: Path, plan_precision: str | None = None) -> Path:
     import openvino as ov
     import openvino.opset13 as ops
 
-    from lcpipe.plan import PLAN_RT_KEY
-    from lcpipe.stages.convert import RT_SECTION
+    from lcpipe.ir import PLAN_RT_KEY, RT_SECTION
 
     x = ops.parameter([1, 3, 8, 8], np.float32, name="x")
     model = ov.Model([ops.relu(x)], [x], "tiny")
@@ -658,7 +659,7 @@ def test_point_row_describes_the_plans_ir_not_quantizes(tmp_path: Path) -> None:
 
 
 def test_plan_and_bench_stages_hold_the_whole_node(tmp_path: Path, scales) -> None:
-    from lcpipe.config import load_config
+    from lcpipe.runner import load_config
     from lcpipe.sweep import measures_latency
 
     untimed = EXPORT_ONLY + """

@@ -209,6 +209,7 @@ def driver_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
           - quantize: {{subset_size: 8}}
           - validate: {FAST_VALIDATE}
           - report: {{}}
+          - deploy: {{}}
         """)
     monkeypatch.chdir(d)
     yield d
@@ -266,7 +267,7 @@ def test_cluster_sweep_ships_inputs_brings_runs_home_and_times_each_cpu_kind(clu
         assert row["node"]["cpu_model"] and row["node"]["isa"] and row["node"]["cores"] >= 1
         assert 0 < row["latency_p50_int8_ms"] and row["images"] == 32  # 16 crops x 2 rotations
 
-    from lcpipe.sweep import format_fleet
+    from lcpipe.render.sweep import format_fleet
 
     print(format_fleet(result.fleet))  # the figures, for the log (both kinds are this machine's CPU)
     # one timing row per (point, CPU kind): the point's own kind from its run, the other re-timed there
@@ -377,3 +378,29 @@ def test_cluster_sweep_survives_a_killed_node(cluster: Cluster, driver_dir: Path
     assert list((shared / "inputs").glob("*.zip")) and (shared / "runs").is_dir()
     assert not list((shared / "runs").rglob("*.zip")), list((shared / "runs").rglob("*"))
     shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_cluster_sweep_ships_the_paths_stage_options_declare(cluster: Cluster, driver_dir: Path) -> None:
+    """bench's paddle_model is a path its options declare: the sweep ships it like model and data (no
+    list of known paths), so the node runs Paddle Inference on it instead of an "unavailable" row."""
+    pytest.importorskip("paddle")
+    d = driver_dir
+    shutil.copytree(helpers.TEXTLINE_MODEL, d / "paddle")
+    base = (d / "tl.yaml").read_text().split("\n  - validate:")[0]
+    (d / "tl.yaml").write_text(base + "\n  - bench: {engines: [ov_int8, paddle_onednn], warmup: 1, rounds: 1, "
+                               "iterations: 5, batch: 2, eval_images: 8, e2e: false, chart: false, progress: false}\n")
+    path = _sweep_file(d, "{stages.bench.paddle_model: [paddle]}")  # relative to the sweep file
+    result = run_sweep(path, address=cluster.address)
+
+    (row,) = result.rows
+    assert row["status"] == "ok", row.get("error")
+    payload = pickle.dumps(result.tasks[0])
+    assert str(d).encode() not in payload and str(helpers.REPO).encode() not in payload
+    shipped = result.tasks[0].config["stages"][-1]["bench"]["paddle_model"]
+    assert shipped.endswith("/paddle") and not Path(shipped).is_absolute()  # a content name, not a driver path
+    bench = json.loads((Path(row["run_dir"]) / "bench" / "bench.json").read_text())
+    paddle = next(e for e in bench["engines"] if e["name"] == "paddle_onednn")
+    assert paddle["available"], paddle.get("reason")
+    assert paddle["latency_ms"]["p50"] > 0 and paddle["accuracy"]["agreement"] is not None
+    assert any(str(n.node_dir / "inputs") in paddle["model"] for n in cluster.nodes.values()), paddle["model"]

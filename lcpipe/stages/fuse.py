@@ -8,7 +8,7 @@ import numpy as np
 
 from lcpipe.errors import LcpipeError
 from lcpipe.fileio import write_json
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class FuseOptions(StageOptions):
@@ -16,7 +16,6 @@ class FuseOptions(StageOptions):
     check_tolerance: float = 1e-4  # max abs diff allowed, relative to max(1, max |logit|)
 
 
-@register
 class FuseStage(Stage):
     name = "fuse"
     Options = FuseOptions

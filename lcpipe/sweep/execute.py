@@ -13,10 +13,11 @@ from typing import Any
 
 from lcpipe.errors import ConfigError, LcpipeError
 from lcpipe.fileio import write_json
+from lcpipe.render.sweep import COLUMNS
 from lcpipe.sweep import on_ray, shipping
 from lcpipe.sweep.fleet import FLEET_FILE, failed_fleet_row, fleet_row
 from lcpipe.sweep.point import PointTask, run_point
-from lcpipe.sweep.results import COLUMNS, write_results
+from lcpipe.sweep.results import write_results
 from lcpipe.sweep.schema import Sweep, load_sweep
 
 log = logging.getLogger("lcpipe")

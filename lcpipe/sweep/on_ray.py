@@ -49,7 +49,7 @@ def prepare(sweep: Sweep, out: Path, opts: dict[str, Any]) -> tuple[list[PointTa
                                                                      shipping.InputNames]:
     """Tasks for the points to run, rows for points that fail before running (a missing input) or
     are resumed from what came home, and the inputs to ship."""
-    from lcpipe import __version__
+    from lcpipe.version import __version__
 
     names = shipping.InputNames(None if opts["storage"] else shipping.SHIP_LIMIT_BYTES)
     tasks, done = [], []
