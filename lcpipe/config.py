@@ -3,24 +3,40 @@
 Errors name the file and the key path, e.g.
 ``pipelines/v2.yaml: stages[3].quantize.presett: unknown key (did you mean 'preset'?)``.
 Paths written in the YAML are relative to the YAML file; paths given with ``--set`` are
-relative to the current directory.
+relative to the current directory. A model names its path-typed keys in ``path_fields``; stage
+options do the same.
+
+Stage options are declared by the stages (lcpipe/stages/), which import this module; so this
+module does not import them: whoever parses a pipeline passes ``options_of`` (stage name -> its
+options model), which lcpipe.runner does with the stage registry (``lcpipe.runner.load_config``).
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lcpipe.errors import ConfigError, clip, shown
-from lcpipe.stages.base import StageOptions, get_stage
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageOptions(Strict):
+    """Base of every stage's options: typed, defaults, unknown keys are errors. Options that name
+    files list them in ``path_fields`` (resolved against the YAML's folder, shipped by sweeps)."""
+
+    path_fields: ClassVar[frozenset[str]] = frozenset()
+
+
+# stage name -> its options model (lcpipe.stages.options_model); ConfigError for an unknown name
+OptionsOf = Callable[[str], type[StageOptions]]
 
 
 # Filesystem paths: each model lists them in ``path_fields`` so they are resolved against
@@ -208,15 +224,6 @@ class PipelineConfig(Strict):
                 return s.options
         return None
 
-    def option_path(self, value: str) -> Path:
-        """A path written in a stage option: relative to the pipeline YAML, like the paths it holds
-        (the current directory when the config did not come from a YAML file)."""
-        p = Path(value).expanduser()
-        if p.is_absolute():
-            return p
-        src = Path(self.source_file or ".")
-        return (src.parent if src.suffix in (".yaml", ".yml") else Path.cwd()) / p
-
     def to_yaml_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json", exclude={"stages", "source_file"})
         d["stages"] = [{s.name: s.options.model_dump(mode="json")} for s in self.stages]
@@ -235,16 +242,40 @@ def read_yaml_mapping(path: Path, kind: str, keys_hint: str = "") -> dict[str, A
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+def parse_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+                 options_of: OptionsOf) -> PipelineConfig:
+    """The pipeline YAML at ``path`` with ``--set`` overrides, validated (stage options by ``options_of``)."""
     path = Path(path)
     raw = read_yaml_mapping(path, "pipeline")
-    raw = _resolve_paths(raw, PipelineConfig, path.parent.resolve(), [])
+    raw = resolve_config_paths(raw, path.parent.resolve(), options_of)
     for ov in overrides:
-        raw = apply_override(raw, ov, str(path))
-    return validate_config(raw, str(path))
+        raw = apply_override(raw, ov, str(path), options_of=options_of)
+    return validate_config(raw, str(path), options_of=options_of)
 
 
-def validate_config(raw: dict[str, Any], where: str = "<config>") -> PipelineConfig:
+def resolve_config_paths(raw: dict[str, Any], base: Path, options_of: OptionsOf) -> dict[str, Any]:
+    """Every path-typed value of a raw pipeline (config sections and stage options) made absolute
+    against ``base``; stage entries that are not a one-key mapping of a known stage stay as they are
+    (validate_config reports them)."""
+    out = resolve_paths(raw, PipelineConfig, base)
+    stages = out.get("stages")
+    if isinstance(stages, list):
+        out["stages"] = [_resolve_stage_paths(item, base, options_of) for item in stages]
+    return out
+
+
+def _resolve_stage_paths(item: Any, base: Path, options_of: OptionsOf) -> Any:
+    if not isinstance(item, dict) or len(item) != 1:
+        return item
+    ((name, opts),) = item.items()
+    try:
+        model = options_of(str(name))
+    except ConfigError:
+        return item
+    return {name: resolve_paths(opts, model, base)}
+
+
+def validate_config(raw: dict[str, Any], where: str = "<config>", *, options_of: OptionsOf) -> PipelineConfig:
     raw = dict(raw)
     stages_raw = raw.pop("stages", None)
     if not isinstance(stages_raw, list) or not stages_raw:
@@ -258,26 +289,26 @@ def validate_config(raw: dict[str, Any], where: str = "<config>") -> PipelineCon
             raise ConfigError(f"{where}: stages[{i}]: expected a one-key mapping {{stage name: options}}")
         ((name, opts),) = item.items()
         try:
-            stage = get_stage(str(name))
+            model = options_of(str(name))
         except ConfigError as exc:
             raise ConfigError(f"{where}: stages[{i}]: {exc}") from None
         if name in seen:
             raise ConfigError(f"{where}: stages[{i}]: stage {shown(name)} listed twice")
         seen.add(name)
         try:
-            options = stage.Options.model_validate(opts or {})
+            options = model.model_validate(opts or {})
         except ValidationError as exc:
-            raise ConfigError(_format_errors(exc, where, f"stages[{i}].{name}", stage.Options)) from None
+            raise ConfigError(format_errors(exc, where, f"stages[{i}].{name}", model)) from None
         entries.append({"name": name, "options": options})
     raw["stages"] = entries
     raw.setdefault("source_file", where)
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, where, "", PipelineConfig)) from None
+        raise ConfigError(format_errors(exc, where, "", PipelineConfig)) from None
 
 
-def _format_errors(exc: ValidationError, where: str, prefix: str, model: type[BaseModel]) -> str:
+def format_errors(exc: ValidationError, where: str, prefix: str, model: type[BaseModel]) -> str:
     lines = []
     for err in exc.errors():
         loc = _loc_str(err["loc"], prefix)
@@ -311,14 +342,14 @@ def _loc_str(loc: tuple[Any, ...], prefix: str) -> str:
 def _known_keys(model: type[BaseModel], path: list[str]) -> list[str]:
     current: Any = model
     for key in path:
-        sub = _sub_model(current, key)
+        sub = sub_model(current, key)
         if sub is None:
             return []
         current = sub
     return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
 
 
-def _sub_model(model: Any, key: str) -> type[BaseModel] | None:
+def sub_model(model: Any, key: str) -> type[BaseModel] | None:
     if not (isinstance(model, type) and issubclass(model, BaseModel)) or key not in model.model_fields:
         return None
     ann = model.model_fields[key].annotation
@@ -328,20 +359,20 @@ def _sub_model(model: Any, key: str) -> type[BaseModel] | None:
     return None
 
 
-def _is_path_field(model: type[BaseModel], key: str) -> bool:
+def is_path_field(model: type[BaseModel], key: str) -> bool:
     return key in getattr(model, "path_fields", ())
 
 
-def _resolve_paths(raw: Any, model: type[BaseModel] | None, base: Path, path: list[str]) -> Any:
-    """Make every path-typed value absolute against ``base`` (the YAML's folder)."""
+def resolve_paths(raw: Any, model: type[BaseModel] | None, base: Path) -> Any:
+    """Make every path-typed value of ``model`` (and its sub-models) absolute against ``base``."""
     if not isinstance(raw, dict) or model is None:
         return raw
     out = {}
     for key, value in raw.items():
-        if isinstance(value, str) and _is_path_field(model, key):
+        if isinstance(value, str) and is_path_field(model, key):
             value = str((base / Path(value).expanduser()).resolve())
         elif isinstance(value, dict):
-            value = _resolve_paths(value, _sub_model(model, key), base, path + [key])
+            value = resolve_paths(value, sub_model(model, key), base)
         out[key] = value
     return out
 
@@ -349,8 +380,11 @@ def _resolve_paths(raw: Any, model: type[BaseModel] | None, base: Path, path: li
 MAX_KEY_DEPTH = 16  # stages.<stage>.<option>.<sub-option> is the deepest real key path
 
 
-def apply_override(raw: dict[str, Any], override: str, where: str = "--set") -> dict[str, Any]:
-    """``a.b.c=value``; value parsed as YAML; ``stages.<name>.key`` addresses a stage's options."""
+def apply_override(raw: dict[str, Any], override: str, where: str = "--set", *,
+                   options_of: OptionsOf) -> dict[str, Any]:
+    """``a.b.c=value``; value parsed as YAML; ``stages.<name>.key`` addresses a stage's options. A path
+    (a key some model or stage options list in ``path_fields``) is made absolute against the current
+    directory."""
     from lcpipe.safe_yaml import load_yaml_text
 
     if "=" not in override:
@@ -364,6 +398,8 @@ def apply_override(raw: dict[str, Any], override: str, where: str = "--set") -> 
                           f"{MAX_KEY_DEPTH} deep)")
     value = load_yaml_text(text, f"--set {clip(key.strip(), 80)}") if text.strip() else ""
     override = clip(override, 120)  # for the messages below
+    if isinstance(value, str) and is_path_key(keys, options_of):
+        value = str(Path(value).expanduser().resolve())
     raw = _deep_copy(raw)
     if keys[0] == "stages":
         if len(keys) < 3:
@@ -378,14 +414,25 @@ def apply_override(raw: dict[str, Any], override: str, where: str = "--set") -> 
                 return raw
         raise ConfigError(f"--set {override!r}: no stage named {shown(keys[1])} in {where} "
                           f"(stages: {', '.join(str(s if isinstance(s, str) else next(iter(s))) for s in stages)})")
-    # paths given on the command line are relative to the current directory
-    model: type[BaseModel] | None = PipelineConfig
-    for k in keys[:-1]:
-        model = _sub_model(model, k) if model else None
-    if isinstance(value, str) and model is not None and _is_path_field(model, keys[-1]):
-        value = str(Path(value).expanduser().resolve())
     _set_in(raw, keys, value)
     return raw
+
+
+def is_path_key(keys: list[str], options_of: OptionsOf) -> bool:
+    """Does the key path (``data.eval.images``, ``stages.bench.paddle_model``) name a path-typed value?"""
+    if keys[0] == "stages":
+        if len(keys) < 3:
+            return False
+        try:
+            model: type[BaseModel] | None = options_of(keys[1])
+        except ConfigError:
+            return False
+        keys = keys[2:]
+    else:
+        model = PipelineConfig
+    for k in keys[:-1]:
+        model = sub_model(model, k) if model else None
+    return model is not None and is_path_field(model, keys[-1])
 
 
 def _set_in(d: dict[str, Any], keys: list[str], value: Any) -> None:

@@ -48,7 +48,7 @@ def preprocess_from_dict(d: dict[str, Any], where: str = "preprocess") -> Any:
 def model_metadata(xml: Path, model: Any) -> tuple[dict[str, Any], list[str] | None, str]:
     """(preprocess dict, labels, where the preprocessing came from) from rt_info, falling back to
     files beside the model."""
-    from lcpipe.stages.convert import read_lcpipe_rt_info
+    from lcpipe.ir import read_lcpipe_rt_info
 
     try:
         rt = read_lcpipe_rt_info(model)
@@ -57,7 +57,7 @@ def model_metadata(xml: Path, model: Any) -> tuple[dict[str, Any], list[str] | N
     pre, labels, where = rt.get("preprocess"), rt.get("labels"), f"{xml} (rt_info)"
     side = Path(xml).parent
     if not pre and (side / "preprocess.json").is_file():
-        pre, where = _read_json_file(side / "preprocess.json"), str(side / "preprocess.json")
+        pre, where = _read_preprocess_json(side / "preprocess.json"), str(side / "preprocess.json")
     if not labels and (side / "labels.txt").is_file():
         from lcpipe.data import load_label_names
 
@@ -71,7 +71,7 @@ def model_metadata(xml: Path, model: Any) -> tuple[dict[str, Any], list[str] | N
     return pre, labels, where
 
 
-def _read_json_file(path: Path) -> Any:
+def _read_preprocess_json(path: Path) -> Any:
     from lcpipe.data.dataset import MAX_LIST_BYTES
     from lcpipe.fileio import read_text
 
@@ -93,27 +93,27 @@ def compile_properties(model: Any, threads: int | None) -> dict[str, Any]:
     a plan: the plugin's default precision, as before (bf16 on AMX / avx512_bf16 CPUs). validate
     measured those IRs at f32, but predict is the quick check of what a server gets without setting
     anything; the deploy README's serving snippet pins the measured precision instead."""
-    from lcpipe.measure.runtime import ov_config
-    from lcpipe.plan import planned_precision
+    from lcpipe.ir import ov_config, planned_precision
 
     return ov_config("LATENCY", threads, planned_precision(model))
 
 
 def predict(xml: str | Path, images: list[str | Path], top_k: int = 5, threads: int | None = None) -> list[Prediction]:
     from lcpipe.deps import require
+    from lcpipe.ir import ov_error_line, read_user_ir
 
     xml = Path(xml)
     if not xml.is_file():
         raise InputError(f"{xml}: no such model file")
     ov = require("openvino")
     core = ov.Core()
-    model = _read_ir(core, xml)
+    model = read_user_ir(xml, core)
     pre_dict, labels, where = model_metadata(xml, model)
     pre = preprocess_from_dict(pre_dict, where)
     try:
         compiled = core.compile_model(model, "CPU", compile_properties(model, threads))
     except RuntimeError as exc:
-        raise InputError(f"{xml}: OpenVINO cannot compile this IR ({_first_line(exc)})") from None
+        raise InputError(f"{xml}: OpenVINO cannot compile this IR ({ov_error_line(exc)})") from None
     classes = _classes(compiled, xml)
     if labels is not None and len(labels) != classes:
         raise InputError(f"{xml}: {len(labels)} label names (rt_info or labels.txt beside it) for a model with "
@@ -131,35 +131,6 @@ def predict(xml: str | Path, images: list[str | Path], top_k: int = 5, threads: 
     return out
 
 
-def _read_ir(core: Any, xml: Path) -> Any:
-    """The IR (.xml + the .bin beside it); a garbage .xml or a truncated .bin is an InputError naming it."""
-    _check_ir_xml(xml)
-    weights = xml.with_suffix(".bin")
-    try:
-        return core.read_model(str(xml))
-    except RuntimeError as exc:
-        hint = f"; is {weights.name} complete and from the same model?" if weights.is_file() else ""
-        raise InputError(f"{xml}: not a readable OpenVINO IR ({_first_line(exc)}){hint}") from None
-
-
-MAX_IR_XML_BYTES = 256 << 20  # an IR's .xml holds the graph, not the weights: a few MB
-
-
-def _check_ir_xml(xml: Path) -> None:
-    """Parse the .xml before OpenVINO does: on anything that is not an IR, OpenVINO tries each of its
-    frontends in turn (TensorFlow's logs to stderr) and fails with a long message."""
-    import xml.etree.ElementTree as ET
-
-    if xml.stat().st_size > MAX_IR_XML_BYTES:
-        raise InputError(f"{xml}: {xml.stat().st_size:,} bytes, too large for an OpenVINO IR .xml")
-    try:
-        root = ET.parse(xml).getroot()
-    except (ET.ParseError, OSError, ValueError) as exc:
-        raise InputError(f"{xml}: not an OpenVINO IR (not valid XML: {clip(str(exc), 120)})") from None
-    if root.tag != "net":
-        raise InputError(f"{xml}: not an OpenVINO IR (its root element is <{clip(root.tag, 40)}>, not <net>)")
-
-
 def _classes(compiled: Any, xml: Path) -> int:
     from lcpipe.measure.runtime import output_classes
 
@@ -168,11 +139,6 @@ def _classes(compiled: Any, xml: Path) -> int:
     if classes is None or len(shape) != 2 or classes < 2:
         raise InputError(f"{xml}: output {shape} is not a classifier's [batch, classes]")
     return classes
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("Exception from")]
-    return clip(lines[0] if lines else type(exc).__name__, 200)
 
 
 def image_loader(pre_dict: dict[str, Any], pre: Any) -> Any:

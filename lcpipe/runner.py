@@ -5,6 +5,11 @@ Each stage writes into ``<out>/<stage>/`` (built under a temp name, swapped in o
 and records ``stage.json``; ``<out>/manifest.json`` records the resolved config, versions,
 CPU, input/output sha256 and timings. A cache hit is checked file by file against the sha256 its
 stage.json records before it is used; temps a killed run left behind are removed at the start.
+
+The runner is also where a pipeline YAML is loaded (``load_config``): lcpipe.config holds the
+schema, and the stage registry (lcpipe.stages) gives it each stage's options model. And it runs
+"the pipeline up to X, then Y" for commands that are not a pipeline of their own (``run_until``,
+``run_stage_after``: lcpipe bench, sensitivity).
 """
 
 from __future__ import annotations
@@ -20,9 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lcpipe import __version__
 from lcpipe.cache import CACHE_FORMAT, CacheEntry, NullCache, StageCache, default_cache_dir
-from lcpipe.config import PipelineConfig, load_config
+from lcpipe.config import (
+    PipelineConfig,
+    StageOptions,
+    is_path_key,
+    parse_config,
+    resolve_config_paths,
+    validate_config,
+)
 from lcpipe.errors import ConfigError, InputError
 from lcpipe.fileio import (
     atomic_dir,
@@ -35,8 +46,10 @@ from lcpipe.fileio import (
     sha256_path,
     write_json,
 )
-from lcpipe.stages.base import Stage, StageContext, get_stage, stage_cache_salt
+from lcpipe.stages import get_stage, options_model
+from lcpipe.stages.base import Stage, StageContext
 from lcpipe.sysinfo import cpu_info, versions
+from lcpipe.version import __version__
 
 log = logging.getLogger("lcpipe")
 
@@ -62,6 +75,29 @@ class RunResult:
     def failed_gates(self) -> list[dict[str, Any]]:
         gates = (self.metrics or {}).get("gates") or []
         return [g for g in gates if not g.get("passed")]
+
+
+def load_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> PipelineConfig:
+    """The pipeline YAML at ``path`` with ``--set`` overrides, stage options validated by the registry."""
+    return parse_config(path, overrides, options_of=options_model)
+
+
+def config_from_dict(raw: dict[str, Any], where: str = "<config>", base: Path | None = None) -> PipelineConfig:
+    """A pipeline given as data, stage options validated by the registry; relative paths (of config
+    sections and stage options) resolved against ``base`` when given, else kept as they are."""
+    if base is not None:
+        raw = resolve_config_paths(raw, base, options_model)
+    return validate_config(raw, where, options_of=options_model)
+
+
+def is_path_override(key: str) -> bool:
+    """Does ``--set key=...`` set a path (a key a config model or stage options list in path_fields)?"""
+    return is_path_key(key.split("."), options_model)
+
+
+def stage_options(config: PipelineConfig, name: str) -> StageOptions:
+    """The pipeline's options for stage ``name``, or that stage's defaults when the pipeline has none."""
+    return config.stage_options(name) or options_model(name)()
 
 
 def run_pipeline(config: PipelineConfig | str | Path, *, out: str | Path | None = None,
@@ -169,20 +205,19 @@ def check_artifact_flow(config: PipelineConfig) -> None:
 
 
 def _consumed_kinds(stage: type[Stage]) -> list[str]:
-    alts = [a for kinds in getattr(stage, "alternatives", {}).values() for a in kinds]
+    alts = [a for kinds in stage.alternatives.values() for a in kinds]
     return list(dict.fromkeys((*stage.consumes, *stage.optional_consumes, *alts)))
 
 
 def _alternative(stage: type[Stage], kind: str, available: set[str]) -> bool:
-    alts = getattr(stage, "alternatives", {}).get(kind, ())
-    return any(a in available for a in alts)
+    return any(a in available for a in stage.alternatives.get(kind, ()))
 
 
 def _stage_key(stage: Stage, options: Any, config: PipelineConfig, inputs: dict[str, str]) -> str:
     sections = {s: getattr(config, s).model_dump(mode="json") for s in stage.uses_config}
     return sha256_json({
         "stage": stage.name, "options": options.model_dump(mode="json"), "config": sections,
-        "inputs": inputs, "salt": stage_cache_salt(stage, config), "lcpipe": __version__,
+        "inputs": inputs, "salt": stage.cache_salt(config), "lcpipe": __version__,
         "cache_format": CACHE_FORMAT,
     })
 
@@ -190,7 +225,7 @@ def _stage_key(stage: Stage, options: Any, config: PipelineConfig, inputs: dict[
 def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: dict[str, Path], run_dir: Path,
                cache_root: Path, cache: StageCache, force: bool) -> StageRecord:
     wanted = [k for k in (*stage.consumes, *stage.optional_consumes) if k in artifacts]
-    for k in getattr(stage, "alternatives", {}).values():
+    for k in stage.alternatives.values():
         wanted += [a for a in k if a in artifacts and a not in wanted]
     inputs = {k: artifacts[k] for k in wanted}
     input_hashes = {k: artifact_sha256(p) for k, p in inputs.items()}
@@ -220,7 +255,7 @@ def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: di
     seconds = time.perf_counter() - t0
     for kind, info in outputs.items():
         artifacts[kind] = stage_dir / info["path"]
-    for name in getattr(stage, "publish", ()):
+    for name in stage.publish:
         _publish(stage_dir / name, run_dir / name)
     log.info("%s: done in %.1f s", stage.name, seconds)
     return StageRecord(stage.name, key, cached, round(seconds, 3), input_hashes, outputs)
@@ -268,7 +303,7 @@ def _remove_stage_output(run_dir: Path, stage: type[Stage]) -> None:
     stage_dir = run_dir / stage.name
     if (stage_dir / "stage.json").is_file():
         shutil.rmtree(stage_dir)
-    for name in getattr(stage, "publish", ()):
+    for name in stage.publish:
         published = run_dir / name
         if published.is_dir() and not published.is_symlink():
             shutil.rmtree(published)
@@ -277,7 +312,7 @@ def _remove_stage_output(run_dir: Path, stage: type[Stage]) -> None:
 
 
 def _publish(src: Path, dest: Path) -> None:
-    """Copy a stage output to the top of the run dir (report, metrics, deploy bundle)."""
+    """Copy a stage output to the top of the run dir (report, metrics.json, bench files)."""
     if not src.exists():
         return
     if src.is_dir():
@@ -310,3 +345,55 @@ def _manifest_head(config: PipelineConfig, run_dir: Path, cache_root: Path, no_c
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "stages": [],
     }
+
+
+# ---------------------------------------------------------------- the pipeline up to X, then Y
+
+def run_until(config: PipelineConfig, until: str, *, purpose: str, out: str | Path | None = None,
+              cache_dir: str | Path | None = None, no_cache: bool = False, force: bool = False) -> RunResult:
+    """The pipeline up to stage ``until`` (cached stages reused) for a command that builds on its
+    artifacts (``purpose``: "lcpipe bench", "sensitivity"); a ConfigError naming it when the pipeline
+    has no such stage."""
+    names = config.stage_names()
+    if until not in names:
+        raise ConfigError(f"{config.source_file}: {purpose} needs a pipeline with a {until} stage "
+                          f"(stages: {', '.join(names)})")
+    return run_pipeline(config, out=out, until=until, force=force, cache_dir=cache_dir, no_cache=no_cache)
+
+
+def last_producer(names: list[str], stage: str) -> str | None:
+    """The last of the pipeline's stages ``names`` that produces a kind ``stage`` consumes: running up to
+    it hands ``stage`` what a full run would (lcpipe bench after a plan stage: the plan's IR)."""
+    wanted = set(_consumed_kinds(get_stage(stage)))
+    found = [n for n in names if wanted & set(get_stage(n).produces)]
+    return found[-1] if found else None
+
+
+def run_stage_after(config: PipelineConfig, name: str, *, purpose: str, updates: dict[str, Any] | None = None,
+                    out: str | Path | None = None, cache_dir: str | Path | None = None, no_cache: bool = False,
+                    force: bool = False) -> tuple[Path, dict[str, Path]]:
+    """Stage ``name`` on a pipeline's artifacts without being one of its stages (``purpose``: "lcpipe
+    bench"): the pipeline up to its last stage producing what ``name`` consumes, then ``name`` (not
+    cached) into ``<run dir>/<name>/``. Its options are the pipeline's for it (else its defaults)
+    updated by ``updates``; options and inputs are checked before anything runs. Returns that folder
+    and the outputs."""
+    stage = get_stage(name)
+    try:
+        options = stage.Options.model_validate({**stage_options(config, name).model_dump(), **(updates or {})})
+    except ValueError as exc:
+        raise ConfigError(f"{purpose}: {' '.join(str(exc).split())}") from None
+    names = config.stage_names()
+    available = {k for n in names for k in get_stage(n).produces}
+    missing = [k for k in stage.consumes if k not in available and not _alternative(stage, k, available)]
+    if missing:
+        raise ConfigError(f"{config.source_file}: {purpose} needs {', '.join(missing)}, which no stage of this "
+                          f"pipeline produces (stages: {', '.join(names)})")
+    until = last_producer(names, name) or names[-1]
+    res = run_until(config, until, purpose=purpose, out=out, cache_dir=cache_dir, no_cache=no_cache, force=force)
+    inputs = {k: res.artifacts[k] for k in _consumed_kinds(stage) if k in res.artifacts}
+    dest = res.run_dir / name
+    with atomic_dir(dest) as tmp:
+        ctx = StageContext(config=config, workdir=tmp, run_dir=res.run_dir,
+                           cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(), log=log)
+        outputs = stage().run(ctx, options, inputs)
+    return dest, {kind: dest / Path(path).resolve().relative_to(tmp.resolve()) for kind, path in outputs.items()}

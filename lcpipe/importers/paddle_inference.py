@@ -28,6 +28,7 @@ from lcpipe.errors import InputError, clip, shown
 from lcpipe.fileio import atomic_ir, atomic_path
 from lcpipe.importers.onnx_read import check_classifier_output, load_onnx
 from lcpipe.importers.onnx_rebuild import canonical_from_onnx
+from lcpipe.ir import write_model
 from lcpipe.models.spec import CanonicalModel
 
 MIN_OPSET = 14  # below 14 paddle2onnx decomposes HardSwish into slow HardSigmoid+Mul
@@ -355,7 +356,7 @@ def convert_with_openvino_frontend(pdmodel_path: Path, out_xml: Path) -> Path:
         raise InputError(f"{pdmodel_path}: OpenVINO's Paddle frontend failed: {exc}") from exc
     out_xml = Path(out_xml)
     with atomic_ir(out_xml) as tmp_xml:
-        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)  # FP16 compression is on by default
+        write_model(model, tmp_xml)  # FP32 weights (FP16 compression is OpenVINO's default)
     return out_xml
 
 

@@ -1,4 +1,4 @@
-"""Compiling and running models on OpenVINO and ONNX Runtime: the settings every measurement shares.
+"""Running models on OpenVINO and ONNX Runtime: what every measurement shares (compile properties: lcpipe.ir).
 
 openvino and onnxruntime are imported inside the functions (``lcpipe --help`` stays instant).
 """
@@ -12,24 +12,6 @@ import numpy as np
 
 from lcpipe.deps import require
 from lcpipe.render.progress import progress
-
-
-def ov_config(hint: str, threads: int | None, precision: str | None = "f32") -> dict[str, Any]:
-    """Compile properties: the one place lcpipe builds them (measurements, predict, the plan's
-    runtime_config). ``threads`` None: the plugin's own choice; ``precision`` None keeps the device
-    default float precision (bf16 on AMX / avx512_bf16 CPUs)."""
-    cfg: dict[str, Any] = {"PERFORMANCE_HINT": hint}
-    if threads:
-        cfg["INFERENCE_NUM_THREADS"] = threads
-    if precision:
-        cfg["INFERENCE_PRECISION_HINT"] = precision
-    return cfg
-
-
-def compile_ir(xml: Path, hint: str, threads: int, precision: str | None = "f32") -> Any:
-    ov = require("openvino")
-    core = ov.Core()
-    return core.compile_model(core.read_model(str(xml)), "CPU", ov_config(hint, threads, precision))
 
 
 def compiled_precision(compiled: Any) -> str:

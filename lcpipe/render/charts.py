@@ -6,7 +6,7 @@ import io
 from typing import Any
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -15,17 +15,17 @@ def _pyplot() -> Any:
     return plt
 
 
-def _png(fig: Any) -> bytes:
+def png_bytes(fig: Any) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
 
 
 def report_chart(m: dict[str, Any]) -> bytes:
     """metrics.json: accuracy (or agreement/cosine when unlabeled) and latency, FP32 vs INT8."""
-    plt = _pyplot()
+    plt = pyplot()
     from lcpipe.metrics import model_latency
 
     acc, lat = m["accuracy"], model_latency(m)
@@ -42,7 +42,7 @@ def report_chart(m: dict[str, Any]) -> bytes:
         p50 = [lat[n]["p50"] for n in names]
         err = [[0] * len(names), [lat[n]["p90"] - lat[n]["p50"] for n in names]]
         _bars(axes[0][1], [short_name(n, m) for n in names], p50, "batch-1 latency p50 ms (whisker: p90)", err)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def short_name(name: str, m: dict[str, Any]) -> str:
@@ -61,7 +61,7 @@ def _bars(ax: Any, names: list[str], values: list[float], title: str, err: Any =
 
 def bench_chart(result: dict[str, Any]) -> bytes:
     """bench.json: two bar panels, batch-1 p50 latency (whisker to p90) and batch-N throughput per engine."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in result["engines"] if r["available"]]
     names = [r["label"].replace(" (lcpipe)", "\n(lcpipe)").replace(", plugin", ",\nplugin") for r in rows]
     colors = ["#dd8452" if r["precision"] == "int8" else "#4c72b0" if r["runtime"] == "openvino" else "#8c8c8c"
@@ -81,4 +81,4 @@ def bench_chart(result: dict[str, Any]) -> bytes:
     cpu = result["cpu"]
     fig.suptitle(f"{result['model'].get('arch') or result['pipeline']} - {cpu['model']} ({cpu['isa']}), "
                  f"{result['threads']} threads", fontsize=10)
-    return _png(fig)
+    return png_bytes(fig)

@@ -8,7 +8,7 @@ import numpy as np
 
 from lcpipe.errors import InputError, LcpipeError
 from lcpipe.fileio import write_json
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class FuseOptions(StageOptions):
@@ -16,7 +16,6 @@ class FuseOptions(StageOptions):
     check_tolerance: float = 1e-4  # max abs diff allowed, relative to max(1, max |logit|)
 
 
-@register
 class FuseStage(Stage):
     name = "fuse"
     Options = FuseOptions
@@ -50,10 +49,10 @@ class FuseStage(Stage):
 def _adopted_reason(run_dir: Path) -> str:
     """Why import adopted the model, from its model_info.json (read for the message only: not an input,
     so fuse's cache key stays what it was)."""
-    import json
+    from lcpipe.records import read_json
 
     try:
-        info = json.loads((Path(run_dir) / "import" / "model_info.json").read_text())
+        info = read_json(Path(run_dir) / "import" / "model_info.json")
         return f"{info['source']}: {info['adopted_reason']}"
     except (KeyError, OSError, ValueError, TypeError):
         return "the model is not a PP-LCNet lcpipe can rebuild"

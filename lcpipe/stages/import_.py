@@ -9,7 +9,7 @@ from typing import Any
 
 from lcpipe.config import PipelineConfig
 from lcpipe.fileio import sha256_path, write_json
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class ImportOptions(StageOptions):
@@ -36,7 +36,6 @@ def resolve_source(config: PipelineConfig, cache_dir: Path, log: logging.Logger 
     return fetch_source(config.model.source, cache_dir, log=log)
 
 
-@register
 class ImportStage(Stage):
     name = "import"
     Options = ImportOptions

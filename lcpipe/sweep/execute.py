@@ -13,10 +13,11 @@ from typing import Any
 
 from lcpipe.errors import ConfigError, LcpipeError
 from lcpipe.fileio import write_json
+from lcpipe.render.sweep import COLUMNS
 from lcpipe.sweep import on_ray, shipping
 from lcpipe.sweep.fleet import FLEET_FILE, failed_fleet_row, fleet_row
 from lcpipe.sweep.point import PointTask, run_point
-from lcpipe.sweep.results import COLUMNS, write_results
+from lcpipe.sweep.results import write_results
 from lcpipe.sweep.schema import MAX_POINTS, Sweep, load_sweep
 
 log = logging.getLogger("lcpipe")
@@ -108,6 +109,7 @@ class _RaySweep:
         self.pending: dict[Any, tuple[Any, ...]] = {}
         self.resubmitted: dict[str, int] = {}  # point id -> times submitted again after a lost result
         self.kinds: dict[str, list[dict[str, Any]]] = {}
+        self.attempt_log: Any = None  # on_ray.AttemptLog actor: which node ran each attempt
 
     def run(self, address: str | None, num_cpus: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         out = self.sweep.out
@@ -127,6 +129,7 @@ class _RaySweep:
                 self.kinds = kinds_of(probe_nodes(ray))
                 log.info("CPU kinds: %s", ", ".join(f"{k} ({len(v)} node(s))" for k, v in self.kinds.items()))
             digest, ref = on_ray.ship(ray, data, self.opts["storage"]) if tasks else (None, None)
+            self.attempt_log = on_ray.start_attempt_log(ray) if tasks else None
             # retries: Ray reruns a point whose worker or node died (not one that raised: those are rows)
             self._remote = ray.remote(max_retries=self.sweep.spec.retries, retry_exceptions=False)(on_ray.run_shipped)
             self._inputs_ref = ref
@@ -154,24 +157,22 @@ class _RaySweep:
                         "cpu_kinds": {k: [n["node_id"] for n in v] for k, v in self.kinds.items()}}
             return rows, executor
         finally:
-            if ray.is_initialized():
-                on_ray.forget_attempts(self.token)
+            if self.attempt_log is not None:
+                on_ray.stop_attempt_log(ray, self.attempt_log)
             if started:
                 ray.shutdown()
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def _key(self, point: str) -> str:
-        return f"{on_ray._KV_PREFIX}/{self.token}/{point}"
-
     def _submit(self, task: PointTask) -> None:
         r = self._remote.options(num_cpus=task.cpus, scheduling_strategy="SPREAD",
-                                 name=f"lcpipe-sweep-{task.id}").remote(task, self._inputs_ref, self._key(task.id))
+                                 name=f"lcpipe-sweep-{task.id}").remote(task, self._inputs_ref, self.token,
+                                                                        self.attempt_log)
         self.pending[r] = ("point", task)
 
     def _point_done(self, ref: Any, task: PointTask) -> dict[str, Any] | None:
         home = self.sweep.out / "points" / task.id
-        tried = on_ray.attempts(self._key(task.id))
+        tried = on_ray.attempts(self.ray, self.attempt_log, task.id)
         try:
             row = self.ray.get(ref)
         except Exception as exc:  # every attempt's worker or node died: name the node(s), go on

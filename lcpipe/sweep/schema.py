@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lcpipe.config import PipelineConfig, _format_errors, _is_path_field, _sub_model, load_config, read_yaml_mapping
+from lcpipe.config import PipelineConfig, format_errors, read_yaml_mapping
 from lcpipe.errors import ConfigError
 
 
@@ -86,6 +86,8 @@ def load_sweep(path: str | Path, extra: tuple[str, ...] | list[str] = (), max_po
     The points are counted before the grid is expanded (over ``max_points``: ConfigError). Every
     point's pipeline config is validated here, so a typo in a key path fails before anything runs
     (the message names the point and the key)."""
+    from lcpipe.runner import load_config
+
     path = Path(path)
     spec = _read_spec(path)
     count = point_count(spec)
@@ -120,7 +122,7 @@ def _read_spec(path: Path) -> SweepSpec:
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, str(path), "", SweepSpec)) from None
+        raise ConfigError(format_errors(exc, str(path), "", SweepSpec)) from None
 
 
 def point_count(spec: SweepSpec) -> int:
@@ -149,20 +151,12 @@ def _source_args(spec: SweepSpec, overrides: dict[str, Any], folder: Path) -> li
 def _override_arg(key: str, value: Any, folder: Path) -> str:
     """``key=value`` for apply_override; a relative path value is made absolute against the sweep
     file's folder (apply_override would resolve it against the current directory)."""
-    if isinstance(value, str) and _is_path_key(key) and not Path(value).expanduser().is_absolute():
+    from lcpipe.runner import is_path_override
+
+    if isinstance(value, str) and is_path_override(key) and not Path(value).expanduser().is_absolute():
         value = str((folder / value).resolve())
     # JSON is YAML: the value round-trips with its type (a str stays a str, a list a list).
     return f"{key}={json.dumps(value)}"
-
-
-def _is_path_key(key: str) -> bool:
-    keys = key.split(".")
-    if keys[0] == "stages":
-        return False  # stage options hold no paths (and are not path-resolved by config.py either)
-    model: Any = PipelineConfig
-    for k in keys[:-1]:
-        model = _sub_model(model, k) if model else None
-    return model is not None and _is_path_field(model, keys[-1])
 
 
 def _describe(overrides: dict[str, Any]) -> str:
