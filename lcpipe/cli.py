@@ -39,6 +39,22 @@ def _cache_root(cache_dir: Path | None, no_cache: bool) -> Iterator[Path | None]
         yield Path(tmp)
 
 
+@contextlib.contextmanager
+def _stdout_reserved(as_json: bool) -> Iterator[None]:
+    """--json: stdout holds exactly one JSON document, written after the work; while the work runs,
+    whatever anything prints (Python or native code) goes to stderr (lcpipe.streams)."""
+    if not as_json:
+        yield
+        return
+    from lcpipe.streams import stdout_to_stderr
+
+    with stdout_to_stderr():
+        yield
+
+
+_JSON_HELP = "Print one JSON document on stdout (everything else goes to stderr)."
+
+
 class _Group(click.Group):
     """Turn lcpipe errors into one line and their exit code; anything else is a bug (exit 1)."""
 
@@ -70,84 +86,160 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Stage cache [$LCPIPE_CACHE_DIR or the user cache dir].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the stage cache.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 def run(pipeline: str, out: Path | None, overrides: tuple[str, ...], from_stage: str | None, until: str | None,
-        force: bool, cache_dir: Path | None, no_cache: bool) -> None:
+        force: bool, cache_dir: Path | None, no_cache: bool, as_json: bool) -> None:
     """Run PIPELINE.yaml, or a packaged example by name (lcpipe examples lists them).
 
     The run directory is runs/<name>/ under the current directory unless --out says otherwise.
     Exit 0 ok, 2 bad config/input, 3 a gate failed, 1 unexpected error."""
-    from lcpipe.errors import GateFailedError
     from lcpipe.examples import resolve_pipeline
     from lcpipe.runner import run_pipeline
 
-    with _cache_root(cache_dir, no_cache) as root:
+    with _cache_root(cache_dir, no_cache) as root, _stdout_reserved(as_json):
         result = run_pipeline(resolve_pipeline(pipeline), out=out, overrides=overrides, from_stage=from_stage,
                               until=until, force=force, cache_dir=root, no_cache=no_cache)
+    _report_run(result, as_json)
+
+
+def _report_run(result: Any, as_json: bool) -> None:
+    """The summary and run directory (--json: the run document, the summary on stderr); then the
+    verdict's exit code."""
+    from lcpipe.errors import GateFailedError
+
     if result.metrics:
         from lcpipe.render.summary import render_summary
 
-        click.echo(render_summary(result.metrics))
-    click.echo(f"run directory: {result.run_dir}")
+        click.echo(render_summary(result.metrics), err=as_json)
+    click.echo(f"run directory: {result.run_dir}", err=as_json)
+    code = GateFailedError.exit_code if result.failed_gates else 0
+    if as_json:
+        from lcpipe.render.documents import run_document
+
+        click.echo(strict_json(run_document(result, code)))
     if result.failed_gates:
         names = ", ".join(g["name"] for g in result.failed_gates)
         raise GateFailedError(f"{len(result.failed_gates)} gate(s) failed: {names}")
 
 
 @cli.command()
-@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.option("--calib", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of calibration images (no labels needed).")
+@click.option("--eval", "eval_images", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of evaluation images: adds plan, validate, report and the deploy bundle.")
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path),
+              help="Labels of the evaluation images: lines '<file> <class_index>', files relative to --eval.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "pdparams", "torch", "safetensors", "paddle_inference",
+                                                     "onnx"]), default="auto", show_default=True,
+              help="MODEL's format [auto: from its name, as lcpipe inspect tells it].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override a key of the built pipeline, as with lcpipe run (e.g. gates.max_top1_drop=0.02).")
+@click.option("--force", is_flag=True, help="Recompute every stage, ignoring the cache.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Stage cache [$LCPIPE_CACHE_DIR or the user cache dir].")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the stage cache.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP + " The YAML goes to stderr.")
+def quantize(model: Path, calib: Path, eval_images: Path | None, labels: Path | None, out: Path, fmt: str,
+             overrides: tuple[str, ...], force: bool, cache_dir: Path | None, no_cache: bool, as_json: bool) -> None:
+    """One line, no YAML: MODEL (weights file, Paddle inference folder or ONNX) -> INT8 OpenVINO IR.
+
+    Builds the pipeline the shipped ones are (format and architecture detected, preprocessing from
+    the model where it says), prints it, runs it into --out and writes it there as pipeline.yaml:
+    `lcpipe run OUT/pipeline.yaml --out OUT` repeats the run, or edit it first. With --eval the run
+    ends in a verdict (gate min_agreement 0.9) and a deploy bundle in OUT/deploy/; without, the INT8
+    IR is OUT/quantize/model.xml. Exit codes as lcpipe run."""
+    import shlex
+
+    from lcpipe.oneliner import pipeline_yaml, quantize_config, run_quantize
+
+    flags = [("--calib", calib), ("--eval", eval_images), ("--labels", labels), ("--out", out),
+             ("--format", None if fmt == "auto" else fmt), *(("--set", o) for o in overrides)]
+    command = shlex.join(["lcpipe", "quantize", str(model), *(x for f, v in flags if v for x in (f, str(v)))])
+    with _stdout_reserved(as_json):
+        raw, config = quantize_config(model, calib, out=out, eval_images=eval_images, labels=labels, fmt=fmt,
+                                      overrides=overrides)
+        click.echo(pipeline_yaml(raw, out.resolve(), command), err=as_json)
+        with _cache_root(cache_dir, no_cache) as root:
+            result = run_quantize(raw, config, out, command=command, cache_dir=root, no_cache=no_cache, force=force)
+    _report_run(result, as_json)
+
+
+@cli.command()
+@click.argument("pipeline", metavar="PIPELINE.yaml|EXAMPLE")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
-def check(pipeline: Path, overrides: tuple[str, ...]) -> None:
-    """Validate PIPELINE.yaml and print the resolved config."""
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
+def check(pipeline: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Is PIPELINE runnable? Validate it, then look at everything it will read: the model source, data
+    folders and label files, every path a stage option names, the datasets its stages need. Prints the
+    resolved config; all problems at once and exit 2 otherwise."""
     import yaml
 
+    from lcpipe.errors import ConfigError
     from lcpipe.examples import resolve_pipeline
-    from lcpipe.runner import check_artifact_flow, load_config
+    from lcpipe.preflight import relative_paths_hint
+    from lcpipe.runner import load_config, preflight
 
-    cfg = load_config(resolve_pipeline(pipeline), overrides)
-    check_artifact_flow(cfg)  # stage order too, as run does
-    click.echo(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
+    config, problems = None, []
+    with _stdout_reserved(as_json):
+        try:
+            config = load_config(resolve_pipeline(pipeline), overrides)
+        except ConfigError as exc:
+            if not as_json:
+                raise
+            problems = [str(exc)]
+        if config is not None:
+            problems = preflight(config)
+    if as_json:
+        click.echo(strict_json({"pipeline": str(pipeline), "ok": not problems, "problems": problems,
+                                "config": config.to_yaml_dict() if config is not None else None}))
+    if problems:
+        hint = f"\n{relative_paths_hint(config)}" if config is not None and " does not exist" in "".join(problems) \
+            else ""
+        raise ConfigError(f"{pipeline}: not runnable, {len(problems)} problem(s):\n  " + "\n  ".join(problems) + hint)
+    if not as_json:
+        click.echo(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
     click.echo(f"{pipeline}: ok", err=True)
 
 
 @cli.command()
-def examples() -> None:
+@click.option("--copy", nargs=2, metavar="NAME DIR", type=(str, click.Path(file_okay=False, path_type=Path)),
+              help="Copy example NAME with its model and data into the new folder DIR (its YAML's paths stay valid).")
+def examples(copy: tuple[str, Path] | None) -> None:
     """List the packaged example pipelines (run one with: lcpipe run NAME) and where they are."""
-    from lcpipe.examples import list_examples
+    from lcpipe.examples import copy_example, list_examples
 
+    if copy:
+        yaml_path = copy_example(*copy)
+        click.echo(f"copied {copy[0]} into {copy[1]}; run it with: lcpipe run {yaml_path}")
+        return
     for name, path in list_examples().items():
         click.echo(f"{name}: {path}")
 
 
 @cli.command()
-def stages() -> None:
-    """List the stages and their options."""
-    from lcpipe.stages import STAGES
+@click.argument("name", required=False)
+def stages(name: str | None) -> None:
+    """List the stages (or stage NAME) and every option: type, default, help; nested options expanded."""
+    from lcpipe.render.options import format_stages
+    from lcpipe.stages import STAGES, get_stage
 
-    for name, cls in STAGES.items():
-        click.echo(f"{name}: {cls.summary}")
-        for field, info in cls.Options.model_fields.items():
-            default = info.default
-            click.echo(f"    {field}: {_type_name(info.annotation)} = {default!r}")
-
-
-def _type_name(ann: Any) -> str:
-    import re
-
-    if getattr(ann, "__args__", None):  # Literal[...], X | None, list[...]: show the arguments
-        return re.sub(r"\b(?:[A-Za-z_]\w*\.)+(\w+)", r"\1", str(ann).replace("typing.", ""))
-    return getattr(ann, "__name__", None) or str(ann)
+    click.echo(format_stages({name: get_stage(name)} if name else dict(STAGES)))
 
 
 @cli.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["auto", "pdparams", "torch", "safetensors", "paddle_inference",
-                                                     "onnx"]), default="auto", show_default=True)
+                                                     "onnx", "openvino"]), default="auto", show_default=True,
+              help="How to read PATH [auto: from its name; .xml is an OpenVINO IR].")
 @click.option("--arch", default="auto", show_default=True)
 @click.option("--input-size", metavar="H,W", help="Input size for FLOPs [a Paddle inference model's inference.yml, "
               "else 224,224].")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 def inspect(path: Path, fmt: str, arch: str, input_size: str | None, as_json: bool) -> None:
-    """Detected architecture, scale, classes, params, FLOPs, fusion state of a weights file or model."""
+    """Detected architecture, scale, classes, params, FLOPs, fusion state of a weights file or model;
+    for an OpenVINO IR (.xml) its inputs, outputs, precision, INT8 ops and lcpipe rt_info."""
     from lcpipe.inspect import inspect_path
 
     hw = None
@@ -157,12 +249,14 @@ def inspect(path: Path, fmt: str, arch: str, input_size: str | None, as_json: bo
         except ValueError:
             raise click.BadParameter(f"{input_size!r}: give H,W, e.g. 224,224", param_hint="--input-size") from None
         hw = (h, w)
-    info = inspect_path(path, fmt, arch, hw)
+    with _stdout_reserved(as_json):
+        info = inspect_path(path, fmt, arch, hw)
     if as_json:
         click.echo(strict_json(info))
     else:
-        for k, v in info.items():
-            click.echo(f"{k:>18}: {v}")
+        from lcpipe.render.inspect import format_inspect
+
+        click.echo(format_inspect(info))
 
 
 @cli.command()
@@ -170,13 +264,14 @@ def inspect(path: Path, fmt: str, arch: str, input_size: str | None, as_json: bo
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads [all cores].")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | None, as_json: bool) -> None:
     """Classify IMAGES with MODEL.xml (preprocessing + labels from its rt_info or files beside it)."""
     from lcpipe.predict import format_predictions
     from lcpipe.predict import predict as run_predict
 
-    preds = run_predict(model, list(images), top_k=top_k, threads=threads)
+    with _stdout_reserved(as_json):
+        preds = run_predict(model, list(images), top_k=top_k, threads=threads)
     if as_json:
         click.echo(strict_json([{"image": str(p.image), "top": [{"index": i, "label": lab, "probability": pr}
                                                                for i, lab, pr in p.top]} for p in preds]))
@@ -204,9 +299,10 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | No
                    "[the sweep file's storage].")
 @click.option("--max-points", type=click.IntRange(min=1),
               help="Refuse a sweep with more points than this, counted before the grid is expanded [1000].")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP + " The document is sweep.json.")
 def sweep(sweep_file: Path, out: Path | None, overrides: tuple[str, ...], local: bool, address: str | None,
           num_cpus: int | None, force: bool, cache_dir: Path | None, no_cache: bool, per_cpu_kind: bool,
-          storage: str | None, max_points: int | None) -> None:
+          storage: str | None, max_points: int | None, as_json: bool) -> None:
     """Run SWEEP.yaml: a base pipeline over a grid/list of overrides, one run per point (on Ray).
 
     Writes sweep.json, sweep.csv and sweep.html. Exit 0 all points ok, 3 only gates failed,
@@ -215,13 +311,19 @@ def sweep(sweep_file: Path, out: Path | None, overrides: tuple[str, ...], local:
     from lcpipe.render.sweep import format_fleet, format_table
     from lcpipe.sweep import SweepFailedError, load_sweep, run_sweep
 
-    spec = load_sweep(sweep_file, overrides, *([max_points] if max_points else []))
-    result = run_sweep(spec, out=out, local=local, address=address, cache_dir=cache_dir, force=force,
-                       no_cache=no_cache, num_cpus=num_cpus, per_cpu_kind=per_cpu_kind, storage=storage)
-    click.echo(format_table(result.rows, list(dict.fromkeys(k for p in spec.points for k in p.overrides))))
+    with _stdout_reserved(as_json):
+        spec = load_sweep(sweep_file, overrides, *([max_points] if max_points else []))
+        result = run_sweep(spec, out=out, local=local, address=address, cache_dir=cache_dir, force=force,
+                           no_cache=no_cache, num_cpus=num_cpus, per_cpu_kind=per_cpu_kind, storage=storage)
+    click.echo(format_table(result.rows, list(dict.fromkeys(k for p in spec.points for k in p.overrides))),
+               err=as_json)
     if result.fleet:
-        click.echo(format_fleet(result.fleet))
-    click.echo(f"results: {result.files['html']} (+ sweep.json, sweep.csv) in {result.seconds:.0f} s")
+        click.echo(format_fleet(result.fleet), err=as_json)
+    click.echo(f"results: {result.files['html']} (+ sweep.json, sweep.csv) in {result.seconds:.0f} s", err=as_json)
+    if as_json:
+        from lcpipe.render.documents import sweep_document
+
+        click.echo(strict_json(sweep_document(result.files, result.seconds)))
     if result.failed:
         raise SweepFailedError(f"{len(result.failed)} of {len(result.rows)} point(s) failed: "
                                + ", ".join(r["point"] for r in result.failed))
@@ -276,7 +378,7 @@ def sensitivity(pipeline: Path, out: Path | None, overrides: tuple[str, ...], to
 @click.option("--int8-precision", type=click.Choice(["f32", "bf16", "f16", "default"]),
               help="Precision of the INT8 IR's float ops [the plan's, else f32].")
 @click.option("--profile", is_flag=True, help="Also OpenVINO per-layer counters (profile.json, bench.md).")
-@click.option("--json", "as_json", is_flag=True, help="Print bench.json instead of the table.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP + " The document is bench.json.")
 @click.option("--force", is_flag=True, help="Recompute the pipeline stages, ignoring the cache.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Stage cache.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the stage cache.")
@@ -316,7 +418,7 @@ def bench(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], t
     from lcpipe.runner import load_config, run_stage_after
 
     config = load_config(resolve_pipeline(pipeline), overrides)
-    with _cache_root(cache_dir, no_cache) as root:
+    with _cache_root(cache_dir, no_cache) as root, _stdout_reserved(as_json):
         folder, outputs = run_stage_after(config, "bench", purpose="lcpipe bench", updates=updates, out=out,
                                           cache_dir=root, no_cache=no_cache, force=force)
     from lcpipe.records import BenchRecord
@@ -328,7 +430,7 @@ def bench(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], t
         from rich.console import Console
 
         Console(width=max(160, Console().width)).print(render_rich(result))
-    click.echo(f"bench results: {folder}")
+    click.echo(f"bench results: {folder}", err=as_json)
 
 
 def _run_matrix(models: str | None, out: Path | None, docs: Path | None, updates: dict[str, Any],
@@ -386,6 +488,34 @@ def cache_clean(cache_dir: Path | None) -> None:
     c = StageCache(cache_dir or default_cache_dir())
     n = c.clean()
     click.echo(f"removed {n} cached stage results from {c.root}")
+
+
+def _late_global_flag(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """-v / -q given after the subcommand: as if given before it (added to every command below)."""
+    if value:
+        late = ctx.meta.setdefault("lcpipe.late_flags", {})
+        late[param.name] = value
+        given = ctx.find_root().params
+        verbose = given.get("verbose", 0) + late.get("verbose", 0)
+        quiet = bool(given.get("quiet") or late.get("quiet"))
+        _setup_logging(verbose, quiet)
+        logging.getLogger().setLevel(logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO)
+    return value
+
+
+def _accept_global_flags(group: click.Group) -> None:
+    """Every command also takes lcpipe's -v / -q, so `lcpipe run X -q` works like `lcpipe -q run X`."""
+    for command in group.commands.values():
+        command.params += [
+            click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_late_global_flag,
+                         help="More log output (as lcpipe -v; -vv: debug, also nncf/openvino)."),
+            click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_late_global_flag,
+                         help="Only warnings and errors (as lcpipe -q).")]
+        if isinstance(command, click.Group):
+            _accept_global_flags(command)
+
+
+_accept_global_flags(cli)
 
 
 def main() -> None:

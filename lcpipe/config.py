@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -243,13 +243,14 @@ def read_yaml_mapping(path: Path, kind: str, keys_hint: str = "") -> dict[str, A
 
 
 def parse_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
-                 options_of: OptionsOf) -> PipelineConfig:
-    """The pipeline YAML at ``path`` with ``--set`` overrides, validated (stage options by ``options_of``)."""
+                 options_of: OptionsOf, stage_order: Sequence[str] = ()) -> PipelineConfig:
+    """The pipeline YAML at ``path`` with ``--set`` overrides, validated (stage options by ``options_of``;
+    a stage an override adds goes to its place in ``stage_order``)."""
     path = Path(path)
     raw = read_yaml_mapping(path, "pipeline")
     raw = resolve_config_paths(raw, path.parent.resolve(), options_of)
     for ov in overrides:
-        raw = apply_override(raw, ov, str(path), options_of=options_of)
+        raw = apply_override(raw, ov, str(path), options_of=options_of, stage_order=stage_order)
     return validate_config(raw, str(path), options_of=options_of)
 
 
@@ -381,10 +382,10 @@ MAX_KEY_DEPTH = 16  # stages.<stage>.<option>.<sub-option> is the deepest real k
 
 
 def apply_override(raw: dict[str, Any], override: str, where: str = "--set", *,
-                   options_of: OptionsOf) -> dict[str, Any]:
-    """``a.b.c=value``; value parsed as YAML; ``stages.<name>.key`` addresses a stage's options. A path
-    (a key some model or stage options list in ``path_fields``) is made absolute against the current
-    directory."""
+                   options_of: OptionsOf, stage_order: Sequence[str] = ()) -> dict[str, Any]:
+    """``a.b.c=value``; value parsed as YAML; ``stages.<name>.key`` addresses a stage's options and
+    ``stages.<name>=...`` the whole stage (set_stage: add, replace, or remove with null). A path (a key
+    some model or stage options list in ``path_fields``) is made absolute against the current directory."""
     from lcpipe.safe_yaml import load_yaml_text
 
     if "=" not in override:
@@ -401,9 +402,12 @@ def apply_override(raw: dict[str, Any], override: str, where: str = "--set", *,
     if isinstance(value, str) and is_path_key(keys, options_of):
         value = str(Path(value).expanduser().resolve())
     raw = _deep_copy(raw)
+    if keys[0] == "stages" and len(keys) == 2:
+        return set_stage(raw, keys[1], value, f"--set {override!r}", options_of=options_of, stage_order=stage_order)
     if keys[0] == "stages":
         if len(keys) < 3:
-            raise ConfigError(f"--set {override!r}: use stages.<stage name>.<option>=value")
+            raise ConfigError(f"--set {override!r}: use stages.<stage name>.<option>=value, or "
+                              "stages.<stage name>={options} / null to add or remove a stage")
         stages = raw.get("stages") or []
         for i, item in enumerate(stages):
             name = item if isinstance(item, str) else next(iter(item), None)
@@ -415,6 +419,38 @@ def apply_override(raw: dict[str, Any], override: str, where: str = "--set", *,
         raise ConfigError(f"--set {override!r}: no stage named {shown(keys[1])} in {where} "
                           f"(stages: {', '.join(str(s if isinstance(s, str) else next(iter(s))) for s in stages)})")
     _set_in(raw, keys, value)
+    return raw
+
+
+def set_stage(raw: dict[str, Any], name: str, options: Any, where: str, *, options_of: OptionsOf,
+              stage_order: Sequence[str] = ()) -> dict[str, Any]:
+    """``raw`` (changed in place, returned) with stage ``name`` removed (``options`` None) or given
+    ``options`` (a mapping, paths in it relative to the current directory): a stage the pipeline
+    lacks is inserted before the first of its stages that comes later in ``stage_order`` (the
+    registry's order), so ``stages.plan={}`` lands after quantize whatever else the list holds."""
+    stages = raw.get("stages") if isinstance(raw.get("stages"), list) else []
+    names = [item if isinstance(item, str) else next(iter(item), None) if isinstance(item, dict) else None
+             for item in stages]
+    if options is None:
+        if name not in names:
+            raise ConfigError(f"{where}: no stage {shown(name)} to remove (stages: {', '.join(map(str, names))})")
+        del stages[names.index(name)]
+    else:
+        if not isinstance(options, dict):
+            raise ConfigError(f"{where}: a whole stage takes a mapping of options ({{}} for its defaults) or null "
+                              f"to remove it, got {shown(options)}; one option: stages.<stage name>.<option>=value")
+        try:
+            model = options_of(name)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        entry = {name: resolve_paths(options, model, Path.cwd())}
+        if name in names:
+            stages[names.index(name)] = entry
+        else:
+            rank = {n: i for i, n in enumerate(stage_order)}
+            later = [i for i, n in enumerate(names) if name in rank and n in rank and rank[n] > rank[name]]
+            stages.insert(later[0] if later else len(stages), entry)
+    raw["stages"] = stages
     return raw
 
 

@@ -46,7 +46,7 @@ from lcpipe.fileio import (
     sha256_path,
     write_json,
 )
-from lcpipe.stages import get_stage, options_model
+from lcpipe.stages import STAGES, get_stage, options_model
 from lcpipe.stages.base import Stage, StageContext
 from lcpipe.sysinfo import cpu_info, versions
 from lcpipe.version import __version__
@@ -79,7 +79,7 @@ class RunResult:
 
 def load_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> PipelineConfig:
     """The pipeline YAML at ``path`` with ``--set`` overrides, stage options validated by the registry."""
-    return parse_config(path, overrides, options_of=options_model)
+    return parse_config(path, overrides, options_of=options_model, stage_order=tuple(STAGES))
 
 
 def config_from_dict(raw: dict[str, Any], where: str = "<config>", base: Path | None = None) -> PipelineConfig:
@@ -88,6 +88,17 @@ def config_from_dict(raw: dict[str, Any], where: str = "<config>", base: Path | 
     if base is not None:
         raw = resolve_config_paths(raw, base, options_model)
     return validate_config(raw, where, options_of=options_model)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: tuple[str, ...] | list[str] = (),
+                    where: str = "--set") -> dict[str, Any]:
+    """``--set`` overrides applied to a pipeline given as data (stage options by the registry, a stage
+    an override adds at its place in the registry's order)."""
+    from lcpipe.config import apply_override
+
+    for override in overrides:
+        raw = apply_override(raw, override, where, options_of=options_model, stage_order=tuple(STAGES))
+    return raw
 
 
 def is_path_override(key: str) -> bool:
@@ -202,6 +213,19 @@ def check_artifact_flow(config: PipelineConfig) -> None:
                                   f"produces again after it: move {entry.name} after {names[later[-1]]} "
                                   f"(order: {', '.join(names)})")
         available.update(stage.produces)
+
+
+def preflight(config: PipelineConfig) -> list[str]:
+    """Every problem that would stop a run of ``config`` on its inputs (lcpipe check): the stage order, and
+    what lcpipe.preflight finds (paths, datasets, the model source, datasets the stages need)."""
+    from lcpipe.preflight import find_problems
+
+    problems = []
+    try:
+        check_artifact_flow(config)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return problems + find_problems(config, [get_stage(entry.name) for entry in config.stages])
 
 
 def _consumed_kinds(stage: type[Stage]) -> list[str]:

@@ -116,6 +116,7 @@ def test_shipped_pipelines_validate() -> None:
 
 def test_check_prints_the_resolved_config(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.pdparams").write_bytes(b"")  # check looks for the files a run reads; it does not parse them
     res = _invoke("check", str(helpers.V2_YAML), "--set", "stages.export.opset=14",
                   "--set", "model.source.path=w.pdparams", "--set", "model.arch=PPLCNetV2_small")
     assert res.exit_code == 0, res.output

@@ -31,3 +31,24 @@ def resolve_pipeline(arg: str | Path) -> Path:
         return examples[str(arg)]
     known = ", ".join(examples) or "none"
     raise InputError(f"{arg}: no such pipeline file, and not a packaged example (lcpipe examples lists them: {known})")
+
+
+def copy_example(name: str, dest: str | Path) -> Path:
+    """A copy of example ``name`` with its model and data in the new folder ``dest`` (an empty folder
+    will do); the copied pipeline.yaml's paths are relative to it, so they stay valid. Returns the
+    copied pipeline.yaml. Built under a temp name and moved into place, so a failed copy leaves nothing."""
+    import shutil
+
+    from lcpipe.fileio import atomic_dir
+
+    examples = list_examples()
+    if name not in examples:
+        known = ", ".join(examples) or "none"
+        raise InputError(f"{name}: not a packaged example (lcpipe examples lists them: {known})")
+    dest = Path(dest).expanduser()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise InputError(f"{dest}: exists and is not an empty folder; give a new folder to copy {name} into")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    with atomic_dir(dest) as tmp:
+        shutil.copytree(examples[name].parent, tmp, ignore=ignore, dirs_exist_ok=True)
+    return dest / "pipeline.yaml"

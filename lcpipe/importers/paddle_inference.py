@@ -16,9 +16,6 @@ import contextlib
 import io
 import json
 import math
-import os
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from lcpipe.importers.onnx_read import check_classifier_output, load_onnx
 from lcpipe.importers.onnx_rebuild import canonical_from_onnx
 from lcpipe.ir import write_model
 from lcpipe.models.spec import CanonicalModel
+from lcpipe.streams import native_stdout_to_stderr
 
 MIN_OPSET = 14  # below 14 paddle2onnx decomposes HardSwish into slow HardSigmoid+Mul
 P2O_NAME = "paddle2onnx.onnx"
@@ -226,7 +224,7 @@ def paddle_to_onnx(files: InferenceFiles, out_path: Path, *, opset: int = 17) ->
     try:
         # paddle2onnx logs exceptions and carries on; the missing result shows up as an
         # UnboundLocalError, so its own log is captured for the message.
-        with contextlib.redirect_stdout(log), _native_stdout_to_stderr():
+        with contextlib.redirect_stdout(log), native_stdout_to_stderr():
             data = p2o.export(str(files.model), str(files.params), None, opset_version=opset,
                               enable_onnx_checker=True, optimize_tool="None")
     except Exception as exc:
@@ -238,21 +236,6 @@ def paddle_to_onnx(files: InferenceFiles, out_path: Path, *, opset: int = 17) ->
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(data)
     return out_path
-
-
-@contextlib.contextmanager
-def _native_stdout_to_stderr() -> Iterator[None]:
-    """paddle2onnx's C++ side prints progress on file descriptor 1; stdout belongs to lcpipe's own
-    report (`lcpipe run` summary, `lcpipe inspect --json` must parse)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _check_program_file(model: Path) -> None:

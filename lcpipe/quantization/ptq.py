@@ -26,14 +26,28 @@ MOSTLY_REVERTED = 0.5  # reverting more than this fraction of quantized ops = fa
 
 
 @contextlib.contextmanager
-def quiet_progress() -> Iterator[None]:
-    """NNCF draws rich progress bars on stdout even when it is not a terminal, which floods CI logs;
-    hide them there (NNCF's log messages use their own handler and still appear)."""
-    if sys.stdout.isatty():
+def nncf_output() -> Iterator[None]:
+    """Where NNCF's output goes while it runs: its log records through lcpipe's logging (stderr; NNCF
+    attaches a handler on stdout at import and resets its level to INFO, so its INFO lines, some of
+    them several lines long, would land between lcpipe's results), its rich progress bars on stderr
+    when that is a terminal and nowhere otherwise (they flood CI logs)."""
+    route_nncf_logs()
+    sink = sys.stderr if sys.stderr.isatty() else io.StringIO()
+    with contextlib.redirect_stdout(sink):
         yield
-        return
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
+
+
+def route_nncf_logs() -> None:
+    """NNCF's logger without NNCF's stdout handler, its records propagated to lcpipe's handlers
+    (stderr, and whatever else the caller configured); its INFO lines only with lcpipe's debug output (-vv)."""
+    import logging
+
+    from nncf.common.logging import logger as nncf_logging
+
+    nncf_log = logging.getLogger("nncf")
+    nncf_log.removeHandler(nncf_logging.stdout_handler)
+    nncf_log.propagate = True
+    nncf_log.setLevel(logging.INFO if logging.getLogger("lcpipe").isEnabledFor(logging.DEBUG) else logging.WARNING)
 
 
 def dataset(x: np.ndarray) -> Any:
@@ -51,7 +65,7 @@ def quantize(model: Any, x: np.ndarray, params: dict[str, Any], *,
     import nncf
 
     try:
-        with quiet_progress():
+        with nncf_output():
             return nncf.quantize(model.clone(), dataset(x), **params)
     except nncf.ValidationError as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -78,7 +92,7 @@ def quantize_with_accuracy_control(model: Any, calib_x: np.ndarray, val_x: np.nd
     if max_iterations is not None:
         restorer.max_num_iterations = max_iterations
     t0 = time.perf_counter()
-    with quiet_progress():
+    with nncf_output():
         out = nncf.quantize_with_accuracy_control(
             model.clone(), dataset(calib_x), dataset(val_x), metric, max_drop=max_drop,
             drop_type=nncf.DropType[drop_type.upper()], advanced_accuracy_restorer_parameters=restorer, **params)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lcpipe.errors import ConfigError
-from lcpipe.quantization.ptq import dataset, quiet_progress
+from lcpipe.quantization.ptq import dataset, nncf_output
 
 
 def quantize_shared(model: Any, x: np.ndarray, params: dict[str, dict[str, Any]]
@@ -40,7 +40,7 @@ def quantize_shared(model: Any, x: np.ndarray, params: dict[str, dict[str, Any]]
     data = dataset(x)
     try:
         pipelines = {name: create_ptq_pipeline(**p) for name, p in params.items()}
-        with quiet_progress():
+        with nncf_output():
             t = time.perf_counter()
             containers = [p.get_statistic_points_for_step(0, model, graph) for p in pipelines.values()]
             stats = collect_statistics(containers, model, graph, data)

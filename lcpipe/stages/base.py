@@ -40,6 +40,7 @@ class Stage:
     alternatives: ClassVar[dict[str, tuple[str, ...]]] = {}
     produces: ClassVar[tuple[str, ...]] = ()
     uses_config: ClassVar[tuple[str, ...]] = ()  # top-level config sections in the cache key
+    reads_data: ClassVar[tuple[str, ...]] = ()  # datasets it needs configured (data.calib, ...): lcpipe check
     cacheable: ClassVar[bool] = True  # False for stages that measure the machine (latency)
     publish: ClassVar[tuple[str, ...]] = ()  # files of the stage dir also copied to the top of the run dir
     summary: ClassVar[str] = ""

@@ -66,6 +66,7 @@ class PlanOptions(StageOptions):
 class PlanStage(Stage):
     name = "plan"
     Options = PlanOptions
+    reads_data = ("calib", "eval")
     consumes = ("ir_fp32", "ir_int8")
     optional_consumes = ("quantize_report",)
     produces = ("ir_int8", "plan_report")

@@ -52,6 +52,7 @@ class QuantizeOptions(StageOptions):
 class QuantizeStage(Stage):
     name = "quantize"
     Options = QuantizeOptions
+    reads_data = ("calib",)
     consumes = ("ir_fp32",)
     optional_consumes = ("canonical",)
     produces = ("ir_int8", "quantize_report", "ir_int8_ptq")

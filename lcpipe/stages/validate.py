@@ -73,6 +73,7 @@ class ValidateOptions(StageOptions):
 class ValidateStage(Stage):
     name = "validate"
     Options = ValidateOptions
+    reads_data = ("eval",)
     consumes = ("ir_fp32", "ir_int8")
     optional_consumes = ("onnx", "ir_int8_ptq", "model_info", "source_onnx")
     produces = ("validation",)
