@@ -57,16 +57,15 @@ def measure(yaml: Path, overrides: list[str], out: Path, threads: int, args: arg
     config = lcpipe.load_config(yaml, overrides=overrides)
     run = lcpipe.run_pipeline(config, out=out, until="quantize")
     ev = load_split(config.data, "eval", config.preprocess, None, progress=False)
-    from lcpipe.ir import compile_ir
-    from lcpipe.measure.runtime import compiled_precision
+    from lcpipe.measure.engines import plugin_default_precision
 
-    r = measure_e2e_samples(run.artifacts["ir_fp32"], run.artifacts["ir_int8"], ev.samples[: args.images],
-                            config.preprocess, threads, "f32", rounds=args.rounds, iterations=args.iterations,
-                            warmup=20, throughput_seconds=args.seconds, default_precision_route=not capped, show=False)
     # with oneDNN capped (ONEDNN_MAX_CPU_ISA=AVX2 stand-in) the plugin still picks bf16 from the CPU flags and
     # then fails to compile ("object is not initialized"): the capped run times f32 only
-    r["default_precision"] = "f32 (oneDNN capped)" if capped else compiled_precision(
-        compile_ir(run.artifacts["ir_fp32"], "LATENCY", threads, None))
+    default = None if capped else plugin_default_precision(run.artifacts["ir_fp32"], threads)
+    r = measure_e2e_samples(run.artifacts["ir_fp32"], run.artifacts["ir_int8"], ev.samples[: args.images],
+                            config.preprocess, threads, "f32", rounds=args.rounds, iterations=args.iterations,
+                            warmup=20, throughput_seconds=args.seconds, default_precision=default, show=False)
+    r["default_precision"] = "f32 (oneDNN capped)" if capped else default
     return r
 
 
