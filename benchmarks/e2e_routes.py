@@ -101,20 +101,26 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64, help="eval images cycled through")
     ap.add_argument("--models", nargs="+", default=["textline", "v2_base"], choices=["textline", "v1_x1_0", "v2_base"])
     args = ap.parse_args()
-    from lcpipe.sysinfo import cpu_info, versions
-
     args.out.mkdir(parents=True, exist_ok=True)
     load_before = [round(v, 2) for v in os.getloadavg()]
     results: dict[str, Any] = {}
     for i, (name, (yaml, overrides)) in enumerate(models(args.out, args.models).items()):
         results[name] = measure(yaml, overrides, args.out / f"model{i}", args.threads, args)
-    default_precision = next(iter(results.values()))["default_precision"]
+    write_results(args, "e2e_routes", results, load_before, markdown)
+
+
+def write_results(args: argparse.Namespace, stem: str, results: dict[str, Any], load_before: list[float],
+                  render: Any) -> None:
+    """<stem>.json (results + the machine: CPU, plugin default precision, threads, rounds, load average
+    before/after, versions) and <stem>.md (``render(results, meta)``) into args.out; the table printed."""
+    from lcpipe.sysinfo import cpu_info, versions
+
     meta = {"cpu": cpu_info(), "threads": args.threads, "rounds": args.rounds, "iterations": args.iterations,
-            "default_precision": default_precision, "load_before": load_before,
+            "default_precision": next(iter(results.values()))["default_precision"], "load_before": load_before,
             "load_after": [round(v, 2) for v in os.getloadavg()], "versions": versions()}
-    (args.out / "e2e_routes.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    md = markdown(results, meta)
-    (args.out / "e2e_routes.md").write_text(md)
+    (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    md = render(results, meta)
+    (args.out / f"{stem}.md").write_text(md)
     print(md)
 
 

@@ -103,7 +103,7 @@ def measure_e2e(fp32: Path, int8: Path, images: Sequence[np.ndarray], pre: Any, 
     result: dict[str, Any] = {"images": len(images), "routes": list(models), "baseline_route": baseline,
                               "default_precision": default_precision, "cv2_threads": _cv2_threads()}
     if latency:
-        runners = {r: _latency_runner(core.compile_model(m, "CPU", _cfg("LATENCY", threads, precisions[r])),
+        runners = {r: latency_runner(core.compile_model(m, "CPU", _cfg("LATENCY", threads, precisions[r])),
                                       preps[r], images, k) for r, (m, _) in models.items()}
         stats = measure_latency(runners, warmup=warmup, rounds=rounds, iterations=iterations, show=show)
         result["latency_ms"] = {r: s.as_dict() for r, s in stats.items()}
@@ -127,7 +127,7 @@ def _cv2_threads() -> int:
     return int(require("cv2").getNumThreads())
 
 
-def _latency_runner(compiled: Any, prep: Prep, images: Sequence[np.ndarray], k: int) -> Callable[[], Any]:
+def latency_runner(compiled: Any, prep: Prep, images: Sequence[np.ndarray], k: int) -> Callable[[], Any]:
     """One call = the next image through prep -> infer -> top-k (cycling over ``images``)."""
     request = compiled.create_infer_request()
     state = {"i": 0}
