@@ -114,7 +114,7 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
     assert plan["winner_vs_best_passing"] == 1.0 and plan["chosen"]["name"] == winner[0]["name"]
 
     # the deploy bundle serves the winner: its plan in rt_info, its graph (FakeQuantize count), its config
-    deployed = tmp_path / "run" / "deploy" / "model_int8.xml"
+    deployed = tmp_path / "run" / "deploy" / "model.xml"
     model = ov.Core().read_model(str(deployed))
     record = json.loads(model.get_rt_info(["lcpipe", "plan"]).astype(str))
     assert record["name"] == winner[0]["name"]
@@ -135,7 +135,7 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
     validation = json.loads((tmp_path / "run" / "validate" / "validation.json").read_text())
     assert validation["inference_precision"]["int8"] == winner[0]["precision"]
     # (read before lcpipe bench reruns the pipeline up to plan in this run dir, which drops report + deploy)
-    image_ir = ov.Core().read_model(str(deployed.with_name("model_int8_image.xml")))  # keeps the plan's rt_info
+    image_ir = ov.Core().read_model(str(deployed.with_name("model_image.xml")))  # keeps the plan's rt_info
     # lcpipe bench times the shipped plan (not the quantize IR) at its precision, model-only and end to end
     from lcpipe.predict import compile_properties
     from lcpipe.runner import run_stage_after
@@ -173,8 +173,11 @@ def test_plan_ships_fp32_when_no_int8_candidate_passes_and_says_so(tmp_path: Pat
         assert r["fidelity_images"] in ((images,) if r["chosen"] else (20, None))
     for r in plan["candidates"]:  # until_winner: only candidates slower than the winner go unchecked
         assert r["failed_gates"] is not None or r["p50"] >= next(c["p50"] for c in plan["candidates"] if c["chosen"])
-    assert "A non-INT8 plan won" in (tmp_path / "run" / "report.md").read_text()
-    assert "A non-INT8 plan won" in (tmp_path / "run" / "deploy" / "README.txt").read_text()
+    for out in ("report.md", "deploy/README.txt"):  # said first, and the INT8 candidates it beat only as such
+        text = (tmp_path / "run" / out).read_text()
+        assert "shipped: FP32 IR at f32 (no INT8 candidate was faster within the gates)" in text.splitlines()[2] + \
+            text.splitlines()[1], out
+        assert "no INT8 candidate was faster within the gates (compile with INFERENCE_PRECISION_HINT=f32)" in text
     assert result.metrics["accuracy"]["max_abs_logit_diff"] == 0.0  # validate compared the FP32 IR with itself
 
 

@@ -6,7 +6,9 @@ runs at the same precision, unless the plan stage chose it: then at the precisio
 recorded in its rt_info (lcpipe.ir.planned_precision), i.e. the one it ships with, so the
 comparison shows what the deploy bundle serves, bf16 rounding included. When the plugin's
 default precision is not f32, the FP32 IR is also timed at that default (``fp32_default``)
-because that is what a user gets without setting anything.
+because that is what a user gets without setting anything; end to end, that route with Python
+preprocessing (``fp32_py_default``, lcpipe.measure.e2e) is the baseline of the headline speed-ups.
+The "int8" model is the shipped one: the plan's choice when a plan stage ran, INT8 or not.
 
 Cached like any stage (a rerun reuses the measured figures; ``--force`` re-measures); the key
 includes the CPU model, ISA, threads and library versions, so another machine measures anew.
