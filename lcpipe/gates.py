@@ -32,6 +32,7 @@ GATE_BASELINES: dict[str, str] = {
     "max_rel_logit_error": "fp32", "min_latency_speedup": "fp32", "min_throughput_speedup": "fp32",
     "min_e2e_latency_speedup": "default", "min_e2e_throughput_speedup": "default",
 }
+FINITE_GATE = "finite_outputs"  # built in when a model gave NaN/inf outputs on the eval set
 REVERTED_GATE = "max_reverted_fraction"  # built in when accuracy control ran (lcpipe.quantization.ptq.MOSTLY_REVERTED)
 
 
@@ -60,6 +61,11 @@ def evaluate_gates(gates: dict[str, Any], metrics: dict[str, Any]) -> list[dict[
             note = "not measured"
         rows.append(_gate(name, threshold, value, _passes(value, threshold, kind), isa_key, metric, note,
                           gate_baseline(name, metrics)))
+    bad = {n: c for n, c in ((metrics.get("accuracy") or {}).get("non_finite_outputs") or {}).items() if c}
+    if bad:  # built in: no figure of a model that outputs NaN means anything, whatever gates are set
+        rows.append(_gate(FINITE_GATE, 0, sum(bad.values()), False, "builtin", "accuracy.non_finite_outputs",
+                          "non-finite (NaN/inf) outputs on " + ", ".join(f"{c} {n}" for n, c in bad.items())
+                          + " image(s); accuracy and fidelity figures left out"))
     ac = (metrics.get("quantize") or {}).get("accuracy_control")
     if ac:
         from lcpipe.quantization.ptq import MOSTLY_REVERTED

@@ -19,9 +19,10 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
     accuracy = {
         "images": v["images"], "labeled": v["labeled"], "classes": v["classes"], "top_k": v["top_k"],
         **{n: a for n, a in acc.items()},
-        "top1_drop": None if fp32_top1 is None else fp32_top1 - int8_top1,
+        "top1_drop": None if fp32_top1 is None or int8_top1 is None else fp32_top1 - int8_top1,
         **fid,
         "groups": v.get("groups"),
+        "non_finite_outputs": v.get("non_finite_outputs"),  # images with a NaN/inf logit, per model
     }
     if "onnxruntime_vs_fp32" in v["fidelity"]:
         accuracy["onnxruntime_vs_fp32"] = v["fidelity"]["onnxruntime_vs_fp32"]

@@ -70,7 +70,8 @@ class ValidationRecord(Record):
     threads: int
     inference_precision: dict[str, str] | None = None
     default_precision: str | None = None
-    accuracy: dict[str, dict[str, Any]]  # model -> {top1, topk}
+    non_finite_outputs: dict[str, int] | None = None  # model -> eval images with a NaN/inf logit
+    accuracy: dict[str, dict[str, Any]]  # model -> {top1, topk} (null figures for a non-finite model)
     fidelity: dict[str, dict[str, Any]]  # "<model>_vs_fp32" -> lcpipe.measure.accuracy.compare_logits
     groups: dict[str, Any] | None = None
     routes: dict[str, Any] | None = None
@@ -155,14 +156,16 @@ class AccuracySection(Record):
     int8_ptq: TopK | None = None
     onnxruntime: TopK | None = None
     top1_drop: Number | None
-    agreement: Number
-    max_abs_logit_diff: Number
-    mean_abs_logit_diff: Number
-    rel_logit_error: Number
-    cosine: Number
-    cosine_min: Number
+    # INT8 vs FP32 fidelity; null when either model's outputs are not finite (see non_finite_outputs)
+    agreement: Number | None
+    max_abs_logit_diff: Number | None
+    mean_abs_logit_diff: Number | None
+    rel_logit_error: Number | None
+    cosine: Number | None
+    cosine_min: Number | None
     flips: Flips
     groups: dict[str, Any] | None
+    non_finite_outputs: dict[str, int] | None = None  # model -> eval images with a NaN/inf logit (gate finite_outputs)
     onnxruntime_vs_fp32: dict[str, Any] | None = None
     routes: dict[str, Any] | None = None
     image_input: dict[str, Any] | None = None

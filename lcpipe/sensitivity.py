@@ -32,7 +32,7 @@ from lcpipe.errors import ConfigError
 from lcpipe.fileio import write_json
 from lcpipe.ir import compile_ir, ov_config, read_ir
 from lcpipe.measure.accuracy import counts_from_logits
-from lcpipe.measure.runtime import infer_ov
+from lcpipe.measure.runtime import infer_ov, output_classes
 from lcpipe.quantization.graph import layer_ops, quantized_ops
 from lcpipe.quantization.ptq import quantize, quantize_with_accuracy_control
 from lcpipe.quantization.settings import choose_preset, nncf_params
@@ -198,6 +198,7 @@ def _prepare(config: PipelineConfig, out: Path, cache_dir: str | Path | None, im
     if calib_images:
         calib = calib[:calib_images]
     ev = load_split(config.data, "eval", config.preprocess, cache_root, progress=False)
+    ev.check_classes(output_classes(fp32_model))
     x, labels = ev.x[:images], None if ev.labels is None else ev.labels[:images]
     preset, reason = choose_preset(options.preset, run.artifacts.get("canonical"), fp32_model)
     threads = config.runtime.threads or default_threads()

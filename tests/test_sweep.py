@@ -314,8 +314,9 @@ def test_sweep_on_ray_refuses_url_source_without_sha256(tmp_path: Path, scales) 
 
 def test_sweep_with_unpinned_urls_is_refused_before_submitting(tmp_path: Path, scales) -> None:
     """Not one failed row per point after Ray started: exit 2 before anything runs, saying the fix."""
-    path = _shipped_sweep(tmp_path, scales, "sources:\n  PPLCNet_x0_25: {format: pdparams, "
-                                            "url: 'http://127.0.0.1:1/w.pdparams'}\n")
+    path = _shipped_sweep(tmp_path, scales)  # its sources table replaced (a second `sources:` is a duplicate key)
+    path.write_text(re.sub(r"sources:\n(?:  .*\n)+", "sources:\n  PPLCNet_x0_25: {format: pdparams, "
+                                                     "url: 'http://127.0.0.1:1/w.pdparams'}\n", path.read_text()))
     with pytest.raises(ConfigError) as err:
         run_sweep(path, address="127.0.0.1:1")  # no cluster there: the refusal must come first
     assert "model.source.url without sha256" in str(err.value) and "point p00" in str(err.value)

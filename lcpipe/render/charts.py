@@ -31,12 +31,12 @@ def report_chart(m: dict[str, Any]) -> bytes:
     acc, lat = m["accuracy"], model_latency(m)
     fig, axes = plt.subplots(1, 2 if lat else 1, figsize=(9 if lat else 4.5, 3.2), squeeze=False)
     ax = axes[0][0]
-    if acc["labeled"]:
-        names = [n for n in ("fp32", "int8", "int8_ptq", "onnxruntime") if n in acc]
+    if acc["labeled"]:  # a figure that was not measured (null: e.g. NaN outputs) gets no bar
+        names = [n for n in ("fp32", "int8", "int8_ptq", "onnxruntime") if n in acc and acc[n]["top1"] is not None]
         _bars(ax, [short_name(n, m) for n in names], [100 * acc[n]["top1"] for n in names], "top-1 (%)")
     else:
-        _bars(ax, ["agreement", "cosine"], [100 * acc["agreement"], 100 * acc["cosine"]],
-              f"{short_name('int8', m)} vs FP32 (%)")
+        names = [n for n in ("agreement", "cosine") if acc[n] is not None]
+        _bars(ax, names, [100 * acc[n] for n in names], f"{short_name('int8', m)} vs FP32 (%)")
     if lat:
         names = list(lat)
         p50 = [lat[n]["p50"] for n in names]

@@ -12,8 +12,6 @@ from typing import Any
 from lcpipe.render.format import fixed, num, pct
 from lcpipe.render.shipped import model_label, route_labels, shipped_headline, shipped_of, speedup_headline
 
-NAN = float("nan")
-
 
 def render_summary(metrics: dict[str, Any]) -> str:
     lines = [f"{shipped_headline(metrics)}: {speedup_headline(metrics)}", *_accuracy_lines(metrics),
@@ -41,7 +39,7 @@ def _accuracy_lines(metrics: dict[str, Any]) -> list[str]:
     cos = acc.get("cosine")
     fp32 = f"FP32 ({(metrics.get('inference_precision') or {}).get('fp32') or 'f32'})"
     return [f"accuracy ({n} images): {fp32} top-1 {pct(f.get('top1'))}, {model_label(metrics)} top-1 "
-            f"{pct(i.get('top1'))}, agreement {pct(acc.get('agreement'))}, cosine {NAN if cos is None else cos:.5f}"]
+            f"{pct(i.get('top1'))}, agreement {pct(acc.get('agreement'))}, cosine {fixed(cos, 5)}"]
 
 
 def _speed_lines(metrics: dict[str, Any]) -> list[str]:
@@ -80,7 +78,7 @@ def _e2e_lines(metrics: dict[str, Any]) -> list[str]:
     tags = {"fp32": "FP32", "int8": model_label(metrics)}
     for tag, c in ((metrics.get("accuracy") or {}).get("image_input") or {}).items():
         out.append(f"  {tags.get(tag, tag)} image-input IR vs float IR: top-1 agreement "
-                   f"{pct(c.get('top1_agreement'))}, max abs logit diff {c.get('max_abs_logit_diff', NAN):.2g}")
+                   f"{pct(c.get('top1_agreement'))}, max abs logit diff {num(c.get('max_abs_logit_diff'))}")
     return out
 
 

@@ -31,6 +31,7 @@ from pydantic import Field
 
 from lcpipe.errors import ConfigError
 from lcpipe.fileio import sha256_json
+from lcpipe.measure.runtime import output_classes
 from lcpipe.records import PlanRecord, read_json
 from lcpipe.stages.base import Stage, StageContext, StageOptions
 
@@ -85,6 +86,7 @@ class PlanStage(Stage):
     def run(self, ctx: StageContext, options: PlanOptions, inputs: dict[str, Path]) -> dict[str, Path]:
         from lcpipe.data import load_split
         from lcpipe.deps import require
+        from lcpipe.ir import read_ir
         from lcpipe.measure.candidates import check_fidelity, compile_candidates, time_candidates
         from lcpipe.plan import candidate_grid, plan_gates, select_plan
         from lcpipe.sysinfo import cpu_info, default_threads, versions
@@ -105,6 +107,7 @@ class PlanStage(Stage):
         ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir, progress=options.progress)
         x_eval = ev.x[: options.eval_images] if options.eval_images else ev.x
         labels = None if ev.labels is None else ev.labels[: len(x_eval)]
+        ev.check_classes(output_classes(read_ir(inputs["ir_fp32"])))
 
         t_build = time.perf_counter()
         irs, builds = _build_irs(ctx, options, specs, inputs, quant)

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from lcpipe.errors import InputError
 from lcpipe.fileio import sha256_json
+from lcpipe.measure.runtime import output_classes
 from lcpipe.quantization.graph import count_quantization
 from lcpipe.quantization.ptq import quantize, quantize_with_accuracy_control, reverted_summary, save_int8_ir
 from lcpipe.quantization.settings import choose_preset, library_versions, nncf_params
@@ -75,6 +76,7 @@ class QuantizeStage(Stage):
         t_stage = time.perf_counter()
         fp32 = read_ir(inputs["ir_fp32"])
         calib = load_split(ctx.config.data, "calib", ctx.config.preprocess, ctx.cache_dir)
+        calib.check_classes(output_classes(fp32))
         preset, preset_reason = choose_preset(options.preset, inputs.get("canonical"), fp32)
         params = nncf_params(options, preset, len(calib.x))
         ctx.log.info("quantize: preset %s (%s), %d calibration images, %s bias correction", preset, preset_reason,
@@ -116,6 +118,7 @@ def _accuracy_control(ctx: StageContext, fp32: Any, calib_x: Any, params: dict[s
     ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir)
     if ev.labels is None:
         raise InputError("stages.quantize.accuracy_control: data.eval has no labels; top-1 needs them")
+    ev.check_classes(output_classes(fp32))
     ctx.log.info("quantize: accuracy control (max %s drop %g) on %d eval images", ac.drop_type, ac.max_drop,
                  len(ev.x))
     model, cost = quantize_with_accuracy_control(fp32, calib_x, ev.x, ev.labels, params, max_drop=ac.max_drop,

@@ -26,7 +26,13 @@ from pydantic import Field
 
 from lcpipe.fileio import sha256_json, sha256_path
 from lcpipe.ir import compile_ir
-from lcpipe.measure.accuracy import accuracy, compare_logits
+from lcpipe.measure.accuracy import (
+    accuracy,
+    compare_logits,
+    non_finite_rows,
+    unmeasured_accuracy,
+    unmeasured_fidelity,
+)
 from lcpipe.measure.runtime import (
     compiled_precision,
     infer_ort,
@@ -117,10 +123,20 @@ class ValidateStage(Stage):
             "inference_precision": {n: compiled_precision(c) for n, c in compiled.items()},
             "default_precision": default_precision,
         }
-        result["accuracy"] = {n: accuracy(v, ev.labels, result["top_k"]) for n, v in logits.items()}
+        ev.check_classes(result["classes"])
+        # NaN / inf logits: argmax says class 0 for every image, so every figure built on them would lie
+        # (agreement 1.0); they are left out (null) and the report's built-in finite_outputs gate fails
+        result["non_finite_outputs"] = {n: non_finite_rows(v) for n, v in logits.items()}
+        usable = {n: v for n, v in logits.items() if not result["non_finite_outputs"][n]}
+        if len(usable) < len(logits):
+            ctx.log.warning("validate: non-finite (NaN/inf) outputs on %s images of %s",
+                            result["non_finite_outputs"], len(ev.x))
+        result["accuracy"] = {n: accuracy(v, ev.labels, result["top_k"]) if n in usable else unmeasured_accuracy()
+                              for n, v in logits.items()}
         result["fidelity"] = {f"{n}_vs_fp32": compare_logits(logits["fp32"], v, ev.labels)
+                              if n in usable and "fp32" in usable else unmeasured_fidelity()
                               for n, v in logits.items() if n != "fp32"}
-        result["groups"] = _group_accuracy(ctx, options, ev, logits)
+        result["groups"] = _group_accuracy(ctx, options, ev, usable)
         if options.paddle_reference:
             from lcpipe.measure.routes import compare_routes
 
@@ -179,14 +195,18 @@ def _e2e(inputs: dict[str, Path], ev: Any, pre: Any, threads: int, precision: di
 
 def read_groups(path: Path, column: str) -> dict[str, str]:
     """file name -> group from a TSV with a header (first column: file)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if not rows or column not in rows[0]:
-        from lcpipe.errors import ConfigError
+    import io
 
+    from lcpipe.data.dataset import MAX_LIST_BYTES
+    from lcpipe.errors import ConfigError
+    from lcpipe.fileio import read_text
+
+    text = read_text(path, "groups", MAX_LIST_BYTES, ConfigError)
+    rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t"))
+    if not rows or column not in rows[0]:
         raise ConfigError(f"stages.validate.groups: {path} has no column {column!r}")
     first = next(iter(rows[0]))
-    return {Path(r[first]).name: r[column] for r in rows}
+    return {Path(r[first]).name: r[column] or "(none)" for r in rows if r.get(first)}  # short rows: no group
 
 
 def _group_accuracy(ctx: StageContext, options: ValidateOptions, ev: Any,
@@ -216,7 +236,9 @@ def _shipped_label(xml: Path, precision: str) -> str:
 
 def _log_summary(ctx: StageContext, r: dict[str, Any], label: str) -> None:
     acc, fid = r["accuracy"], r["fidelity"]["int8_vs_fp32"]
-    if r["labeled"]:
+    if fid["agreement"] is None:
+        ctx.log.warning("validate: %d images; no accuracy or fidelity figures (non-finite outputs)", r["images"])
+    elif r["labeled"]:
         ctx.log.info("validate: top-1 FP32 %.4f %s %.4f (%d images), agreement %.4f, cosine %.5f",
                      acc["fp32"]["top1"], label, acc["int8"]["top1"], r["images"], fid["agreement"], fid["cosine"])
     else:
