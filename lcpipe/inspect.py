@@ -14,7 +14,10 @@ from lcpipe.errors import InputError
 
 
 def guess_format(path: Path) -> str:
-    """The source format a file's name says (an OpenVINO IR is ``openvino``); "" when it does not tell."""
+    """The source format a file's name says (an OpenVINO IR is ``openvino``, and so is a deploy bundle
+    folder: its served model); "" when it does not tell."""
+    if path.is_dir() and not any(path.glob("*.pdiparams")) and any(path.glob("*.xml")):
+        return "openvino"
     if path.is_dir() or path.name.endswith((".json", ".pdmodel", ".pdiparams")):
         return "paddle_inference"
     suffix = path.suffix.lower()
@@ -125,12 +128,17 @@ def _onnx_input_hw(m: Any) -> tuple[tuple[int, int], str] | None:
 
 
 def inspect_ir(xml: Path) -> dict[str, Any]:
-    """An OpenVINO IR: inputs and outputs (name, shape, element type, layout), its precision and how
-    many convs/matmuls run INT8 (lcpipe.quantization.graph), lcpipe's rt_info (labels, preprocessing,
-    plan, quantization provenance) and the architecture its export recorded."""
+    """An OpenVINO IR (or a deploy bundle's served model): inputs and outputs (name, shape, element
+    type, layout), its precision and how many convs/matmuls run INT8 (lcpipe.quantization.graph),
+    lcpipe's rt_info (labels, preprocessing, plan, quantization provenance) and the architecture its
+    export recorded."""
     from lcpipe.ir import framework_spec, read_lcpipe_rt_info, read_user_ir
     from lcpipe.quantization.graph import count_quantization
 
+    if xml.is_dir():  # a deploy bundle: the model it serves
+        from lcpipe.deploy.bundle import bundle_model
+
+        xml = bundle_model(xml)
     if not xml.is_file():
         raise InputError(f"{xml}: no such IR file")
     model = read_user_ir(xml)
