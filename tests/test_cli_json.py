@@ -98,8 +98,8 @@ def test_quantize_one_liner_passes_and_its_yaml_reproduces_the_run(tmp_path: Pat
     rotation is the label)."""
     calib, evals = tmp_path / "calib", tmp_path / "eval"
     for listing, dest in (("calib.txt", calib), ("eval.txt", evals)):
-        helpers.copy_into([helpers.TEXT_LINES / "lines" / n for n in (helpers.TEXT_LINES / listing).read_text().split()],
-                          dest)
+        names = (helpers.TEXT_LINES / listing).read_text().split()
+        helpers.copy_into([helpers.TEXT_LINES / "lines" / n for n in names], dest)
     cache = tmp_path / "cache"
     res = _cli("quantize", str(helpers.TEXTLINE_MODEL), "--calib", "calib", "--eval", "eval", "--out", "out",
                "--set", "data.calib.rotations=[0, 180]", "--set", "data.eval.rotations=[0, 180]",
