@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -317,25 +316,15 @@ def _token_advice(what: str) -> str:
 def _stderr_to_log() -> Iterator[None]:
     """Hold file descriptor 2 while Ray connects: a refused token makes Ray's C++ client print a
     warning every second for ~20 s before it gives up; lcpipe says it once, the text goes to the log."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to hold
-        yield
-        return
+    from lcpipe.streams import fd_redirected
+
     with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
+        with fd_redirected(2, held.fileno()):
             yield
-        finally:
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            text = held.read().decode(errors="replace").strip()
-            if text:
-                log.debug("Ray while connecting:\n%s", text)
+        held.seek(0)
+        text = held.read().decode(errors="replace").strip()
+        if text:
+            log.debug("Ray while connecting:\n%s", text)
 
 
 def _check_reachable(address: str, where: str, timeout_s: float = 10.0) -> None:
