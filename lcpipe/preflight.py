@@ -2,9 +2,9 @@
 
 Every path a config section or a stage's options declares (``path_fields``: the model source, the
 data folders and label files, a validate ``groups`` table, ...), each configured dataset's file list
-(labels file format, listed images present, ``count``), the label names, the model source's sha256,
-and the datasets the stages need (``Stage.reads_data``). All problems are collected, so a copied
-pipeline whose relative paths broke lists every one of them at once.
+(labels file format, listed images present, ``count``; calibration and evaluation disjoint), the
+label names, the model source's sha256, and the datasets the stages need (``Stage.reads_data``). All
+problems are collected, so a copied pipeline whose relative paths broke lists every one of them at once.
 
 The stage classes are handed in (lcpipe.runner.preflight), as this module does not import the registry.
 """
@@ -79,17 +79,24 @@ def _source_problems(config: PipelineConfig) -> list[str]:
 
 
 def _data_problems(data: DataConfig, missing: set[str]) -> list[str]:
-    from lcpipe.data import list_samples, load_label_names
+    """Each configured dataset listed as a run lists it (labels file parsed, images present, count), the
+    calibration and evaluation lists disjoint, the label names readable."""
+    from lcpipe.data import check_disjoint, list_samples, load_label_names
 
-    problems = []
+    problems, listed = [], {}
     for name in type(data).model_fields:
         ds = getattr(data, name)
         if not isinstance(ds, DatasetConfig) or any(k.startswith(f"data.{name}.") for k in missing):
             continue
         try:
-            list_samples(ds, f"data.{name}")
+            listed[name] = list_samples(ds, f"data.{name}")
         except LcpipeError as exc:
             problems.append(_keyed(f"data.{name}", str(exc)))
+    if "calib" in listed and "eval" in listed:
+        try:
+            check_disjoint(listed["calib"], listed["eval"])
+        except LcpipeError as exc:
+            problems.append(str(exc))
     if data.label_names and "data.label_names" not in missing:
         try:
             load_label_names(data.label_names)
