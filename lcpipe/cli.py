@@ -407,6 +407,9 @@ def bench(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], t
         updates["paddle_model"] = str(paddle_model.resolve())
     if profile:
         updates["profile"] = True
+    if matrix and as_json:
+        raise ConfigError("lcpipe bench --matrix writes the scale tables (docs/benchmarks.md); --json is for one "
+                          "pipeline's bench.json")
     if matrix:
         code = _run_matrix(models, out, docs, updates, cache_dir, force)
         if code:
