@@ -26,18 +26,18 @@ def run_pipeline(config: Any, **kwargs: Any) -> Any:
     from lcpipe.runner import run_pipeline as _run
 
     if isinstance(config, str | os.PathLike):  # a path or an example name, not a PipelineConfig
-        from lcpipe.examples import resolve_pipeline
+        from lcpipe.examples import example_or_path
 
-        config = resolve_pipeline(config)
+        config = example_or_path(config)
     return _run(config, **kwargs)
 
 
 def load_config(path: Any, overrides: Any = ()) -> Any:
     """A pipeline YAML (or a packaged example's name) with ``--set`` overrides, validated."""
-    from lcpipe.examples import resolve_pipeline
+    from lcpipe.examples import example_or_path
     from lcpipe.runner import load_config as _load
 
-    return _load(resolve_pipeline(path), overrides)
+    return _load(example_or_path(path), overrides)
 
 
 def quantize_model(model: Any, calib: Any, **kwargs: Any) -> Any:

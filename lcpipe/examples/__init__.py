@@ -33,6 +33,14 @@ def resolve_pipeline(arg: str | Path) -> Path:
     raise InputError(f"{arg}: no such pipeline file, and not a packaged example (lcpipe examples lists them: {known})")
 
 
+def example_or_path(arg: str | Path) -> Path:
+    """The packaged example named ``arg`` when no file of that name exists, else ``arg`` as a path
+    (so a missing file is reported by whoever reads it, as before example names were accepted)."""
+    path = Path(arg).expanduser()
+    examples = list_examples()
+    return examples[str(arg)] if not path.exists() and str(arg) in examples else path
+
+
 def copy_example(name: str, dest: str | Path) -> Path:
     """A copy of example ``name`` with its model and data in the new folder ``dest`` (an empty folder
     will do); the copied pipeline.yaml's paths are relative to it, so they stay valid. Returns the
