@@ -57,14 +57,14 @@ class BenchOptions(StageOptions):
     # float ops of the INT8 IR that stay float; None: the precision the plan stage chose for it (rt_info), else f32
     int8_precision: Literal["f32", "bf16", "f16", "default"] | None = None
     profile: bool = False  # OpenVINO per-layer counters of the FP32 and INT8 IRs -> profile.json
-    profile_iterations: int = Field(50, gt=0)
+    profile_iterations: int = Field(50, gt=0)  # profile: inferences the per-layer times are averaged over
     chart: bool = True  # bench.png + bench.html (matplotlib)
     # end to end (decoded image -> top-k; lcpipe.measure.e2e) for the float and image-input IRs, on the
     # first e2e_images of data.eval; the FP32 IR's float ops in f32, the INT8 IR's at int8_precision
     e2e: bool = True
-    e2e_images: int = Field(64, gt=0)
+    e2e_images: int = Field(64, gt=0)  # e2e: how many eval images the routes cycle over
     throughput_seconds: float = Field(1.0, gt=0)  # e2e throughput: per route per round
-    progress: bool = True
+    progress: bool = True  # rich progress bars (silent when stderr is not a terminal)
 
 
 class BenchStage(Stage):

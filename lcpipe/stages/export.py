@@ -12,7 +12,7 @@ from lcpipe.stages.base import Stage, StageContext, StageOptions
 class ExportOptions(StageOptions):
     opset: int = 17  # >= 14: native HardSwish (opset 13 decomposes it into slow ops)
     softmax: bool = False  # append Softmax (validation always compares logits)
-    dynamic_batch: bool = True
+    dynamic_batch: bool = True  # batch dimension "batch" in the ONNX (convert's batch: 1 makes the IR static)
 
 
 class ExportStage(Stage):
