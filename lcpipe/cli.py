@@ -185,7 +185,7 @@ def check(pipeline: str, overrides: tuple[str, ...], as_json: bool) -> None:
     with _stdout_reserved(as_json):
         try:
             config = load_config(resolve_pipeline(pipeline), overrides)
-        except ConfigError as exc:
+        except LcpipeError as exc:  # the file, the YAML or the schema: the only problem that can be told
             if not as_json:
                 raise
             problems = [str(exc)]
