@@ -201,3 +201,12 @@ def test_inspect_garbage_ir_is_one_line(tmp_path: Path) -> None:
     bad.write_text("<notnet/>")
     res = _invoke("inspect", str(bad))
     assert res.exit_code == 2 and "not an OpenVINO IR" in res.stderr
+
+
+# ------------------------------------------------------------------ Python API
+
+def test_run_pipeline_takes_an_example_name(tmp_path: Path) -> None:
+    result = lcpipe.run_pipeline("textline_ori_int8", out=tmp_path / "run", until="import")
+    assert result.run_dir == tmp_path / "run" and [r.name for r in result.records] == ["import"]
+    assert result.artifacts["canonical"] == tmp_path / "run" / "import" / "canonical"
+    assert result.metrics is None and result.failed_gates == []
