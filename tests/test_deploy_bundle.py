@@ -179,6 +179,8 @@ def test_readme_of_a_failed_run_starts_with_do_not_serve() -> None:
     m["passed"], m["gates"] = True, [_gate("min_agreement", True, 0.99, 0.95)]
     ok = deploy_readme(m, pre, False, bundle={**bundle, **servability(m)})
     assert ok.startswith("lcpipe deploy bundle: t\n") and "(serve this)" in ok and "DO NOT SERVE" not in ok
+    any_batch = deploy_readme(m, pre, False, bundle={**bundle, "static_batch": None}, input_hw=(80, 160))
+    assert "takes any batch: input [?, 80, 160, 3]" in any_batch and "static batch" not in any_batch
 
 
 # ---------------------------------------------------------------- a real bundle, through the CLI
