@@ -68,7 +68,7 @@ def test_every_json_command_prints_one_document(folder: Path) -> None:
     assert res.returncode == 0 and _one_document(res)["ok"] is True
 
     res = _cli("predict", str(run / "deploy"), str(IMAGE), "--json", cwd=folder, cache=cache)
-    top = _one_document(res)[0]["top"]
+    top = _one_document(res)["predictions"][0]["top"]
     assert res.returncode == 0 and top[0]["label"] in ("0_degree", "180_degree")
 
     res = _cli("inspect", str(run / "deploy" / "model_image.xml"), "--json", cwd=folder, cache=cache)
