@@ -9,6 +9,7 @@ relative to the current directory.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -174,8 +175,11 @@ class StageEntry(Strict):
     options: StageOptions
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
 class PipelineConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
     model: ModelConfig
     preprocess: PreprocessConfig = PreprocessConfig()
     data: DataConfig = DataConfig()
@@ -183,6 +187,15 @@ class PipelineConfig(Strict):
     runtime: RuntimeConfig = RuntimeConfig()
     stages: list[StageEntry]
     source_file: str | None = None  # the YAML this came from (informational)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        # it names the folder runs/<name>/: no '/', no '..', no leading '.' or '-' (hidden, or an option)
+        if not _PLAIN_NAME.fullmatch(v) or ".." in v:
+            raise ValueError("not a plain name (it names the run folder): letters, digits, '_', '-' and '.', "
+                             "starting with a letter, digit or '_', at most 128 characters, no '..'")
+        return v
 
     def stage_names(self) -> list[str]:
         return [s.name for s in self.stages]
@@ -226,7 +239,10 @@ def read_yaml_mapping(path: Path, kind: str, keys_hint: str = "") -> dict[str, A
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
     path = Path(path)
     raw = read_yaml_mapping(path, "pipeline")
-    raw = _resolve_paths(raw, PipelineConfig, path.parent.resolve(), [])
+    try:
+        raw = _resolve_paths(raw, PipelineConfig, path.parent.resolve(), [])
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     for ov in overrides:
         raw = apply_override(raw, ov, str(path))
     return validate_config(raw, str(path))
@@ -327,11 +343,18 @@ def _resolve_paths(raw: Any, model: type[BaseModel] | None, base: Path, path: li
     out = {}
     for key, value in raw.items():
         if isinstance(value, str) and _is_path_field(model, key):
-            value = str((base / Path(value).expanduser()).resolve())
+            value = str((base / _non_empty(value, ".".join([*path, key]))).resolve())
         elif isinstance(value, dict):
             value = _resolve_paths(value, _sub_model(model, key), base, path + [key])
         out[key] = value
     return out
+
+
+def _non_empty(value: str, key: str, where: str = "") -> Path:
+    """A path value as a Path; an empty one is an error (it would resolve to the folder itself)."""
+    if not value.strip():
+        raise ConfigError(f"{where}{key} is empty: give a file or folder path")
+    return Path(value).expanduser()
 
 
 def apply_override(raw: dict[str, Any], override: str, where: str = "--set") -> dict[str, Any]:
@@ -365,7 +388,7 @@ def apply_override(raw: dict[str, Any], override: str, where: str = "--set") -> 
     for k in keys[:-1]:
         model = _sub_model(model, k) if model else None
     if isinstance(value, str) and model is not None and _is_path_field(model, keys[-1]):
-        value = str(Path(value).expanduser().resolve())
+        value = str(_non_empty(value, ".".join(keys), f"--set {override!r}: ").resolve())
     _set_in(raw, keys, value)
     return raw
 

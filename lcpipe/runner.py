@@ -5,6 +5,12 @@ Each stage writes into ``<out>/<stage>/`` (built under a temp name, swapped in o
 and records ``stage.json``; ``<out>/manifest.json`` records the resolved config, versions,
 CPU, input/output sha256 and timings. A cache hit is checked file by file against the sha256 its
 stage.json records before it is used; temps a killed run left behind are removed at the start.
+
+What a run may touch (lcpipe.rundir): only a new, empty or lcpipe-made --out, held under a lock for
+the whole run; in it, only files a stage.json lists. A partial run (--until) into a folder holding
+later stages' results keeps them: it reuses the earlier stages in place when this config gives them
+the same keys, and refuses otherwise (they would describe other inputs). ``--from`` checks the same
+of the stages it takes from the folder. The manifest records the config that ran.
 """
 
 from __future__ import annotations
@@ -21,20 +27,26 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe import __version__
-from lcpipe.cache import CACHE_FORMAT, CacheEntry, NullCache, StageCache, default_cache_dir
+from lcpipe.cache import CACHE_FORMAT, CacheEntry, NullCache, StageCache, default_cache_dir, platform_cache_dir
 from lcpipe.config import PipelineConfig, load_config
 from lcpipe.errors import ConfigError, InputError
 from lcpipe.fileio import (
     atomic_dir,
     atomic_path,
+    content_hashes,
+    content_sha256,
+    copy_tree,
     files_sha256,
     mismatched_files,
     remove_stale_temps,
-    sha256_file,
     sha256_json,
     sha256_path,
     write_json,
 )
+from lcpipe.locks import holding_entries
+from lcpipe.logs import run_log
+from lcpipe.resume import check_removable, later_results, remove_stage_output, take_from_run_dir
+from lcpipe.rundir import OWNER_KEY, claim_run_dir
 from lcpipe.stages.base import Stage, StageContext, get_stage, stage_cache_salt
 from lcpipe.sysinfo import cpu_info, versions
 
@@ -76,19 +88,21 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out: str | Path | None 
     for flag, value in (("--from", from_stage), ("--until", until)):
         if value is not None and value not in names:
             raise ConfigError(f"{flag} {value}: not a stage of this pipeline ({', '.join(names)})")
-    run_dir = Path(out) if out else Path("runs") / config.name
-    run_dir = run_dir.resolve()
+    run_dir = resolve_run_dir(config, out)
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file in the way, /proc, /sys, read-only: the user's --out, not a bug
-        raise InputError(f"--out {run_dir}: cannot create the run directory: {exc.strerror or exc}") from None
-    with _clear_os_errors(run_dir, None if no_cache else cache_root):
+    with _clear_os_errors(run_dir, None if no_cache else cache_root), claim_run_dir(run_dir), run_log(run_dir), \
+            content_hashes(), holding_entries():
         cache: StageCache = NullCache() if no_cache else stage_cache or StageCache(cache_root)
+        cache.claim(trusted=cache_root.resolve() == platform_cache_dir().resolve())
         cache.remove_stale_temps()
         for p in remove_stale_temps(run_dir):
             log.info("removed %s left by an interrupted run", p)
         return _run(config, names, run_dir, cache_root, cache, from_stage, until, force, no_cache)
+
+
+def resolve_run_dir(config: PipelineConfig, out: str | Path | None) -> Path:
+    """--out, else runs/<name>/ under the current directory (name is a plain identifier: config.py)."""
+    return (Path(out) if out else Path("runs") / config.name).resolve()
 
 
 _ENV_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
@@ -112,30 +126,31 @@ def _run(config: PipelineConfig, names: list[str], run_dir: Path, cache_root: Pa
     start_idx = names.index(from_stage) if from_stage else 0
     stop_idx = names.index(until) if until else len(names) - 1
     check_artifact_flow(config)
+    stages = [(entry, get_stage(entry.name)()) for entry in config.stages]
+    later = later_results(run_dir, [type(stage) for _, stage in stages[stop_idx + 1:]])
+    if later:
+        return _reuse_in_place(config, stages[:stop_idx + 1], run_dir, later, until, force)
 
     artifacts: dict[str, Path] = {}
     records: list[StageRecord] = []
-    manifest = _manifest_head(config, run_dir, cache_root, no_cache)
-    metrics_file = run_dir / "metrics.json"
+    for entry, stage in stages[:start_idx]:
+        prep = _prepare(stage, entry.options, config, artifacts)
+        meta = take_from_run_dir(run_dir, type(stage), prep.key, prep.parts, config, f"--from {from_stage}")
+        artifacts.update({kind: run_dir / stage.name / info["path"] for kind, info in meta["outputs"].items()})
     # What this run recomputes (and everything downstream of it) must not survive a failure
-    # looking complete: drop those stages' old outputs and mark the manifest unfinished first.
-    for entry in config.stages[start_idx:]:
-        _remove_stage_output(run_dir, get_stage(entry.name))
+    # looking complete: drop those stages' old outputs (lcpipe's files only) and mark the manifest
+    # unfinished first.
+    check_removable(run_dir, [type(stage) for _, stage in stages[start_idx:]])
+    manifest = _manifest_head(config, run_dir, cache_root, no_cache)
     manifest["finished"] = False
     write_json(run_dir / "manifest.json", manifest)
-    for idx, entry in enumerate(config.stages):
-        stage = get_stage(entry.name)()
-        if idx < start_idx:
-            artifacts.update(_load_previous(run_dir, entry.name))
-            continue
-        if idx > stop_idx:
-            break
-        if idx == len(names) - 1 and stage.name == "report" and metrics_file.exists():
-            metrics_file.unlink()  # a stale verdict must not survive a failed report
+    for _, stage in stages[start_idx:]:
+        remove_stage_output(run_dir, type(stage))
+    metrics_file = run_dir / "metrics.json"
+    for entry, stage in stages[start_idx:stop_idx + 1]:
         record = _run_stage(stage, entry.options, config, artifacts, run_dir, cache_root, cache, force)
         records.append(record)
         manifest["stages"].append(record.__dict__)
-        manifest["finished"] = False
         write_json(run_dir / "manifest.json", manifest)
     manifest["finished"] = True
     write_json(run_dir / "manifest.json", manifest)
@@ -143,6 +158,26 @@ def _run(config: PipelineConfig, names: list[str], run_dir: Path, cache_root: Pa
     if "report" in names[start_idx:stop_idx + 1] and metrics_file.exists():
         metrics = json.loads(metrics_file.read_text())
     return RunResult(run_dir, artifacts, records, metrics)
+
+
+def _reuse_in_place(config: PipelineConfig, stages: list[tuple[Any, Stage]], run_dir: Path, later: list[str],
+                    until: str | None, force: bool) -> RunResult:
+    """A partial run into a folder holding later stages' results: use the earlier stages as they are
+    (their keys must match), leave the later results and the manifest alone."""
+    why = f"--until {until}: {run_dir} holds results of later stages ({', '.join(later)})"
+    if force:
+        raise ConfigError(f"{why}, made from what --force would recompute; run the whole pipeline with --force, "
+                          "or use another --out")
+    artifacts: dict[str, Path] = {}
+    records = []
+    for entry, stage in stages:
+        prep = _prepare(stage, entry.options, config, artifacts)
+        meta = take_from_run_dir(run_dir, type(stage), prep.key, prep.parts, config, why)
+        outputs = meta["outputs"]
+        artifacts.update({kind: run_dir / stage.name / info["path"] for kind, info in outputs.items()})
+        records.append(StageRecord(stage.name, prep.key, True, 0.0, prep.input_hashes, outputs))
+        log.info("%s: result in the run directory reused (later stages kept)", stage.name)
+    return RunResult(run_dir, artifacts, records, None)
 
 
 def check_artifact_flow(config: PipelineConfig) -> None:
@@ -178,23 +213,36 @@ def _alternative(stage: type[Stage], kind: str, available: set[str]) -> bool:
     return any(a in available for a in alts)
 
 
-def _stage_key(stage: Stage, options: Any, config: PipelineConfig, inputs: dict[str, str]) -> str:
-    sections = {s: getattr(config, s).model_dump(mode="json") for s in stage.uses_config}
-    return sha256_json({
-        "stage": stage.name, "options": options.model_dump(mode="json"), "config": sections,
-        "inputs": inputs, "salt": stage_cache_salt(stage, config), "lcpipe": __version__,
-        "cache_format": CACHE_FORMAT,
-    })
+@dataclass
+class _Prepared:
+    inputs: dict[str, Path]
+    input_hashes: dict[str, str]
+    key: str
+    parts: dict[str, str]  # what the key hashes, part by part: stage.json keeps it to name a difference
 
 
-def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: dict[str, Path], run_dir: Path,
-               cache_root: Path, cache: StageCache, force: bool) -> StageRecord:
+def _prepare(stage: Stage, options: Any, config: PipelineConfig, artifacts: dict[str, Path]) -> _Prepared:
     wanted = [k for k in (*stage.consumes, *stage.optional_consumes) if k in artifacts]
     for k in getattr(stage, "alternatives", {}).values():
         wanted += [a for a in k if a in artifacts and a not in wanted]
     inputs = {k: artifacts[k] for k in wanted}
     input_hashes = {k: artifact_sha256(p) for k, p in inputs.items()}
-    key = _stage_key(stage, options, config, input_hashes)
+    sections = {s: getattr(config, s).model_dump(mode="json") for s in stage.uses_config}
+    opts = options.model_dump(mode="json")
+    salt = stage_cache_salt(stage, config)
+    key = sha256_json({
+        "stage": stage.name, "options": opts, "config": sections, "inputs": input_hashes, "salt": salt,
+        "lcpipe": __version__, "cache_format": CACHE_FORMAT,
+    })
+    parts = {"options": sha256_json(opts), **{f"config.{s}": sha256_json(v) for s, v in sections.items()},
+             "salt": sha256_json(salt), "inputs": sha256_json(input_hashes)}
+    return _Prepared(inputs, input_hashes, key, parts)
+
+
+def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: dict[str, Path], run_dir: Path,
+               cache_root: Path, cache: StageCache, force: bool) -> StageRecord:
+    prep = _prepare(stage, options, config, artifacts)
+    inputs, input_hashes, key = prep.inputs, prep.input_hashes, prep.key
     stage_dir = run_dir / stage.name
     t0 = time.perf_counter()
     hit = None if force or not stage.cacheable else cache.get(key)
@@ -211,9 +259,9 @@ def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: di
             for kind, path in produced.items():
                 rel = Path(path).resolve().relative_to(tmp.resolve())
                 outputs[kind] = {"path": rel.as_posix(), "sha256": sha256_path(path)}
-            write_json(tmp / "stage.json", {"stage": stage.name, "key": key, "inputs": input_hashes,
-                                            "outputs": outputs, "files": files_sha256(tmp, skip=("stage.json",)),
-                                            "lcpipe": __version__})
+            write_json(tmp / "stage.json", {"stage": stage.name, "key": key, "key_parts": prep.parts,
+                                            "inputs": input_hashes, "outputs": outputs,
+                                            "files": files_sha256(tmp, skip=("stage.json",)), "lcpipe": __version__})
         if stage.cacheable:
             cache.put(key, stage_dir, replace=force)
         cached = False
@@ -227,12 +275,12 @@ def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: di
 
 
 def artifact_sha256(path: Path) -> str:
-    """Cache-key hash of an input artifact; an IR .xml is hashed together with its .bin."""
+    """Cache-key hash of an input artifact (read once per run); an IR .xml is hashed with its .bin."""
     path = Path(path)
     weights = path.with_suffix(".bin")
     if path.suffix == ".xml" and path.is_file() and weights.is_file():
-        return sha256_json({"xml": sha256_file(path), "bin": sha256_file(weights)})
-    return sha256_path(path)
+        return sha256_json({"xml": content_sha256(path), "bin": content_sha256(weights)})
+    return content_sha256(path)
 
 
 class _CorruptEntry(Exception):
@@ -247,7 +295,7 @@ def _reuse(hit: CacheEntry, stage_dir: Path, cache: StageCache) -> dict[str, Any
         if not isinstance(recorded, dict) or not isinstance(hit.meta.get("outputs"), dict):
             raise _CorruptEntry("stage.json")
         with atomic_dir(stage_dir) as tmp:
-            shutil.copytree(hit.path, tmp, dirs_exist_ok=True)
+            copy_tree(hit.path, tmp)
             bad = mismatched_files(tmp, recorded)
             if bad:
                 raise _CorruptEntry(", ".join(bad))
@@ -263,42 +311,21 @@ def _reuse(hit: CacheEntry, stage_dir: Path, cache: StageCache) -> dict[str, Any
     return hit.meta["outputs"]
 
 
-def _remove_stage_output(run_dir: Path, stage: type[Stage]) -> None:
-    """Delete a stage's previous output in the run dir (only directories lcpipe wrote: with stage.json)."""
-    stage_dir = run_dir / stage.name
-    if (stage_dir / "stage.json").is_file():
-        shutil.rmtree(stage_dir)
-    for name in getattr(stage, "publish", ()):
-        published = run_dir / name
-        if published.is_dir() and not published.is_symlink():
-            shutil.rmtree(published)
-        elif published.exists():
-            published.unlink()
-
-
 def _publish(src: Path, dest: Path) -> None:
     """Copy a stage output to the top of the run dir (report, metrics, deploy bundle)."""
     if not src.exists():
         return
     if src.is_dir():
         with atomic_dir(dest) as tmp:
-            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            copy_tree(src, tmp)
     else:
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
 
 
-def _load_previous(run_dir: Path, name: str) -> dict[str, Path]:
-    meta_file = run_dir / name / "stage.json"
-    if not meta_file.is_file():
-        raise InputError(f"--from: stage {name!r} has no finished output in {run_dir / name}; "
-                         "run the pipeline without --from first")
-    meta = json.loads(meta_file.read_text())
-    return {kind: run_dir / name / info["path"] for kind, info in meta["outputs"].items()}
-
-
 def _manifest_head(config: PipelineConfig, run_dir: Path, cache_root: Path, no_cache: bool) -> dict[str, Any]:
     return {
+        OWNER_KEY: True,  # this folder is lcpipe's: a later run may replace what its stage.json files list
         "pipeline": config.name,
         "source_file": config.source_file,
         "config": config.to_yaml_dict(),

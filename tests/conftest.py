@@ -11,6 +11,19 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
+def lcpipe_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The CLI's user log goes to a temp folder (never the user's), via $LCPIPE_LOG_DIR."""
+    path = tmp_path_factory.mktemp("lcpipe-log")
+    old = os.environ.get("LCPIPE_LOG_DIR")
+    os.environ["LCPIPE_LOG_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("LCPIPE_LOG_DIR", None)
+    else:
+        os.environ["LCPIPE_LOG_DIR"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
 def lcpipe_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test run gets its own stage cache (never the user's), via $LCPIPE_CACHE_DIR."""
     path = tmp_path_factory.mktemp("lcpipe-cache")

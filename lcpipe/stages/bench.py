@@ -97,7 +97,8 @@ def bench_pipeline(pipeline: Any, *, overrides: tuple[str, ...] | list[str] = ()
     from lcpipe.config import PipelineConfig, load_config
     from lcpipe.errors import ConfigError
     from lcpipe.fileio import atomic_dir
-    from lcpipe.runner import run_pipeline
+    from lcpipe.rundir import claim_run_dir
+    from lcpipe.runner import resolve_run_dir, run_pipeline
 
     config = pipeline if isinstance(pipeline, PipelineConfig) else load_config(pipeline, overrides)
     if "quantize" not in config.stage_names():
@@ -109,20 +110,52 @@ def bench_pipeline(pipeline: Any, *, overrides: tuple[str, ...] | list[str] = ()
     except ValueError as exc:
         raise ConfigError(f"lcpipe bench: {' '.join(str(exc).split())}") from None
     until = bench_until(config.stage_names())
-    res = run_pipeline(config, out=out, until=until, force=force, cache_dir=cache_dir, no_cache=no_cache)
-    inputs = {k: res.artifacts[k] for k in (*BenchStage.consumes, *BenchStage.optional_consumes)
-              if k in res.artifacts}
-    missing = [k for k in BenchStage.consumes if k not in inputs]
-    if missing:
-        raise ConfigError(f"{config.source_file}: the stages up to {until} produced no {', '.join(missing)}")
-    dest = res.run_dir / "bench"
-    with atomic_dir(dest) as tmp:
-        ctx = StageContext(config=config, workdir=tmp, run_dir=res.run_dir,
-                           cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
-                           log=logging.getLogger("lcpipe"))
-        result = run_bench(ctx, options, inputs)
-        write_outputs(tmp, result, options)
+    # the run dir stays locked from the pipeline run to the last bench file (no other run in between)
+    with claim_run_dir(resolve_run_dir(config, out)) as run_dir:
+        res = run_pipeline(config, out=run_dir, until=until, force=force, cache_dir=cache_dir, no_cache=no_cache)
+        inputs = {k: res.artifacts[k] for k in (*BenchStage.consumes, *BenchStage.optional_consumes)
+                  if k in res.artifacts}
+        missing = [k for k in BenchStage.consumes if k not in inputs]
+        if missing:
+            raise ConfigError(f"{config.source_file}: the stages up to {until} produced no {', '.join(missing)}")
+        dest = run_dir / "bench"
+        _check_bench_folder(dest)
+        with atomic_dir(dest) as tmp:
+            ctx = StageContext(config=config, workdir=tmp, run_dir=run_dir,
+                               cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+                               log=logging.getLogger("lcpipe"))
+            result = run_bench(ctx, options, inputs)
+            _record(tmp, write_outputs(tmp, result, options))
     return result, dest
+
+
+_BENCH_FILES = frozenset({"bench.json", "bench.md", "bench.png", "bench.html", "profile.json"})
+
+
+def _check_bench_folder(dest: Path) -> None:
+    """bench/ is replaced on every `lcpipe bench`: only when it holds nothing but lcpipe's files."""
+    from lcpipe.errors import InputError
+    from lcpipe.rundir import foreign_files, recorded_files
+
+    if not dest.exists():
+        return
+    record = recorded_files(dest)
+    extra = ([n for n in foreign_files(dest, record) if n != "stage.json"] if record is not None
+             else [f.name for f in dest.rglob("*") if not f.is_dir() and f.name not in _BENCH_FILES])
+    if extra or not dest.is_dir():
+        raise InputError(f"{dest}: holds {', '.join(extra[:3]) or 'a file'} that lcpipe did not write; lcpipe bench "
+                         "replaces this folder: move it out of the run directory")
+
+
+def _record(folder: Path, outputs: dict[str, Path]) -> None:
+    """stage.json as a pipeline stage writes it: what the folder holds, so a later run knows it is lcpipe's."""
+    from lcpipe import __version__
+    from lcpipe.fileio import files_sha256, sha256_file
+
+    write_json(folder / "stage.json", {
+        "stage": "bench", "key": None, "lcpipe": __version__,
+        "outputs": {k: {"path": p.name, "sha256": sha256_file(p)} for k, p in outputs.items()},
+        "files": files_sha256(folder, skip=("stage.json",))})
 
 
 def bench_until(names: list[str]) -> str:
