@@ -44,17 +44,19 @@ class _Group(click.Group):
     (a bug: exit 1) become one capped line on stderr; the full text and traceback go to the log file."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from lcpipe import logs
+        from lcpipe import logs, signals
 
         try:
             return super().invoke(ctx)
         except LcpipeError as exc:
+            signals.check()  # an error that a stop signal caused is the stop
             logs.log_exception(exc)
             click.echo(f"error: {logs.cap(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # the last resort: one line instead of a traceback
+            signals.check()
             logs.log_exception(exc)
             where = logs.log_of(exc)
             detail = logs.cap(f"{type(exc).__name__}: {exc}", 300)
@@ -470,7 +472,11 @@ def main() -> None:
 
     signals.install()
     try:
-        cli(prog_name="lcpipe")
+        try:
+            cli(prog_name="lcpipe")
+        except SystemExit:
+            signals.check()  # a stop signal some library swallowed still ends the command as a stop
+            raise
     except signals.Interrupted as exc:
         from lcpipe import logs
 

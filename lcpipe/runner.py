@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lcpipe import __version__
+from lcpipe import __version__, signals
 from lcpipe.cache import CACHE_FORMAT, CacheEntry, NullCache, StageCache, default_cache_dir, platform_cache_dir
 from lcpipe.config import PipelineConfig, load_config
 from lcpipe.errors import ConfigError, InputError
@@ -148,6 +148,7 @@ def _run(config: PipelineConfig, names: list[str], run_dir: Path, cache_root: Pa
         remove_stage_output(run_dir, type(stage))
     metrics_file = run_dir / "metrics.json"
     for entry, stage in stages[start_idx:stop_idx + 1]:
+        signals.check()  # a stop signal a library swallowed inside the last stage
         record = _run_stage(stage, entry.options, config, artifacts, run_dir, cache_root, cache, force)
         records.append(record)
         manifest["stages"].append(record.__dict__)

@@ -31,6 +31,7 @@ from lcpipe.errors import ConfigError
 from lcpipe.fileio import write_json
 from lcpipe.measure.accuracy import counts_from_logits
 from lcpipe.measure.runtime import compile_ir, infer_ov, ov_config
+from lcpipe.rundir import claim_output_dir, is_lcpipe_run
 
 log = logging.getLogger("lcpipe")
 
@@ -159,7 +160,8 @@ def analyze(config: PipelineConfig | str | Path, *, overrides: tuple[str, ...] |
     if "convert" not in config.stage_names():
         raise ConfigError(f"{config.source_file}: sensitivity needs a pipeline with a convert stage "
                           f"(stages: {', '.join(config.stage_names())})")
-    out = Path(out or Path("runs", "sensitivity", config.name)).resolve()
+    out = claim_output_dir(Path(out or Path("runs", "sensitivity", config.name)), "sensitivity",
+                           made_by_older=lambda p: (p / "sensitivity.json").is_file() or is_lcpipe_run(p / "pipeline"))
     t0 = time.perf_counter()
     ctx, info = _prepare(config, out, cache_dir, images, calib_images)
     baseline_model = _quantize(ctx, [])

@@ -6,11 +6,12 @@ CLI then prints one line and leaves with os._exit, so no library's teardown (Ope
 threads, NNCF, Ray) runs in a half-stopped process. A second signal, or a cleanup that takes longer
 than GRACE_S, ends the process at once: a later run removes what is left (temps carry the pid).
 
-Paddle installs C++ handlers for SIGTERM, SIGSEGV, SIGABRT, SIGBUS, SIGILL and SIGFPE when it is
-imported (paddle2onnx imports it too); on SIGTERM they print a C++ "crash" report instead of
-letting Python stop, and they are not async-signal-safe. While the CLI's handlers are installed,
-an import hook calls ``paddle.disable_signal_handler()`` (Paddle's documented switch) right after
-paddle is imported and puts lcpipe's handlers back.
+Paddle installs C++ handlers for SIGTERM, SIGSEGV, SIGABRT, SIGBUS, SIGILL and SIGFPE while its core
+package (paddle.base) is imported, by paddle2onnx too; on SIGTERM they print a C++ "crash" report
+instead of letting Python stop, and they are not async-signal-safe. While the CLI's handlers are
+installed, an import hook holds SIGINT/SIGTERM back during that import, then calls Paddle's
+documented switch (``paddle.disable_signal_handler()``, i.e. ``core.disable_signal_handler``) and
+puts lcpipe's handlers back.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ GRACE_S = 30.0  # longest cleanup after a signal before the process ends regardl
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 _installed = False
-_stopping = False
+_received: int | None = None  # the signal being acted on
 
 
 class Interrupted(BaseException):
@@ -47,12 +48,19 @@ class Interrupted(BaseException):
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    global _stopping
-    if _stopping:
+    global _received
+    if _received is not None:
         _exit_now(signum, "stopped at once (second signal)")
-    _stopping = True
+    _received = signum
     threading.Thread(target=_deadline, args=(signum,), daemon=True, name="lcpipe-stop-deadline").start()
     raise Interrupted(signum)
+
+
+def check() -> None:
+    """Raise Interrupted again if a signal arrived: a library may have turned the first one into its own
+    error (a C extension whose import was interrupted reports ImportError) or swallowed it."""
+    if _received is not None:
+        raise Interrupted(_received)
 
 
 def _deadline(signum: int) -> None:
@@ -73,8 +81,7 @@ def install() -> None:
     _installed = True
     if not any(isinstance(f, _PaddleImportHook) for f in sys.meta_path):
         sys.meta_path.insert(0, _PaddleImportHook())
-    if "paddle" in sys.modules:
-        _calm_paddle(sys.modules["paddle"])
+    _calm_paddle()  # in case Paddle is loaded already
 
 
 def finish(exc: Interrupted, message: str) -> NoReturn:
@@ -90,20 +97,27 @@ def finish(exc: Interrupted, message: str) -> NoReturn:
 
 # ---------------------------------------------------------------- Paddle's C++ handlers
 
-def _calm_paddle(paddle: ModuleType) -> None:
-    disable = getattr(paddle, "disable_signal_handler", None)
-    if disable is not None:
-        disable()  # back to SIG_DFL for the signals Paddle took
+_PADDLE_CORE = ("paddle.base", "paddle.fluid")  # the package whose import installs them (fluid: Paddle < 2.6)
+
+
+def _calm_paddle() -> None:
+    for name in _PADDLE_CORE:
+        core = sys.modules.get(f"{name}.core")
+        disable = getattr(core, "disable_signal_handler", None)
+        if disable is not None:
+            disable()  # Paddle's documented switch: back to SIG_DFL for the signals it took
     if _installed and threading.current_thread() is threading.main_thread():
         for sig in HANDLED:
             signal.signal(sig, _handler)
 
 
 class _PaddleImportHook(importlib.abc.MetaPathFinder):
-    """Runs _calm_paddle right after the ``paddle`` package has been imported, by whatever import."""
+    """Wraps the import of Paddle's core package, by whatever import: SIGINT/SIGTERM are held back in
+    this thread while it runs (its handlers are installed partway through) and _calm_paddle runs
+    right after it; a signal held back is then handled by lcpipe's handler."""
 
     def find_spec(self, fullname: str, path: Sequence[str] | None, target: Any = None) -> Any:
-        if fullname != "paddle":
+        if fullname not in _PADDLE_CORE:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
@@ -112,8 +126,12 @@ class _PaddleImportHook(importlib.abc.MetaPathFinder):
         run_module = loader.exec_module
 
         def exec_module(module: ModuleType) -> None:
-            run_module(module)
-            _calm_paddle(module)
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+            try:
+                run_module(module)
+                _calm_paddle()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
         loader.exec_module = exec_module  # type: ignore[method-assign]  # this spec's own loader instance
         return spec

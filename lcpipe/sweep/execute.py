@@ -13,6 +13,7 @@ from typing import Any
 
 from lcpipe.errors import ConfigError, LcpipeError
 from lcpipe.fileio import write_json
+from lcpipe.rundir import claim_output_dir
 from lcpipe.sweep import on_ray, shipping
 from lcpipe.sweep.fleet import FLEET_FILE, failed_fleet_row, fleet_row
 from lcpipe.sweep.point import PointTask, run_point
@@ -59,6 +60,7 @@ def run_sweep(sweep: Sweep | str | Path, *, out: str | Path | None = None, local
         sweep = load_sweep(sweep, overrides)
     if out:
         sweep.out = Path(out).resolve()
+    sweep.out = claim_output_dir(sweep.out, "sweep", made_by_older=_older_sweep)
     storage = storage or sweep.spec.storage
     if local and per_cpu_kind:
         raise ConfigError("--per-cpu-kind times points on each CPU kind of a Ray cluster; drop --local")
@@ -87,6 +89,18 @@ def run_sweep(sweep: Sweep | str | Path, *, out: str | Path | None = None, local
     seconds = time.perf_counter() - t0
     files = write_results(sweep, rows, {**cpu_info(), "executor": executor, "seconds": round(seconds, 1)}, fleet)
     return SweepResult(sweep, rows, files, seconds, fleet, tasks)
+
+
+def _older_sweep(folder: Path) -> bool:
+    """A sweep folder an lcpipe without the marker wrote: its sweep.json, or only point run dirs so far."""
+    import json
+
+    try:
+        doc = json.loads((folder / "sweep.json").read_text())
+        return isinstance(doc, dict) and {"sweep", "points"} <= doc.keys()
+    except (OSError, ValueError):
+        points = folder / "points"
+        return points.is_dir() and {p.name for p in folder.iterdir()} == {"points"}
 
 
 def _logged(row: dict[str, Any], done: int, total: int) -> dict[str, Any]:
