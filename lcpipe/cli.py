@@ -468,18 +468,25 @@ def cache_clean(cache_dir: Path | None) -> None:
 
 
 def main() -> None:
-    from lcpipe import signals
+    from lcpipe import logs, signals
 
     signals.install()
     try:
         try:
-            cli(prog_name="lcpipe")
+            code = cli.main(prog_name="lcpipe", standalone_mode=False)
+        except click.ClickException as exc:  # usage errors: click's own line, capped like every message
+            exc.message = logs.cap(exc.message)
+            exc.show()
+            code = exc.exit_code
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            code = 1
         except SystemExit:
             signals.check()  # a stop signal some library swallowed still ends the command as a stop
             raise
+        signals.check()
+        sys.exit(code if isinstance(code, int) else 0)
     except signals.Interrupted as exc:
-        from lcpipe import logs
-
         logs.log_exception(exc)
         signals.finish(exc, f"lcpipe: stopped by {exc} (exit {exc.exit_code}); temporary files removed, "
                             "the same command resumes from the cache")
