@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -158,9 +159,19 @@ def remove_stage_output(run_dir: Path, stage: type[Stage]) -> None:
     for name in getattr(stage, "publish", ()):
         published = run_dir / name
         if published.is_dir() and not published.is_symlink():
-            shutil.rmtree(published)
+            _remove_tree(published)
         elif published.exists() or published.is_symlink():
             published.unlink()
     stage_dir = run_dir / stage.name
     if (stage_dir / "stage.json").is_file():
-        shutil.rmtree(stage_dir)
+        _remove_tree(stage_dir)
+
+
+def _remove_tree(folder: Path) -> None:
+    """Move the folder to a pid-named temp first, so an interruption leaves it whole or gone (the temp is
+    removed then, or by the next run), never half deleted without its stage.json."""
+    aside = folder.with_name(f".{folder.name}.old.{os.getpid()}")
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.replace(folder, aside)
+    shutil.rmtree(aside)

@@ -92,6 +92,12 @@ def finish(exc: Interrupted, message: str) -> NoReturn:
         pass
     os.write(2, (message.rstrip("\n") + "\n").encode())
     logging.shutdown()
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        try:  # a local Ray this process started would outlive os._exit (its atexit hook does not run)
+            ray.shutdown()
+        except Exception:  # the stop goes on whatever Ray says; GRACE_S bounds a hang
+            pass
     os._exit(exc.exit_code)
 
 

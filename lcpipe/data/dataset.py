@@ -224,9 +224,13 @@ def _decode_all(samples: list[Sample], pre: PreprocessConfig, progress: bool, ti
 
     # cv2 releases the GIL while decoding/resizing, so threads give a real speed-up.
     workers = max(1, min(8, os.cpu_count() or 1))
-    with show_progress(title, len(samples), progress) as advance, ThreadPoolExecutor(workers) as pool:
-        for _ in pool.map(one, range(len(samples))):
-            advance()
+    pool = ThreadPoolExecutor(workers)
+    try:
+        with show_progress(title, len(samples), progress) as advance:
+            for _ in pool.map(one, range(len(samples))):
+                advance()
+    finally:  # on Ctrl-C / an unreadable image: drop the queued images instead of decoding them all first
+        pool.shutdown(wait=True, cancel_futures=True)
     return x
 
 
