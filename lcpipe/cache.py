@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.errors import InputError
-from lcpipe.fileio import copy_tree, open_up, remove_stale_temps, temp_prefix, write_json
+from lcpipe.fileio import copy_tree, open_up, remove_own_temps, remove_stale_temps, temp_prefix, write_json
 from lcpipe.locks import entry_lock_path, removing_entry, use_entry
 
 log = logging.getLogger("lcpipe")
@@ -200,9 +200,17 @@ class StageCache:
 
     def remove_stale_temps(self) -> None:
         """Remove temps a killed run left (a concurrent live run's temps stay)."""
-        for folder in (self.stages, self.root / "data", self.root / "extracted"):
+        for folder in self._temp_folders():
             for p in remove_stale_temps(folder):
                 log.info("cache: removed %s left by an interrupted run", p)
+
+    def remove_own_temps(self) -> None:
+        """Remove this process's temps (a stopped run, see fileio.remove_own_temps)."""
+        for folder in self._temp_folders():
+            remove_own_temps(folder)
+
+    def _temp_folders(self) -> tuple[Path, ...]:
+        return (self.stages, self.root / "data", self.root / "extracted")
 
     def entries(self) -> list[CacheEntry]:
         if not self.stages.is_dir():
@@ -353,4 +361,7 @@ class NullCache(StageCache):
         return None
 
     def remove_stale_temps(self) -> None:
+        return None
+
+    def remove_own_temps(self) -> None:
         return None

@@ -210,6 +210,22 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
 
     A live process's temp is never touched; pid-less temps only once older than LEGACY_TEMP_AGE_S.
     Only this host's pids are checked: keep one cache per machine (not shared over NFS)."""
+
+    def stale(p: Path, pid: int | None) -> bool:
+        if pid is not None:
+            return not _pid_alive(pid)
+        return bool(_TEMP_LEGACY.match(p.name)) and time.time() - p.lstat().st_mtime > LEGACY_TEMP_AGE_S
+
+    return _remove_temps(folder, stale)
+
+
+def remove_own_temps(folder: str | Path) -> list[Path]:
+    """Delete this process's temps in ``folder``: after a stop signal, one may have been created a moment
+    before its writer knew its name (so the writer's own cleanup could not remove it)."""
+    return _remove_temps(folder, lambda p, pid: pid == os.getpid())
+
+
+def _remove_temps(folder: str | Path, doomed: Any) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -218,16 +234,9 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
         if not p.name.startswith("."):
             continue
         pid = next((int(m[1]) for rx in _TEMP_WITH_PID if (m := rx.match(p.name))), None)
-        if pid is not None:
-            stale = not _pid_alive(pid)
-        else:
-            try:
-                stale = bool(_TEMP_LEGACY.match(p.name)) and time.time() - p.lstat().st_mtime > LEGACY_TEMP_AGE_S
-            except FileNotFoundError:
-                continue
-        if not stale:
-            continue
         try:
+            if not doomed(p, pid):
+                continue
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             else:

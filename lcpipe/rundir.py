@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.errors import InputError
+from lcpipe.fileio import remove_own_temps, write_json
 from lcpipe.locks import RUN_LOCK, run_dir_lock
 from lcpipe.logs import LOG_NAME
 
@@ -76,7 +77,11 @@ def claim_run_dir(run_dir: Path, flag: str = "--out") -> Iterator[Path]:
         raise InputError(f"{flag} {run_dir}: cannot create the run directory: {exc.strerror or exc}") from None
     with run_dir_lock(run_dir):
         check_run_dir(run_dir, flag)  # another process may have filled it while we waited
-        yield run_dir
+        try:
+            yield run_dir
+        except BaseException:
+            remove_own_temps(run_dir)  # stopped: also a temp whose writer did not know its name yet
+            raise
 
 
 # ---------------------------------------------------------------- sweep / sensitivity folders
@@ -94,8 +99,6 @@ def claim_output_dir(folder: Path, kind: str, flag: str = "--out",
             return made_by_older(p)
 
     _foreign_folder(folder, flag, owned, f"an lcpipe {kind} folder")
-    from lcpipe.fileio import write_json
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / OUTPUT_MARKER, {"lcpipe": kind})

@@ -97,7 +97,11 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out: str | Path | None 
         cache.remove_stale_temps()
         for p in remove_stale_temps(run_dir):
             log.info("removed %s left by an interrupted run", p)
-        return _run(config, names, run_dir, cache_root, cache, from_stage, until, force, no_cache)
+        try:
+            return _run(config, names, run_dir, cache_root, cache, from_stage, until, force, no_cache)
+        except BaseException:
+            cache.remove_own_temps()  # the run dir's: claim_run_dir
+            raise
 
 
 def resolve_run_dir(config: PipelineConfig, out: str | Path | None) -> Path:

@@ -6,6 +6,12 @@ CLI then prints one line and leaves with os._exit, so no library's teardown (Ope
 threads, NNCF, Ray) runs in a half-stopped process. A second signal, or a cleanup that takes longer
 than GRACE_S, ends the process at once: a later run removes what is left (temps carry the pid).
 
+An exception raised by a signal handler lands between any two bytecodes, and some code does not
+survive that: importlib and threading take locks before their ``try`` (an import lock left held
+hung the next import), and an exception in a weakref callback or ``__del__`` is printed and dropped.
+So the handler does not raise inside those modules, nor lets a dropped one go: it retries RETRY_S
+later (SIGALRM) until the main thread is in ordinary code.
+
 Paddle installs C++ handlers for SIGTERM, SIGSEGV, SIGABRT, SIGBUS, SIGILL and SIGFPE while its core
 package (paddle.base) is imported, by paddle2onnx too; on SIGTERM they print a C++ "crash" report
 instead of letting Python stop, and they are not async-signal-safe. While the CLI's handlers are
@@ -29,7 +35,10 @@ from types import FrameType, ModuleType
 from typing import Any, NoReturn
 
 GRACE_S = 30.0  # longest cleanup after a signal before the process ends regardless
+RETRY_S = 0.02  # next try to raise when the signal came at a point where raising is unsafe
 HANDLED = (signal.SIGINT, signal.SIGTERM)
+# modules that hold locks across statements without a try around them (see above)
+_NO_RAISE_IN = ("importlib", "threading", "logging", "weakref", "queue", "concurrent.futures", "_weakrefset")
 
 _installed = False
 _received: int | None = None  # the signal being acted on
@@ -53,7 +62,34 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         _exit_now(signum, "stopped at once (second signal)")
     _received = signum
     threading.Thread(target=_deadline, args=(signum,), daemon=True, name="lcpipe-stop-deadline").start()
+    _raise_when_safe(signum, frame)
+
+
+def _retry(alarm: int, frame: FrameType | None) -> None:
+    if _received is not None:
+        _raise_when_safe(_received, frame)
+
+
+def _raise_when_safe(signum: int, frame: FrameType | None) -> None:
+    if frame is not None and _unsafe(frame):
+        signal.setitimer(signal.ITIMER_REAL, RETRY_S)  # -> _retry
+        return
     raise Interrupted(signum)
+
+
+def _unsafe(frame: FrameType) -> bool:
+    if frame.f_code.co_filename.startswith("<frozen importlib"):
+        return True
+    module = str(frame.f_globals.get("__name__", ""))
+    return any(module == m or module.startswith(m + ".") for m in _NO_RAISE_IN)
+
+
+def _unraisable(info: Any) -> None:
+    """Our exception raised in a weakref callback or __del__ is dropped there: raise it again later."""
+    if isinstance(info.exc_value, Interrupted):
+        signal.setitimer(signal.ITIMER_REAL, RETRY_S)
+        return
+    sys.__unraisablehook__(info)
 
 
 def check() -> None:
@@ -78,6 +114,8 @@ def install() -> None:
     global _installed
     for sig in HANDLED:
         signal.signal(sig, _handler)
+    signal.signal(signal.SIGALRM, _retry)
+    sys.unraisablehook = _unraisable
     _installed = True
     if not any(isinstance(f, _PaddleImportHook) for f in sys.meta_path):
         sys.meta_path.insert(0, _PaddleImportHook())
@@ -132,7 +170,7 @@ class _PaddleImportHook(importlib.abc.MetaPathFinder):
         run_module = loader.exec_module
 
         def exec_module(module: ModuleType) -> None:
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, (*HANDLED, signal.SIGALRM))
             try:
                 run_module(module)
                 _calm_paddle()
