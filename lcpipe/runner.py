@@ -169,7 +169,8 @@ def _reuse_in_place(config: PipelineConfig, stages: list[tuple[Any, Stage]], run
                     until: str | None, force: bool) -> RunResult:
     """A partial run into a folder holding later stages' results: use the earlier stages as they are
     (their keys must match), leave the later results and the manifest alone."""
-    why = f"--until {until}: {run_dir} holds results of later stages ({', '.join(later)})"
+    why = f"a run up to {until} (--until {until}, or lcpipe bench): {run_dir} holds results of later stages " \
+          f"({', '.join(later)})"
     if force:
         raise ConfigError(f"{why}, made from what --force would recompute; run the whole pipeline with --force, "
                           "or use another --out")

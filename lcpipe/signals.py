@@ -12,6 +12,11 @@ hung the next import), and an exception in a weakref callback or ``__del__`` is 
 So the handler does not raise inside those modules, nor lets a dropped one go: it retries RETRY_S
 later (SIGALRM) until the main thread is in ordinary code.
 
+Python installs its handlers with SA_ONSTACK, and OpenVINO's CPU plugin gives the thread that first
+compiles a model a 20,144-byte alternate signal stack: too small for a signal frame once that thread
+has run AMX kernels (the tile state alone is 8 KiB), so the kernel turns SIGINT/SIGTERM into a SIGSEGV
+(seen in validate on an AMX Xeon). lcpipe's handlers drop SA_ONSTACK and run on the thread's stack.
+
 Paddle installs C++ handlers for SIGTERM, SIGSEGV, SIGABRT, SIGBUS, SIGILL and SIGFPE while its core
 package (paddle.base) is imported, by paddle2onnx too; on SIGTERM they print a C++ "crash" report
 instead of letting Python stop, and they are not async-signal-safe. While the CLI's handlers are
@@ -22,6 +27,9 @@ puts lcpipe's handlers back.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import faulthandler
 import importlib.abc
 import importlib.machinery
 import logging
@@ -30,7 +38,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import FrameType, ModuleType
 from typing import Any, NoReturn
 
@@ -42,6 +50,7 @@ _NO_RAISE_IN = ("importlib", "threading", "logging", "weakref", "queue", "concur
 
 _installed = False
 _received: int | None = None  # the signal being acted on
+_critical = 0  # depth of critical() blocks in progress
 
 
 class Interrupted(BaseException):
@@ -71,10 +80,27 @@ def _retry(alarm: int, frame: FrameType | None) -> None:
 
 
 def _raise_when_safe(signum: int, frame: FrameType | None) -> None:
-    if frame is not None and _unsafe(frame):
+    if _critical or (frame is not None and _unsafe(frame)):
         signal.setitimer(signal.ITIMER_REAL, RETRY_S)  # -> _retry
         return
     raise Interrupted(signum)
+
+
+def requested() -> bool:
+    """A stop signal arrived (a critical() block should wind down)."""
+    return _received is not None
+
+
+@contextlib.contextmanager
+def critical() -> Iterator[None]:
+    """No stop is raised inside the block (it should end early on requested()); it comes at its end."""
+    global _critical
+    _critical += 1
+    try:
+        yield
+    finally:
+        _critical -= 1
+    check()
 
 
 def _unsafe(frame: FrameType) -> bool:
@@ -112,14 +138,40 @@ def _exit_now(signum: int, why: str) -> NoReturn:
 def install() -> None:
     """lcpipe's SIGINT/SIGTERM handlers (main thread; the CLI calls this, the Python API does not)."""
     global _installed
-    for sig in HANDLED:
-        signal.signal(sig, _handler)
-    signal.signal(signal.SIGALRM, _retry)
+    _set_handlers()
     sys.unraisablehook = _unraisable
     _installed = True
     if not any(isinstance(f, _PaddleImportHook) for f in sys.meta_path):
         sys.meta_path.insert(0, _PaddleImportHook())
     _calm_paddle()  # in case Paddle is loaded already
+
+
+def _set_handlers() -> None:
+    for sig in HANDLED:
+        signal.signal(sig, _handler)
+    signal.signal(signal.SIGALRM, _retry)
+    _off_alternate_stack((*HANDLED, signal.SIGALRM))
+
+
+_SA_ONSTACK = 0x08000000
+_SA_FLAGS_OFFSET = 8 + 128  # glibc's struct sigaction (x86_64, aarch64): handler, sa_mask[1024 bits], sa_flags
+
+
+def _off_alternate_stack(signums: Sequence[int]) -> None:
+    """Clear SA_ONSTACK from these signals' handlers (see the module doc: AMX frames on OpenVINO's stack)."""
+    if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for sig in signums:
+        current = ctypes.create_string_buffer(256)
+        if libc.sigaction(sig, None, current) != 0:
+            continue
+        raw = bytearray(current.raw)
+        flags = int.from_bytes(raw[_SA_FLAGS_OFFSET:_SA_FLAGS_OFFSET + 4], "little")
+        if not flags & _SA_ONSTACK or not any(raw[:8]):
+            continue
+        raw[_SA_FLAGS_OFFSET:_SA_FLAGS_OFFSET + 4] = (flags & ~_SA_ONSTACK).to_bytes(4, "little")
+        libc.sigaction(sig, ctypes.create_string_buffer(bytes(raw), 256), None)
 
 
 def finish(exc: Interrupted, message: str) -> NoReturn:
@@ -150,9 +202,10 @@ def _calm_paddle() -> None:
         disable = getattr(core, "disable_signal_handler", None)
         if disable is not None:
             disable()  # Paddle's documented switch: back to SIG_DFL for the signals it took
+            if faulthandler.is_enabled():  # python -X faulthandler: its SIGSEGV/SIGABRT reports again
+                faulthandler.enable()
     if _installed and threading.current_thread() is threading.main_thread():
-        for sig in HANDLED:
-            signal.signal(sig, _handler)
+        _set_handlers()
 
 
 class _PaddleImportHook(importlib.abc.MetaPathFinder):

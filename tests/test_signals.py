@@ -89,3 +89,18 @@ def test_paddle_imported_after_install_leaves_sigterm_to_lcpipe(tmp_path: Path) 
         os.kill(os.getpid(), signal.SIGTERM)
     """)
     assert res.returncode == 143 and "C++" not in res.stderr and res.stderr.endswith("stopped after []\n"), res.stderr
+
+
+def test_the_handlers_run_on_the_threads_own_stack(tmp_path: Path) -> None:
+    """OpenVINO's CPU plugin gives a thread a 20,144-byte alternate signal stack, too small for a signal frame
+    with live AMX tile state (a SIGTERM in validate became a SIGSEGV): the handlers must not use it."""
+    res = _child(tmp_path, """
+        import ctypes
+        libc = ctypes.CDLL(None)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+            action = ctypes.create_string_buffer(256)
+            libc.sigaction(sig, None, action)
+            done.append(int.from_bytes(action.raw[136:140], "little") & 0x08000000)  # SA_ONSTACK
+        os.kill(os.getpid(), signal.SIGTERM)
+    """)
+    assert res.returncode == 143 and res.stderr == "stopped after [0, 0, 0]\n", res.stderr
