@@ -73,7 +73,7 @@ def is_lcpipe_cache(root: Path) -> bool:
         pass
     if not root.is_dir():
         return False
-    top = [p for p in root.iterdir()]
+    top = [p for p in root.iterdir() if not _LCPIPE_TEMP.match(p.name)]  # temps: e.g. a concurrent run's marker
     if not top or any(p.name not in _OWN_TOP for p in top):
         return False
     for p in top:
@@ -121,7 +121,7 @@ class StageCache:
             raise InputError(f"--cache-dir {self.root}: is a file, not a folder")
         if (self.root / MARKER).is_file() and is_lcpipe_cache(self.root):
             return
-        empty = not self.root.is_dir() or not any(self.root.iterdir())
+        empty = not self.root.is_dir() or all(_LCPIPE_TEMP.match(p.name) for p in self.root.iterdir())
         if not (empty or trusted or is_lcpipe_cache(self.root)):
             raise InputError(f"--cache-dir {self.root}: an existing folder that is not an lcpipe cache (no {MARKER}, "
                              "and it holds files lcpipe did not write); give a new or empty folder")
@@ -131,8 +131,8 @@ class StageCache:
             (self.root / _TAG).write_text(_TAG_TEXT)
 
     def _check_owned(self, what: str) -> None:
-        if not self.root.is_dir():
-            raise InputError(f"--cache-dir {self.root}: no such folder")
+        if not self.root.exists():
+            return  # nothing there to remove
         if not is_lcpipe_cache(self.root):
             raise InputError(f"--cache-dir {self.root}: not an lcpipe cache (no {MARKER}, and it holds files "
                              f"lcpipe did not write); {what} nothing there")

@@ -70,7 +70,8 @@ def check_run_dir(run_dir: Path, flag: str = "--out") -> None:
 def claim_run_dir(run_dir: Path, flag: str = "--out") -> Iterator[Path]:
     """Check the folder is lcpipe's (or new/empty), create it and hold its lock for the block."""
     run_dir = Path(run_dir).resolve()
-    check_run_dir(run_dir, flag)
+    if not (run_dir / RUN_LOCK).is_file():  # else lcpipe was here: its lock tells a run in progress first
+        check_run_dir(run_dir, flag)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file in the way, /proc, /sys, read-only: the user's --out, not a bug

@@ -7,6 +7,7 @@ import -> fuse -> export (seconds); full pipelines are in test_kill.py and test_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -236,6 +237,25 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path: Path, synthetic_
     assert res.returncode == 2 and f"in use by pid {os.getpid()}" in out, out
     assert _lost(before) == []
     assert _cli("run", str(yaml), "--out", "o", cwd=tmp_path).returncode == 0  # free again
+
+
+def test_runs_started_together_into_one_new_folder_never_mix(tmp_path: Path, synthetic_weights) -> None:
+    yaml = _yaml(tmp_path, synthetic_weights())
+    env = {**os.environ, "PYTHONPATH": str(helpers.REPO)}
+    procs = [subprocess.Popen([sys.executable, "-m", "lcpipe", "run", str(yaml), "--out", "o", "--set",
+                               f"stages.export.opset={opset}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for opset in (17, 16, 15)]
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+    assert all(rc == 0 or (rc == 2 and "is in use by pid" in err) for rc, err in results), results
+    assert any(rc == 0 for rc, _ in results), results
+    # the folder is one run's: the manifest's stages are the folders' stages, each file as its stage.json says
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["finished"] is True
+    for record in manifest["stages"]:
+        meta = json.loads((tmp_path / "o" / record["name"] / "stage.json").read_text())
+        assert meta["key"] == record["key"], record["name"]
+        for name, digest in meta["files"].items():
+            assert hashlib.sha256((tmp_path / "o" / record["name"] / name).read_bytes()).hexdigest() == digest
 
 
 # ---------------------------------------------------------------- modes follow the umask
