@@ -363,12 +363,15 @@ def _checkout_benchmarks() -> Any:
                       "calib_data/); run it inside the checkout, or `python -m benchmarks.matrix` there")
 
 
-@cli.group()
-def cache() -> None:
-    """Show, prune or clean the stage cache (stage results, preprocessed data, downloads).
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def cache(ctx: click.Context) -> None:
+    """Show (the default: `list`), prune or clean the stage cache (stage results, preprocessed data, downloads).
 
     Only folders lcpipe marked as its cache are pruned or cleaned, only entries lcpipe names as its
     own are removed, and never one a running pipeline uses."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(cache_list, cache_dir=None)
 
 
 _CACHE_DIR_OPTION = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
