@@ -57,7 +57,8 @@ def measure(yaml: Path, overrides: list[str], out: Path, threads: int, args: arg
     config = lcpipe.load_config(yaml, overrides=overrides)
     run = lcpipe.run_pipeline(config, out=out, until="quantize")
     ev = load_split(config.data, "eval", config.preprocess, None, progress=False)
-    from lcpipe.measure.runtime import compile_ir, compiled_precision
+    from lcpipe.ir import compile_ir
+    from lcpipe.measure.runtime import compiled_precision
 
     r = measure_e2e_samples(run.artifacts["ir_fp32"], run.artifacts["ir_int8"], ev.samples[: args.images],
                             config.preprocess, threads, "f32", rounds=args.rounds, iterations=args.iterations,

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from benchmarks.matrix import DOCS, prepare
+from benchmarks.matrix import DOCS, bench, prepare
 from benchmarks.models import MATRIX_DEFAULTS, MatrixModel, model_of
 from benchmarks.tables import FIXES_BEGIN, engine_row, isa_cap_of, measured, p50_of, ratio, write_docs
 from lcpipe.render.tables import md_table
@@ -37,8 +37,7 @@ FIX_MODELS = ("v1_x1_0", "v2_base")
 def run_fixes(*, out: Path | None = None, keys: tuple[str, ...] | list[str] = FIX_MODELS, docs: Path | None = None,
               updates: dict[str, Any] | None = None, paddle: bool = True) -> Path:
     """Each FIX_VARIANT on each model: FP32 vs INT8 IR (interleaved, with per-layer profiles)."""
-    from lcpipe.config import load_config
-    from lcpipe.stages.bench import bench_pipeline
+    from lcpipe.runner import load_config
 
     root = (out or Path("runs") / "bench-matrix").resolve()
     path = root / "fixes.json"
@@ -54,7 +53,7 @@ def run_fixes(*, out: Path | None = None, keys: tuple[str, ...] | list[str] = FI
             cfg = load_config(config.source_file, _overrides_of(model, root) + overrides)
             log.info("fixes: %s / %s", key, label)
             try:
-                result, folder = bench_pipeline(cfg, out=root / "fixes" / key / f"v{i}", updates={
+                result, folder = bench(cfg, root / "fixes" / key / f"v{i}", {
                     **MATRIX_DEFAULTS, "engines": ["ov_fp32", "ov_int8"], "profile": True, **bench_updates,
                     **(updates or {})})
             except Exception as exc:  # e.g. an NNCF option that does not apply to this model: record it

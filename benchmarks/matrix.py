@@ -20,6 +20,7 @@ import copy
 import json
 import logging
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ def prepare(model: MatrixModel, root: Path, paddle: bool) -> tuple[Any, dict[str
 
     With paddleclas: BN-calibrated weights + a Paddle inference export of the same network.
     Without: plain random weights (input-insensitive), no Paddle rows."""
-    from lcpipe.config import load_config
+    from lcpipe.runner import load_config
 
     yaml = PIPELINES / model.yaml
     if not model.synthetic:
@@ -160,15 +161,24 @@ def prepare(model: MatrixModel, root: Path, paddle: bool) -> tuple[Any, dict[str
 
 def run_one(model: MatrixModel, root: Path, updates: dict[str, Any], paddle: bool, cache_dir: Path | None,
             force: bool) -> dict[str, Any]:
-    from lcpipe.stages.bench import bench_pipeline
-
     config, extra = prepare(model, root, paddle)
     run_dir = root / "runs" / model.key
-    result, _ = bench_pipeline(config, out=run_dir, cache_dir=cache_dir, force=force,
-                               updates={**MATRIX_DEFAULTS, **extra, **updates})
+    result, _ = bench(config, run_dir, {**MATRIX_DEFAULTS, **extra, **updates}, cache_dir=cache_dir, force=force)
     result["matrix"] = {"key": model.key, "arch": model.arch, "synthetic_weights": model.synthetic,
                         **_params_flops(run_dir, config.preprocess.input_hw)}
     return result
+
+
+def bench(config: Any, out: Path, updates: dict[str, Any], *, cache_dir: Path | None = None,
+          force: bool = False) -> tuple[dict[str, Any], Path]:
+    """`lcpipe bench` on ``config``: bench.json's content and the bench folder."""
+    from lcpipe.runner import run_stage_after
+
+    folder, outputs = run_stage_after(config, "bench", purpose="lcpipe bench --matrix", updates=updates, out=out,
+                                      cache_dir=cache_dir, force=force)
+    from lcpipe.records import BenchRecord
+
+    return BenchRecord.load(outputs["bench"]).to_dict(), folder
 
 
 def _params_flops(run_dir: Path, input_hw: tuple[int, int]) -> dict[str, float | None]:
@@ -251,6 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--iterations", type=int)
+    parser.add_argument("--bench-options", type=json.loads, default={},
+                        help="JSON object of bench stage options for every entry (as `lcpipe bench --matrix` passes)")
+    parser.add_argument("--cache-dir", type=Path, help="stage cache [$LCPIPE_CACHE_DIR or the user cache]")
+    parser.add_argument("--force", action="store_true", help="recompute the pipeline stages, ignoring the cache")
     parser.add_argument("--no-paddle", action="store_true", help="skip the Paddle inference export")
     parser.add_argument("--render-only", action="store_true", help="re-render the tables from matrix.json")
     parser.add_argument("--fixes", action="store_true", help=f"try the INT8 fixes on {', '.join(FIX_MODELS)} "
@@ -266,17 +280,24 @@ def main(argv: list[str] | None = None) -> None:
         if fixes.is_file():
             run_fixes(out=root, keys=(), docs=args.docs)
         return
-    updates = {k: v for k, v in (("threads", args.threads), ("rounds", args.rounds),
-                                 ("iterations", args.iterations)) if v is not None}
+    updates = {**args.bench_options, **{k: v for k, v in (("threads", args.threads), ("rounds", args.rounds),
+                                                          ("iterations", args.iterations)) if v is not None}}
     keys = [k.strip() for k in args.models.split(",")] if args.models else None
     if args.fixes:
         docs = run_fixes(out=args.out, keys=keys or FIX_MODELS, docs=args.docs, updates=updates,
                          paddle=not args.no_paddle)
         print(f"fixes table written to {docs}")
         return
-    docs = run_matrix(out=args.out, keys=keys, docs=args.docs, updates=updates, paddle=not args.no_paddle)
+    docs = run_matrix(out=args.out, keys=keys, docs=args.docs, updates=updates, cache_dir=args.cache_dir,
+                      force=args.force, paddle=not args.no_paddle)
     print(f"scale table written to {docs}")
 
 
 if __name__ == "__main__":
-    main()
+    from lcpipe.errors import LcpipeError
+
+    try:
+        main()
+    except LcpipeError as exc:  # one line and lcpipe's exit code, as the lcpipe command does
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from lcpipe.version import __version__
 
 __all__ = ["__version__", "load_config", "run_pipeline"]
 
@@ -17,6 +17,6 @@ def run_pipeline(config: Any, **kwargs: Any) -> Any:
 
 
 def load_config(path: Any, overrides: Any = ()) -> Any:
-    from lcpipe.config import load_config as _load
+    from lcpipe.runner import load_config as _load
 
     return _load(path, overrides)

@@ -34,7 +34,12 @@ from lcpipe.locks import entry_lock_path, removing_entry, use_entry
 log = logging.getLogger("lcpipe")
 
 # 2: stage.json lists every file's sha256 ("files"); IR inputs are keyed on .xml and .bin
-CACHE_FORMAT = 2
+# 3: import refuses non-finite weights and validate leaves figures of non-finite outputs null (strict
+#    JSON, non_finite_outputs): an older entry may hold a NaN model's results or NaN in its JSON.
+#    Also in 3: stage.json records "key_parts" (lcpipe.resume names what differs), read only when
+#    present, and the root holds lcpipe-cache.json, CACHEDIR.TAG and locks/: entries of any format-3
+#    lcpipe stay valid, so none of these bumps it (data fingerprints by content changed the keys anyway).
+CACHE_FORMAT = 3
 MARKER = "lcpipe-cache.json"
 _TAG = "CACHEDIR.TAG"  # https://bford.info/cachedir/: backup tools skip the folder
 _TAG_TEXT = "Signature: 8a477f597d28d172789f06886806bc55\n# This file marks an lcpipe cache (lcpipe cache --help).\n"

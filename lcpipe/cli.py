@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 import tempfile
@@ -13,8 +12,9 @@ from typing import Any
 
 import click
 
-from lcpipe import __version__
 from lcpipe.errors import LcpipeError
+from lcpipe.fileio import strict_json
+from lcpipe.version import __version__
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -115,9 +115,8 @@ def check(pipeline: Path, overrides: tuple[str, ...]) -> None:
     """Validate PIPELINE.yaml and print the resolved config."""
     import yaml
 
-    from lcpipe.config import load_config
     from lcpipe.examples import resolve_pipeline
-    from lcpipe.runner import check_artifact_flow
+    from lcpipe.runner import check_artifact_flow, load_config
 
     cfg = load_config(resolve_pipeline(pipeline), overrides)
     check_artifact_flow(cfg)  # stage order too, as run does
@@ -137,14 +136,9 @@ def examples() -> None:
 @cli.command()
 def stages() -> None:
     """List the stages and their options."""
-    from lcpipe.stages import STAGE_MODULES, load_all
-    from lcpipe.stages.base import STAGES
+    from lcpipe.stages import STAGES
 
-    load_all()
-    for name in STAGE_MODULES:
-        if name not in STAGES:
-            continue
-        cls = STAGES[name]
+    for name, cls in STAGES.items():
         click.echo(f"{name}: {cls.summary}")
         for field, info in cls.Options.model_fields.items():
             default = info.default
@@ -180,7 +174,7 @@ def inspect(path: Path, fmt: str, arch: str, input_size: str | None, as_json: bo
         hw = (h, w)
     info = inspect_path(path, fmt, arch, hw)
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(strict_json(info))
     else:
         for k, v in info.items():
             click.echo(f"{k:>18}: {v}")
@@ -199,8 +193,8 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | No
 
     preds = run_predict(model, list(images), top_k=top_k, threads=threads)
     if as_json:
-        click.echo(json.dumps([{"image": str(p.image), "top": [{"index": i, "label": lab, "probability": pr}
-                                                                for i, lab, pr in p.top]} for p in preds], indent=2))
+        click.echo(strict_json([{"image": str(p.image), "top": [{"index": i, "label": lab, "probability": pr}
+                                                               for i, lab, pr in p.top]} for p in preds]))
     else:
         click.echo(format_predictions(preds))
 
@@ -223,17 +217,20 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | No
 @click.option("--storage", metavar="URI",
               help="Location every node can read (file:///shared/..., s3://...) for big inputs/run dirs "
                    "[the sweep file's storage].")
+@click.option("--max-points", type=click.IntRange(min=1),
+              help="Refuse a sweep with more points than this, counted before the grid is expanded [1000].")
 def sweep(sweep_file: Path, out: Path | None, overrides: tuple[str, ...], local: bool, address: str | None,
           num_cpus: int | None, force: bool, cache_dir: Path | None, no_cache: bool, per_cpu_kind: bool,
-          storage: str | None) -> None:
+          storage: str | None, max_points: int | None) -> None:
     """Run SWEEP.yaml: a base pipeline over a grid/list of overrides, one run per point (on Ray).
 
     Writes sweep.json, sweep.csv and sweep.html. Exit 0 all points ok, 3 only gates failed,
     1 a point failed (the others still ran), 2 bad sweep file."""
     from lcpipe.errors import GateFailedError
-    from lcpipe.sweep import SweepFailedError, format_fleet, format_table, load_sweep, run_sweep
+    from lcpipe.render.sweep import format_fleet, format_table
+    from lcpipe.sweep import SweepFailedError, load_sweep, run_sweep
 
-    spec = load_sweep(sweep_file, overrides)
+    spec = load_sweep(sweep_file, overrides, *([max_points] if max_points else []))
     result = run_sweep(spec, out=out, local=local, address=address, cache_dir=cache_dir, force=force,
                        no_cache=no_cache, num_cpus=num_cpus, per_cpu_kind=per_cpu_kind, storage=storage)
     click.echo(format_table(result.rows, list(dict.fromkeys(k for p in spec.points for k in p.overrides))))
@@ -323,22 +320,25 @@ def bench(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], t
     if profile:
         updates["profile"] = True
     if matrix:
-        keys = [m.strip() for m in models.split(",")] if models else None
-        docs_path = _checkout_benchmarks().run_matrix(out=out, keys=keys, docs=docs, updates=updates,
-                                                      cache_dir=cache_dir, force=force)
-        click.echo(f"scale table written to {docs_path}")
+        code = _run_matrix(models, out, docs, updates, cache_dir, force)
+        if code:
+            sys.exit(code)
         return
     if pipeline is None:
         raise ConfigError("lcpipe bench: give a PIPELINE.yaml (or --matrix)")
     from lcpipe.examples import resolve_pipeline
     from lcpipe.render.bench import render_rich
-    from lcpipe.stages.bench import bench_pipeline
+    from lcpipe.runner import load_config, run_stage_after
 
+    config = load_config(resolve_pipeline(pipeline), overrides)
     with _cache_root(cache_dir, no_cache) as root:
-        result, folder = bench_pipeline(resolve_pipeline(pipeline), overrides=overrides, out=out, cache_dir=root,
-                                        no_cache=no_cache, force=force, updates=updates)
+        folder, outputs = run_stage_after(config, "bench", purpose="lcpipe bench", updates=updates, out=out,
+                                          cache_dir=root, no_cache=no_cache, force=force)
+    from lcpipe.records import BenchRecord
+
+    result = BenchRecord.load(outputs["bench"]).to_dict()
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
+        click.echo(strict_json(result))
     else:
         from rich.console import Console
 
@@ -346,21 +346,33 @@ def bench(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], t
     click.echo(f"bench results: {folder}")
 
 
-def _checkout_benchmarks() -> Any:
-    """benchmarks/matrix.py of the source checkout (developer tooling, not in the wheel): next to this
-    lcpipe package, else in the current directory. Appended to sys.path so this lcpipe stays the one used."""
-    import importlib
-    import sys
+def _run_matrix(models: str | None, out: Path | None, docs: Path | None, updates: dict[str, Any],
+                cache_dir: Path | None, force: bool) -> int:
+    """``python -m benchmarks.matrix`` of the source checkout (developer tooling, not in the wheel: next
+    to this lcpipe package, else in the current directory), run in that checkout; its output is
+    passed through. Returns its exit code."""
+    import json
+    import subprocess
 
     from lcpipe.errors import ConfigError
 
-    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
-        if (root / "benchmarks" / "matrix.py").is_file():
-            if str(root) not in sys.path:
-                sys.path.append(str(root))
-            return importlib.import_module("benchmarks.matrix")
-    raise ConfigError("lcpipe bench --matrix: needs a source checkout of lcpipe (benchmarks/, pipelines/, "
-                      "calib_data/); run it inside the checkout, or `python -m benchmarks.matrix` there")
+    root = next((r for r in (Path(__file__).resolve().parents[1], Path.cwd())
+                 if (r / "benchmarks" / "matrix.py").is_file()), None)
+    if root is None:
+        raise ConfigError("lcpipe bench --matrix: needs a source checkout of lcpipe (benchmarks/, pipelines/, "
+                          "calib_data/); run it inside the checkout, or `python -m benchmarks.matrix` there")
+    args = [sys.executable, "-m", "benchmarks.matrix", "--out", str((out or Path("runs", "bench-matrix")).resolve()),
+            "--bench-options", json.dumps(updates)]
+    for flag, value in (("--models", models), ("--docs", docs and docs.resolve()),
+                        ("--cache-dir", cache_dir and cache_dir.resolve())):
+        if value:
+            args += [flag, str(value)]
+    if force:
+        args.append("--force")
+    with subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout or ():  # through click, so the caller (and tests) see it as lcpipe's output
+            click.echo(line, nl=False)
+    return proc.returncode
 
 
 @cli.group(invoke_without_command=True)

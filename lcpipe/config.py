@@ -3,25 +3,41 @@
 Errors name the file and the key path, e.g.
 ``pipelines/v2.yaml: stages[3].quantize.presett: unknown key (did you mean 'preset'?)``.
 Paths written in the YAML are relative to the YAML file; paths given with ``--set`` are
-relative to the current directory.
+relative to the current directory. A model names its path-typed keys in ``path_fields``; stage
+options do the same.
+
+Stage options are declared by the stages (lcpipe/stages/), which import this module; so this
+module does not import them: whoever parses a pipeline passes ``options_of`` (stage name -> its
+options model), which lcpipe.runner does with the stage registry (``lcpipe.runner.load_config``).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lcpipe.errors import ConfigError
-from lcpipe.stages.base import StageOptions, get_stage
+from lcpipe.errors import ConfigError, clip, shown
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageOptions(Strict):
+    """Base of every stage's options: typed, defaults, unknown keys are errors. Options that name
+    files list them in ``path_fields`` (resolved against the YAML's folder, shipped by sweeps)."""
+
+    path_fields: ClassVar[frozenset[str]] = frozenset()
+
+
+# stage name -> its options model (lcpipe.stages.options_model); ConfigError for an unknown name
+OptionsOf = Callable[[str], type[StageOptions]]
 
 
 # Filesystem paths: each model lists them in ``path_fields`` so they are resolved against
@@ -61,6 +77,10 @@ class ModelOptionsConfig(Strict):
     def _five(cls, v: list[StrideEntry] | None) -> list[StrideEntry] | None:
         if v is not None and len(v) != 5:
             raise ValueError(f"needs 5 entries (stem, blocks3..blocks6), got {len(v)}")
+        for i, entry in enumerate(v or ()):
+            if not all(1 <= s <= 4 for s in (entry if isinstance(entry, tuple) else (entry,))):
+                # PP-LCNet strides are 1 or 2; a stride of 0 kills ONNX Runtime with SIGFPE
+                raise ValueError(f"entry {i} ({list(entry) if isinstance(entry, tuple) else entry}): strides are 1..4")
         return v
 
 
@@ -81,6 +101,12 @@ class ModelConfig(Strict):
         return v
 
 
+# Image sides lcpipe resizes to: 8 px is below any classifier's input, 4096 px above any PP-LCNet's;
+# the bound keeps a typo (0, 100000) from reaching ONNX Runtime or a 447 GiB allocation.
+MIN_SIDE, MAX_SIDE = 8, 4096
+Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)]
+
+
 class PreprocessConfig(Strict):
     """How an image becomes the network input (declared once; used by data, export metadata, deploy).
 
@@ -91,10 +117,10 @@ class PreprocessConfig(Strict):
     """
 
     mode: Literal["paddleclas", "timm", "resize"] = "paddleclas"
-    resize_short: int = Field(256, gt=0)
-    crop: int = Field(224, gt=0)
+    resize_short: Side = 256
+    crop: Side = 224
     crop_pct: float = Field(0.875, gt=0, le=1)
-    size: tuple[int, int] | None = None
+    size: tuple[Side, Side] | None = None
     interpolation: Literal["bilinear", "bicubic"] | None = None
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -103,6 +129,11 @@ class PreprocessConfig(Strict):
     def _size_for_resize(self) -> PreprocessConfig:
         if self.mode == "resize" and self.size is None:
             raise ValueError("mode 'resize' needs size: [height, width]")
+        if self.mode == "timm" and self.crop / self.crop_pct > MAX_SIDE:
+            raise ValueError(f"crop / crop_pct = {self.crop / self.crop_pct:.0f}: timm would resize the short side "
+                             f"past {MAX_SIDE} px")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)) or not all(self.std):
+            raise ValueError("mean and std must be finite numbers, std non-zero")
         return self
 
     @property
@@ -206,15 +237,6 @@ class PipelineConfig(Strict):
                 return s.options
         return None
 
-    def option_path(self, value: str) -> Path:
-        """A path written in a stage option: relative to the pipeline YAML, like the paths it holds
-        (the current directory when the config did not come from a YAML file)."""
-        p = Path(value).expanduser()
-        if p.is_absolute():
-            return p
-        src = Path(self.source_file or ".")
-        return (src.parent if src.suffix in (".yaml", ".yml") else Path.cwd()) / p
-
     def to_yaml_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json", exclude={"stages", "source_file"})
         d["stages"] = [{s.name: s.options.model_dump(mode="json")} for s in self.stages]
@@ -225,30 +247,51 @@ class PipelineConfig(Strict):
 
 def read_yaml_mapping(path: Path, kind: str, keys_hint: str = "") -> dict[str, Any]:
     """A YAML file whose top level is a mapping; ConfigError naming the file otherwise."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such {kind} file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    from lcpipe.safe_yaml import load_yaml_file
+
+    raw = load_yaml_file(path, kind)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping{f' ({keys_hint})' if keys_hint else ''}")
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+def parse_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+                 options_of: OptionsOf) -> PipelineConfig:
+    """The pipeline YAML at ``path`` with ``--set`` overrides, validated (stage options by ``options_of``)."""
     path = Path(path)
     raw = read_yaml_mapping(path, "pipeline")
     try:
-        raw = _resolve_paths(raw, PipelineConfig, path.parent.resolve(), [])
-    except ConfigError as exc:
+        raw = resolve_config_paths(raw, path.parent.resolve(), options_of)
+    except ConfigError as exc:  # an empty path: name the file too
         raise ConfigError(f"{path}: {exc}") from None
     for ov in overrides:
-        raw = apply_override(raw, ov, str(path))
-    return validate_config(raw, str(path))
+        raw = apply_override(raw, ov, str(path), options_of=options_of)
+    return validate_config(raw, str(path), options_of=options_of)
 
 
-def validate_config(raw: dict[str, Any], where: str = "<config>") -> PipelineConfig:
+def resolve_config_paths(raw: dict[str, Any], base: Path, options_of: OptionsOf) -> dict[str, Any]:
+    """Every path-typed value of a raw pipeline (config sections and stage options) made absolute
+    against ``base``; stage entries that are not a one-key mapping of a known stage stay as they are
+    (validate_config reports them)."""
+    out = resolve_paths(raw, PipelineConfig, base)
+    stages = out.get("stages")
+    if isinstance(stages, list):
+        out["stages"] = [_resolve_stage_paths(item, base, options_of) for item in stages]
+    return out
+
+
+def _resolve_stage_paths(item: Any, base: Path, options_of: OptionsOf) -> Any:
+    if not isinstance(item, dict) or len(item) != 1:
+        return item
+    ((name, opts),) = item.items()
+    try:
+        model = options_of(str(name))
+    except ConfigError:
+        return item
+    return {name: resolve_paths(opts, model, base, f"stages.{name}.")}
+
+
+def validate_config(raw: dict[str, Any], where: str = "<config>", *, options_of: OptionsOf) -> PipelineConfig:
     raw = dict(raw)
     stages_raw = raw.pop("stages", None)
     if not isinstance(stages_raw, list) or not stages_raw:
@@ -262,26 +305,26 @@ def validate_config(raw: dict[str, Any], where: str = "<config>") -> PipelineCon
             raise ConfigError(f"{where}: stages[{i}]: expected a one-key mapping {{stage name: options}}")
         ((name, opts),) = item.items()
         try:
-            stage = get_stage(str(name))
+            model = options_of(str(name))
         except ConfigError as exc:
             raise ConfigError(f"{where}: stages[{i}]: {exc}") from None
         if name in seen:
-            raise ConfigError(f"{where}: stages[{i}]: stage {name!r} listed twice")
+            raise ConfigError(f"{where}: stages[{i}]: stage {shown(name)} listed twice")
         seen.add(name)
         try:
-            options = stage.Options.model_validate(opts or {})
+            options = model.model_validate(opts or {})
         except ValidationError as exc:
-            raise ConfigError(_format_errors(exc, where, f"stages[{i}].{name}", stage.Options)) from None
+            raise ConfigError(format_errors(exc, where, f"stages[{i}].{name}", model)) from None
         entries.append({"name": name, "options": options})
     raw["stages"] = entries
     raw.setdefault("source_file", where)
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, where, "", PipelineConfig)) from None
+        raise ConfigError(format_errors(exc, where, "", PipelineConfig)) from None
 
 
-def _format_errors(exc: ValidationError, where: str, prefix: str, model: type[BaseModel]) -> str:
+def format_errors(exc: ValidationError, where: str, prefix: str, model: type[BaseModel]) -> str:
     lines = []
     for err in exc.errors():
         loc = _loc_str(err["loc"], prefix)
@@ -295,7 +338,7 @@ def _format_errors(exc: ValidationError, where: str, prefix: str, model: type[Ba
         else:
             msg = err["msg"].removeprefix("Value error, ")
             if "input" in err and not isinstance(err["input"], dict):
-                msg += f", got {err['input']!r}"
+                msg += f", got {shown(err['input'])}"
         lines.append(f"{where}: {loc}: {msg}")
     return "\n".join(dict.fromkeys(lines))
 
@@ -315,14 +358,14 @@ def _loc_str(loc: tuple[Any, ...], prefix: str) -> str:
 def _known_keys(model: type[BaseModel], path: list[str]) -> list[str]:
     current: Any = model
     for key in path:
-        sub = _sub_model(current, key)
+        sub = sub_model(current, key)
         if sub is None:
             return []
         current = sub
     return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
 
 
-def _sub_model(model: Any, key: str) -> type[BaseModel] | None:
+def sub_model(model: Any, key: str) -> type[BaseModel] | None:
     if not (isinstance(model, type) and issubclass(model, BaseModel)) or key not in model.model_fields:
         return None
     ann = model.model_fields[key].annotation
@@ -332,20 +375,21 @@ def _sub_model(model: Any, key: str) -> type[BaseModel] | None:
     return None
 
 
-def _is_path_field(model: type[BaseModel], key: str) -> bool:
+def is_path_field(model: type[BaseModel], key: str) -> bool:
     return key in getattr(model, "path_fields", ())
 
 
-def _resolve_paths(raw: Any, model: type[BaseModel] | None, base: Path, path: list[str]) -> Any:
-    """Make every path-typed value absolute against ``base`` (the YAML's folder)."""
+def resolve_paths(raw: Any, model: type[BaseModel] | None, base: Path, prefix: str = "") -> Any:
+    """Make every path-typed value of ``model`` (and its sub-models) absolute against ``base``; an empty
+    one is a ConfigError naming its key (``prefix``: the key path of ``raw``)."""
     if not isinstance(raw, dict) or model is None:
         return raw
     out = {}
     for key, value in raw.items():
-        if isinstance(value, str) and _is_path_field(model, key):
-            value = str((base / _non_empty(value, ".".join([*path, key]))).resolve())
+        if isinstance(value, str) and is_path_field(model, key):
+            value = str((base / _non_empty(value, prefix + key)).resolve())
         elif isinstance(value, dict):
-            value = _resolve_paths(value, _sub_model(model, key), base, path + [key])
+            value = resolve_paths(value, sub_model(model, key), base, f"{prefix}{key}.")
         out[key] = value
     return out
 
@@ -357,18 +401,29 @@ def _non_empty(value: str, key: str, where: str = "") -> Path:
     return Path(value).expanduser()
 
 
-def apply_override(raw: dict[str, Any], override: str, where: str = "--set") -> dict[str, Any]:
-    """``a.b.c=value``; value parsed as YAML; ``stages.<name>.key`` addresses a stage's options."""
+MAX_KEY_DEPTH = 16  # stages.<stage>.<option>.<sub-option> is the deepest real key path
+
+
+def apply_override(raw: dict[str, Any], override: str, where: str = "--set", *,
+                   options_of: OptionsOf) -> dict[str, Any]:
+    """``a.b.c=value``; value parsed as YAML; ``stages.<name>.key`` addresses a stage's options. A path
+    (a key some model or stage options list in ``path_fields``) is made absolute against the current
+    directory."""
+    from lcpipe.safe_yaml import load_yaml_text
+
     if "=" not in override:
-        raise ConfigError(f"--set {override!r}: expected key.path=value")
+        raise ConfigError(f"--set {shown(override)}: expected key.path=value")
     key, _, text = override.partition("=")
     keys = [k for k in key.strip().split(".") if k]
     if not keys:
-        raise ConfigError(f"--set {override!r}: empty key path")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {override!r}: value is not valid YAML: {exc}") from None
+        raise ConfigError(f"--set {shown(override)}: empty key path")
+    if len(keys) > MAX_KEY_DEPTH:
+        raise ConfigError(f"--set {clip(key, 80)}: a key path of {len(keys)} parts (lcpipe's keys are at most "
+                          f"{MAX_KEY_DEPTH} deep)")
+    value = load_yaml_text(text, f"--set {clip(key.strip(), 80)}") if text.strip() else ""
+    override = clip(override, 120)  # for the messages below
+    if isinstance(value, str) and is_path_key(keys, options_of):
+        value = str(_non_empty(value, ".".join(keys), f"--set {override!r}: ").resolve())
     raw = _deep_copy(raw)
     if keys[0] == "stages":
         if len(keys) < 3:
@@ -381,16 +436,27 @@ def apply_override(raw: dict[str, Any], override: str, where: str = "--set") -> 
                 _set_in(opts, keys[2:], value)
                 stages[i] = {name: opts}
                 return raw
-        raise ConfigError(f"--set {override!r}: no stage named {keys[1]!r} in {where} "
+        raise ConfigError(f"--set {override!r}: no stage named {shown(keys[1])} in {where} "
                           f"(stages: {', '.join(str(s if isinstance(s, str) else next(iter(s))) for s in stages)})")
-    # paths given on the command line are relative to the current directory
-    model: type[BaseModel] | None = PipelineConfig
-    for k in keys[:-1]:
-        model = _sub_model(model, k) if model else None
-    if isinstance(value, str) and model is not None and _is_path_field(model, keys[-1]):
-        value = str(_non_empty(value, ".".join(keys), f"--set {override!r}: ").resolve())
     _set_in(raw, keys, value)
     return raw
+
+
+def is_path_key(keys: list[str], options_of: OptionsOf) -> bool:
+    """Does the key path (``data.eval.images``, ``stages.bench.paddle_model``) name a path-typed value?"""
+    if keys[0] == "stages":
+        if len(keys) < 3:
+            return False
+        try:
+            model: type[BaseModel] | None = options_of(keys[1])
+        except ConfigError:
+            return False
+        keys = keys[2:]
+    else:
+        model = PipelineConfig
+    for k in keys[:-1]:
+        model = sub_model(model, k) if model else None
+    return model is not None and is_path_field(model, keys[-1])
 
 
 def _set_in(d: dict[str, Any], keys: list[str], value: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from lcpipe.metrics import get_path
+from lcpipe.records import Gate
 
 # gate name -> (dotted metrics key, "min" | "max"); every GatesConfig field must be here.
 GATES: dict[str, tuple[str, str]] = {
@@ -23,7 +24,8 @@ GATES: dict[str, tuple[str, str]] = {
     "min_e2e_latency_speedup": ("speedup.e2e_latency_p50", "min"),
     "min_e2e_throughput_speedup": ("speedup.e2e_throughput", "min"),
 }
-REVERTED_GATE = "max_reverted_fraction"  # built in when accuracy control ran (see quantize.MOSTLY_REVERTED)
+FINITE_GATE = "finite_outputs"  # built in when a model gave NaN/inf outputs on the eval set
+REVERTED_GATE = "max_reverted_fraction"  # built in when accuracy control ran (lcpipe.quantization.ptq.MOSTLY_REVERTED)
 
 
 def evaluate_gates(gates: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -49,9 +51,14 @@ def evaluate_gates(gates: dict[str, Any], metrics: dict[str, Any]) -> list[dict[
         if metric and value is None:
             note = "not measured"
         rows.append(_gate(name, threshold, value, _passes(value, threshold, kind), isa_key, metric, note))
+    bad = {n: c for n, c in ((metrics.get("accuracy") or {}).get("non_finite_outputs") or {}).items() if c}
+    if bad:  # built in: no figure of a model that outputs NaN means anything, whatever gates are set
+        rows.append(_gate(FINITE_GATE, 0, sum(bad.values()), False, "builtin", "accuracy.non_finite_outputs",
+                          "non-finite (NaN/inf) outputs on " + ", ".join(f"{c} {n}" for n, c in bad.items())
+                          + " image(s); accuracy and fidelity figures left out"))
     ac = (metrics.get("quantize") or {}).get("accuracy_control")
     if ac:
-        from lcpipe.stages.quantize import MOSTLY_REVERTED
+        from lcpipe.quantization.ptq import MOSTLY_REVERTED
 
         value = ac.get("reverted_fraction")
         rows.append(_gate(REVERTED_GATE, MOSTLY_REVERTED, value, _passes(value, MOSTLY_REVERTED, "max"), "builtin",
@@ -68,5 +75,5 @@ def _passes(value: Any, threshold: float, kind: str) -> bool:
 
 def _gate(name: str, threshold: float | None, value: Any, passed: bool, isa_key: str | None, metric: str | None,
           note: str) -> dict[str, Any]:
-    return {"name": name, "threshold": threshold, "value": value, "passed": passed, "isa_key": isa_key,
-            "metric": metric, "note": note}
+    return Gate.build(name=name, threshold=threshold, value=value, passed=passed, isa_key=isa_key, metric=metric,
+                      note=note).to_dict()

@@ -1,9 +1,13 @@
 """metrics.json: the stable layout CI scripts read (keys documented in the README), built from
-validation.json and quantize.json."""
+validation.json, quantize.json and plan.json; its record (keys, types, order) is
+lcpipe.records.MetricsRecord, and tests/golden/ pins the layout."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from lcpipe.measure.goals import ratio
+from lcpipe.records import MetricsRecord, PlanSection
 
 SCHEMA = 1
 
@@ -15,9 +19,10 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
     accuracy = {
         "images": v["images"], "labeled": v["labeled"], "classes": v["classes"], "top_k": v["top_k"],
         **{n: a for n, a in acc.items()},
-        "top1_drop": None if fp32_top1 is None else fp32_top1 - int8_top1,
+        "top1_drop": None if fp32_top1 is None or int8_top1 is None else fp32_top1 - int8_top1,
         **fid,
         "groups": v.get("groups"),
+        "non_finite_outputs": v.get("non_finite_outputs"),  # images with a NaN/inf logit, per model
     }
     if "onnxruntime_vs_fp32" in v["fidelity"]:
         accuracy["onnxruntime_vs_fp32"] = v["fidelity"]["onnxruntime_vs_fp32"]
@@ -36,7 +41,7 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
     throughput_ips = {n: t["images_per_s"] for n, t in thr.items()} if thr else None
     if e2e.get("throughput"):
         throughput_ips = {**(throughput_ips or {}), "e2e": {n: t["images_per_s"] for n, t in e2e["throughput"].items()}}
-    return {
+    return MetricsRecord.build(**{
         "schema": SCHEMA,
         "pipeline": name,
         "model": {"arch": spec.get("arch"), "classes": v["classes"], "source_sha256": info.get("sha256")},
@@ -52,12 +57,7 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
         "cpu": v["cpu"],
         "threads": v["threads"],
         "versions": v["versions"],
-    }
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    """a / b to 4 places, None when either is missing or zero: every speed-up lcpipe reports."""
-    return round(float(a) / float(b), 4) if a and b else None
+    }).to_dict()
 
 
 def _speedups(lat: dict[str, Any] | None, thr: dict[str, Any] | None, sizes: dict[str, int]) -> dict[str, Any]:
@@ -95,3 +95,24 @@ def get_path(d: dict[str, Any], dotted: str) -> Any:
             return None
         d = d.get(part)  # type: ignore[assignment]
     return d
+
+
+def plan_metrics(plan: dict[str, Any]) -> dict[str, Any] | None:
+    """plan.json -> the ``plan`` section of metrics.json (keys documented in the README)."""
+    if not plan:
+        return None
+    chosen = plan["chosen"]
+    rows = []
+    for r in plan["candidates"]:
+        fid = r.get("fidelity") or {}
+        rows.append({"name": r["name"], "int8": r["int8"], "precision": r["precision"], "p50": r["p50"],
+                     "p90": r["p90"], "passed": r["p50"] is not None and r["failed_gates"] == [],
+                     "failed_gates": r["failed_gates"], "chosen": r["chosen"], "why": r["why"],
+                     **{k: fid.get(k) for k in ("top1", "top1_drop", "agreement", "cosine", "rel_logit_error")},
+                     "flips_lost": (fid.get("flips") or {}).get("lost"), "fidelity_images": r.get("fidelity_images")})
+    return PlanSection.build(
+        chosen=chosen["name"], int8=chosen["int8"], description=chosen["description"],
+        inference_precision=chosen["inference_precision"], runtime_config=chosen["runtime_config"],
+        why=chosen["why"], speedup_vs_fp32_f32=plan.get("speedup_vs_fp32_f32"),
+        search_seconds=plan["seconds"]["total"], eval_images=plan["eval_images"],
+        gates_checked=plan["gates_checked"], candidates=rows).to_dict()

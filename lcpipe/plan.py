@@ -6,28 +6,22 @@ bf16 makes an "FP32" IR fast and INT8 gains little for small V1 models; the mixe
 slower AMX kernels than the performance preset; a 3-channel stem conv is slower in INT8 than in
 f32 (docs/benchmarks.md). So lcpipe measures the plans on the deploy CPU instead of guessing.
 
-This module holds the candidate grid, the selection rule (pure), the rt_info record and the
-shared-statistics NNCF quantization of the INT8 candidates; lcpipe/measure/candidates.py times and
-judges them; lcpipe/stages/plan.py is the stage; lcpipe/render/plan.py renders the table.
+This module holds the candidate grid, the selection rule and the plan record (pure functions);
+lcpipe/quantization/ builds the INT8 candidates, lcpipe/measure/candidates.py times and judges them,
+lcpipe/stages/plan.py is the stage, lcpipe/ir.py records the plan in the IR, lcpipe/render/plan.py
+renders the table and lcpipe/metrics.py its metrics.json section.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import numpy as np
-
-from lcpipe.errors import ConfigError
 
 # Gates that judge the deployed model's outputs against FP32 (or its accuracy). Speed gates
 # (min_latency_speedup, ...) are not fidelity: the plan search is about speed already.
 FIDELITY_GATES = ("max_top1_drop", "max_top1_flips", "min_agreement", "min_cosine", "max_rel_logit_error",
                   "min_int8_top1")
 KEEP_FLOAT_LAYERS = ("stem", "fc")
-PLAN_RT_KEY = "plan"  # rt_info/lcpipe/plan: JSON with the plan's name and runtime config
 
 
 @dataclass(frozen=True)
@@ -113,7 +107,7 @@ def runtime_config(precision: str) -> dict[str, str]:
     """Compile properties a server must pass for the plan it was measured with: the plugin's own
     default precision differs by CPU (bf16 on AMX and avx512_bf16 CPUs), so it is always explicit.
     No thread count: the serving host's cores are its own."""
-    from lcpipe.measure.runtime import ov_config
+    from lcpipe.ir import ov_config
 
     return ov_config("LATENCY", None, precision)
 
@@ -123,89 +117,3 @@ def plan_record(spec: CandidateSpec, why: str) -> dict[str, Any]:
     return {"name": spec.name, "int8": spec.int8, "preset": spec.preset, "keep_float": list(spec.keep_float),
             "inference_precision": spec.precision, "runtime_config": runtime_config(spec.precision),
             "description": spec.describe(), "why": why}
-
-
-def planned_precision(model: Any) -> str | None:
-    """The float precision the plan stage chose for this IR (an .xml path or a read ov.Model), from its
-    rt_info (None: no plan recorded)."""
-    from lcpipe.stages.convert import read_lcpipe_rt_info
-
-    if isinstance(model, str | Path):
-        from lcpipe.deps import require
-
-        model = require("openvino").Core().read_model(str(model))
-    plan = read_lcpipe_rt_info(model).get(PLAN_RT_KEY)
-    return plan.get("inference_precision") if isinstance(plan, dict) else None
-
-
-# ---------------------------------------------------------------- metrics.json + report
-
-def plan_metrics(plan: dict[str, Any]) -> dict[str, Any] | None:
-    """plan.json -> the ``plan`` section of metrics.json (keys documented in the README)."""
-    if not plan:
-        return None
-    chosen = plan["chosen"]
-    rows = []
-    for r in plan["candidates"]:
-        fid = r.get("fidelity") or {}
-        rows.append({"name": r["name"], "int8": r["int8"], "precision": r["precision"], "p50": r["p50"],
-                     "p90": r["p90"], "passed": r["p50"] is not None and r["failed_gates"] == [],
-                     "failed_gates": r["failed_gates"], "chosen": r["chosen"], "why": r["why"],
-                     **{k: fid.get(k) for k in ("top1", "top1_drop", "agreement", "cosine", "rel_logit_error")},
-                     "flips_lost": (fid.get("flips") or {}).get("lost"), "fidelity_images": r.get("fidelity_images")})
-    return {"chosen": chosen["name"], "int8": chosen["int8"], "description": chosen["description"],
-            "inference_precision": chosen["inference_precision"], "runtime_config": chosen["runtime_config"],
-            "why": chosen["why"], "speedup_vs_fp32_f32": plan.get("speedup_vs_fp32_f32"),
-            "search_seconds": plan["seconds"]["total"], "eval_images": plan["eval_images"],
-            "gates_checked": plan["gates_checked"], "candidates": rows}
-
-
-# ---------------------------------------------------------------- NNCF: the INT8 candidates
-
-def layer_names(model: Any) -> dict[str, str]:
-    """Node names of the stem conv (first conv) and the classifier (last MatMul/conv) of the graph."""
-    from lcpipe.stages.quantize import QUANTIZABLE_TYPES
-
-    ops = [op for op in model.get_ordered_ops() if op.get_type_name() in QUANTIZABLE_TYPES]
-    if not ops:
-        raise ConfigError("stages.plan: the FP32 IR has no conv or matmul to keep in float")
-    return {"stem": ops[0].get_friendly_name(), "fc": ops[-1].get_friendly_name()}
-
-
-def quantize_shared(model: Any, x: np.ndarray, params: dict[str, dict[str, Any]]
-                    ) -> tuple[dict[str, tuple[Any, float]], float]:
-    """Several ``nncf.quantize`` configurations of one model from ONE calibration statistics pass.
-
-    NNCF's public ``nncf.quantize`` collects statistics per call (running the FP32 model over every
-    calibration image: most of the PTQ time here). Its hyperparameter tuner shares one collection
-    among many PTQ pipelines with ``collect_statistics([containers...])`` and ``run_from_step``; this
-    does the same, then applies what ``nncf.quantize`` does after the pipeline for OpenVINO (weights
-    stored as int8 constants). Returns {name: (model, seconds to apply)}, statistics seconds."""
-    import nncf
-    from nncf.common.factory import build_graph
-    from nncf.openvino.graph.model_utils import remove_friendly_name_duplicates
-    from nncf.quantization.algorithms.pipeline import collect_statistics
-    from nncf.quantization.algorithms.post_training.pipeline import create_ptq_pipeline
-    from openvino._offline_transformations import compress_quantize_weights_transformation
-
-    from lcpipe.stages.quantize import _dataset, quiet_progress
-
-    model = remove_friendly_name_duplicates(model.clone())
-    graph = build_graph(model)
-    dataset = _dataset(x)
-    try:
-        pipelines = {name: create_ptq_pipeline(**p) for name, p in params.items()}
-        with quiet_progress():
-            t = time.perf_counter()
-            containers = [p.get_statistic_points_for_step(0, model, graph) for p in pipelines.values()]
-            stats = collect_statistics(containers, model, graph, dataset)
-            stats_seconds = round(time.perf_counter() - t, 2)
-            out: dict[str, tuple[Any, float]] = {}
-            for name, pipeline in pipelines.items():
-                t = time.perf_counter()
-                q = pipeline.run_from_step(model, dataset, graph, 0, {0: stats})
-                compress_quantize_weights_transformation(q)
-                out[name] = (q, round(time.perf_counter() - t, 2))
-    except nncf.ValidationError as exc:  # e.g. an ignored_scope entry matches nothing
-        raise ConfigError(f"stages.quantize.ignored_scope (as used by stages.plan): {exc}") from None
-    return out, stats_seconds

@@ -16,14 +16,21 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lcpipe.errors import ConfigError, InputError
 from lcpipe.fileio import mismatched_files
 from lcpipe.rundir import foreign_files, read_manifest, recorded_files
-from lcpipe.stages.base import Stage
 
 _MAX_SHOWN = 3
+
+
+class StageFolder(Protocol):
+    """What this module needs of a stage class (lcpipe.stages.base.Stage; not imported: stages are not
+    a library): the name of its folder in the run dir and the files it publishes beside it."""
+
+    name: str
+    publish: tuple[str, ...]
 
 
 def read_stage_meta(run_dir: Path, name: str) -> dict[str, Any] | None:
@@ -34,14 +41,14 @@ def read_stage_meta(run_dir: Path, name: str) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) and isinstance(meta.get("outputs"), dict) else None
 
 
-def later_results(run_dir: Path, stages: list[type[Stage]]) -> list[str]:
+def later_results(run_dir: Path, stages: list[StageFolder]) -> list[str]:
     """Stages (of those given) whose results are in the run dir: a finished folder or a published output."""
     return [s.name for s in stages
             if (run_dir / s.name / "stage.json").is_file()
-            or any((run_dir / p).exists() for p in getattr(s, "publish", ()))]
+            or any((run_dir / p).exists() for p in s.publish)]
 
 
-def take_from_run_dir(run_dir: Path, stage: type[Stage], key: str, parts: dict[str, str], config: Any,
+def take_from_run_dir(run_dir: Path, stage: StageFolder, key: str, parts: dict[str, str], config: Any,
                       why: str) -> dict[str, Any]:
     """The outputs a stage recorded in the run dir, if this config would make the same ones (else
     ConfigError naming the difference, InputError for a missing or altered folder)."""
@@ -63,7 +70,7 @@ def take_from_run_dir(run_dir: Path, stage: type[Stage], key: str, parts: dict[s
     return meta
 
 
-def _differences(stage: type[Stage], meta: dict[str, Any], parts: dict[str, str], config: Any,
+def _differences(stage: StageFolder, meta: dict[str, Any], parts: dict[str, str], config: Any,
                  run_dir: Path) -> str:
     old = meta.get("key_parts")
     if not isinstance(old, dict):
@@ -123,7 +130,7 @@ def _shown(names: list[str]) -> str:
 
 # ---------------------------------------------------------------- removing previous outputs
 
-def check_removable(run_dir: Path, stages: list[type[Stage]]) -> None:
+def check_removable(run_dir: Path, stages: list[StageFolder]) -> None:
     """Before anything is removed: every file the stages' previous outputs hold must be lcpipe's."""
     for stage in stages:
         folder = run_dir / stage.name
@@ -136,7 +143,7 @@ def check_removable(run_dir: Path, stages: list[type[Stage]]) -> None:
             if extra:
                 raise InputError(f"{folder}: {_shown(extra)} not written by lcpipe (not in its stage.json); "
                                  "lcpipe replaces this folder on a rerun: move them out of the run directory")
-        for name in getattr(stage, "publish", ()):
+        for name in stage.publish:
             published = run_dir / name
             if not published.exists() and not published.is_symlink():
                 continue
@@ -153,10 +160,10 @@ def check_removable(run_dir: Path, stages: list[type[Stage]]) -> None:
                                  f"{stage.name}/stage.json); lcpipe replaces {name} on a rerun: move them elsewhere")
 
 
-def remove_stage_output(run_dir: Path, stage: type[Stage]) -> None:
+def remove_stage_output(run_dir: Path, stage: StageFolder) -> None:
     """Delete a stage's previous output (after check_removable): published copies first, then the folder,
     so an interruption never leaves a published output without the record that lists it."""
-    for name in getattr(stage, "publish", ()):
+    for name in stage.publish:
         published = run_dir / name
         if published.is_dir() and not published.is_symlink():
             _remove_tree(published)

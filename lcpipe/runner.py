@@ -11,6 +11,12 @@ the whole run; in it, only files a stage.json lists. A partial run (--until) int
 later stages' results keeps them: it reuses the earlier stages in place when this config gives them
 the same keys, and refuses otherwise (they would describe other inputs). ``--from`` checks the same
 of the stages it takes from the folder. The manifest records the config that ran.
+
+The runner is also where a pipeline YAML is loaded (``load_config``): lcpipe.config holds the
+schema, and the stage registry (lcpipe.stages) gives it each stage's options model. And it runs
+"the pipeline up to X, then Y" for commands that are not a pipeline of their own (``run_until``,
+``run_stage_after``: lcpipe bench, sensitivity), holding the run dir's lock from the first stage to
+the last file of Y.
 """
 
 from __future__ import annotations
@@ -26,9 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lcpipe import __version__, signals
+from lcpipe import signals
 from lcpipe.cache import CACHE_FORMAT, CacheEntry, NullCache, StageCache, default_cache_dir, platform_cache_dir
-from lcpipe.config import PipelineConfig, load_config
+from lcpipe.config import (
+    PipelineConfig,
+    StageOptions,
+    is_path_key,
+    parse_config,
+    resolve_config_paths,
+    validate_config,
+)
 from lcpipe.errors import ConfigError, InputError
 from lcpipe.fileio import (
     atomic_dir,
@@ -46,9 +59,11 @@ from lcpipe.fileio import (
 from lcpipe.locks import holding_entries
 from lcpipe.logs import run_log
 from lcpipe.resume import check_removable, later_results, remove_stage_output, take_from_run_dir
-from lcpipe.rundir import OWNER_KEY, claim_run_dir
-from lcpipe.stages.base import Stage, StageContext, get_stage, stage_cache_salt
+from lcpipe.rundir import OWNER_KEY, claim_run_dir, foreign_files, recorded_files
+from lcpipe.stages import get_stage, options_model
+from lcpipe.stages.base import Stage, StageContext
 from lcpipe.sysinfo import cpu_info, versions
+from lcpipe.version import __version__
 
 log = logging.getLogger("lcpipe")
 
@@ -74,6 +89,32 @@ class RunResult:
     def failed_gates(self) -> list[dict[str, Any]]:
         gates = (self.metrics or {}).get("gates") or []
         return [g for g in gates if not g.get("passed")]
+
+
+def load_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> PipelineConfig:
+    """The pipeline YAML at ``path`` with ``--set`` overrides, stage options validated by the registry."""
+    return parse_config(path, overrides, options_of=options_model)
+
+
+def config_from_dict(raw: dict[str, Any], where: str = "<config>", base: Path | None = None) -> PipelineConfig:
+    """A pipeline given as data, stage options validated by the registry; relative paths (of config
+    sections and stage options) resolved against ``base`` when given, else kept as they are."""
+    if base is not None:
+        try:
+            raw = resolve_config_paths(raw, base, options_model)
+        except ConfigError as exc:  # an empty path: name where the config came from too
+            raise ConfigError(f"{where}: {exc}") from None
+    return validate_config(raw, where, options_of=options_model)
+
+
+def is_path_override(key: str) -> bool:
+    """Does ``--set key=...`` set a path (a key a config model or stage options list in path_fields)?"""
+    return is_path_key(key.split("."), options_model)
+
+
+def stage_options(config: PipelineConfig, name: str) -> StageOptions:
+    """The pipeline's options for stage ``name``, or that stage's defaults when the pipeline has none."""
+    return config.stage_options(name) or options_model(name)()
 
 
 def run_pipeline(config: PipelineConfig | str | Path, *, out: str | Path | None = None,
@@ -210,13 +251,12 @@ def check_artifact_flow(config: PipelineConfig) -> None:
 
 
 def _consumed_kinds(stage: type[Stage]) -> list[str]:
-    alts = [a for kinds in getattr(stage, "alternatives", {}).values() for a in kinds]
+    alts = [a for kinds in stage.alternatives.values() for a in kinds]
     return list(dict.fromkeys((*stage.consumes, *stage.optional_consumes, *alts)))
 
 
 def _alternative(stage: type[Stage], kind: str, available: set[str]) -> bool:
-    alts = getattr(stage, "alternatives", {}).get(kind, ())
-    return any(a in available for a in alts)
+    return any(a in available for a in stage.alternatives.get(kind, ()))
 
 
 @dataclass
@@ -229,13 +269,13 @@ class _Prepared:
 
 def _prepare(stage: Stage, options: Any, config: PipelineConfig, artifacts: dict[str, Path]) -> _Prepared:
     wanted = [k for k in (*stage.consumes, *stage.optional_consumes) if k in artifacts]
-    for k in getattr(stage, "alternatives", {}).values():
+    for k in stage.alternatives.values():
         wanted += [a for a in k if a in artifacts and a not in wanted]
     inputs = {k: artifacts[k] for k in wanted}
     input_hashes = {k: artifact_sha256(p) for k, p in inputs.items()}
     sections = {s: getattr(config, s).model_dump(mode="json") for s in stage.uses_config}
     opts = options.model_dump(mode="json")
-    salt = stage_cache_salt(stage, config)
+    salt = stage.cache_salt(config)
     key = sha256_json({
         "stage": stage.name, "options": opts, "config": sections, "inputs": input_hashes, "salt": salt,
         "lcpipe": __version__, "cache_format": CACHE_FORMAT,
@@ -274,7 +314,7 @@ def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: di
     seconds = time.perf_counter() - t0
     for kind, info in outputs.items():
         artifacts[kind] = stage_dir / info["path"]
-    for name in getattr(stage, "publish", ()):
+    for name in stage.publish:
         _publish(stage_dir / name, run_dir / name)
     log.info("%s: done in %.1f s", stage.name, seconds)
     return StageRecord(stage.name, key, cached, round(seconds, 3), input_hashes, outputs)
@@ -318,7 +358,7 @@ def _reuse(hit: CacheEntry, stage_dir: Path, cache: StageCache) -> dict[str, Any
 
 
 def _publish(src: Path, dest: Path) -> None:
-    """Copy a stage output to the top of the run dir (report, metrics, deploy bundle)."""
+    """Copy a stage output to the top of the run dir (report, metrics.json, bench files)."""
     if not src.exists():
         return
     if src.is_dir():
@@ -343,3 +383,93 @@ def _manifest_head(config: PipelineConfig, run_dir: Path, cache_root: Path, no_c
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "stages": [],
     }
+
+
+# ---------------------------------------------------------------- the pipeline up to X, then Y
+
+def run_until(config: PipelineConfig, until: str, *, purpose: str, out: str | Path | None = None,
+              cache_dir: str | Path | None = None, no_cache: bool = False, force: bool = False) -> RunResult:
+    """The pipeline up to stage ``until`` (cached stages reused) for a command that builds on its
+    artifacts (``purpose``: "lcpipe bench", "sensitivity"); a ConfigError naming it when the pipeline
+    has no such stage. Into a run dir holding later stages' results, the stages up to ``until`` are
+    reused in place and the rest is kept (lcpipe.resume)."""
+    require_stage(config, until, purpose=purpose)
+    return run_pipeline(config, out=out, until=until, force=force, cache_dir=cache_dir, no_cache=no_cache)
+
+
+def require_stage(config: PipelineConfig, name: str, *, purpose: str) -> None:
+    """A ConfigError naming ``purpose`` when the pipeline has no stage ``name`` (checked before a
+    command touches any folder)."""
+    names = config.stage_names()
+    if name not in names:
+        raise ConfigError(f"{config.source_file}: {purpose} needs a pipeline with a {name} stage "
+                          f"(stages: {', '.join(names)})")
+
+
+def last_producer(names: list[str], stage: str) -> str | None:
+    """The last of the pipeline's stages ``names`` that produces a kind ``stage`` consumes: running up to
+    it hands ``stage`` what a full run would (lcpipe bench after a plan stage: the plan's IR)."""
+    wanted = set(_consumed_kinds(get_stage(stage)))
+    found = [n for n in names if wanted & set(get_stage(n).produces)]
+    return found[-1] if found else None
+
+
+def run_stage_after(config: PipelineConfig, name: str, *, purpose: str, updates: dict[str, Any] | None = None,
+                    out: str | Path | None = None, cache_dir: str | Path | None = None, no_cache: bool = False,
+                    force: bool = False) -> tuple[Path, dict[str, Path]]:
+    """Stage ``name`` on a pipeline's artifacts without being one of its stages (``purpose``: "lcpipe
+    bench"): the pipeline up to its last stage producing what ``name`` consumes, then ``name`` (not
+    cached) into ``<run dir>/<name>/``. Its options are the pipeline's for it (else its defaults)
+    updated by ``updates``; options and inputs are checked before anything runs. The run dir stays
+    locked from the first stage to ``name``'s last file; ``<run dir>/<name>/`` is replaced only when
+    lcpipe wrote all of it, and gets a stage.json listing its files. Returns that folder and the
+    outputs."""
+    stage = get_stage(name)
+    try:
+        options = stage.Options.model_validate({**stage_options(config, name).model_dump(), **(updates or {})})
+    except ValueError as exc:
+        raise ConfigError(f"{purpose}: {' '.join(str(exc).split())}") from None
+    names = config.stage_names()
+    available = {k for n in names for k in get_stage(n).produces}
+    missing = [k for k in stage.consumes if k not in available and not _alternative(stage, k, available)]
+    if missing:
+        raise ConfigError(f"{config.source_file}: {purpose} needs {', '.join(missing)}, which no stage of this "
+                          f"pipeline produces (stages: {', '.join(names)})")
+    until = last_producer(names, name) or names[-1]
+    with claim_run_dir(resolve_run_dir(config, out)) as run_dir:  # no other run between the pipeline and Y
+        dest = run_dir / name
+        _check_own_folder(dest, stage, purpose)  # before the (possibly long) pipeline run
+        res = run_until(config, until, purpose=purpose, out=run_dir, cache_dir=cache_dir, no_cache=no_cache,
+                        force=force)
+        inputs = {k: res.artifacts[k] for k in _consumed_kinds(stage) if k in res.artifacts}
+        with run_log(run_dir), atomic_dir(dest) as tmp:
+            ctx = StageContext(config=config, workdir=tmp, run_dir=run_dir,
+                               cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(), log=log)
+            produced = stage().run(ctx, options, inputs)
+            outputs = {kind: Path(path).resolve().relative_to(tmp.resolve()) for kind, path in produced.items()}
+            write_json(tmp / "stage.json", {
+                "stage": name, "key": None, "lcpipe": __version__,  # not cached: no key
+                "outputs": {kind: {"path": rel.as_posix(), "sha256": sha256_path(tmp / rel)}
+                            for kind, rel in outputs.items()},
+                "files": files_sha256(tmp, skip=("stage.json",))})
+    return dest, {kind: dest / rel for kind, rel in outputs.items()}
+
+
+def _check_own_folder(dest: Path, stage: type[Stage], purpose: str) -> None:
+    """``dest`` is replaced on every such command: only when it holds nothing but lcpipe's files (those
+    its stage.json lists, or for a folder an older lcpipe wrote without one, the stage's ``older_files``)."""
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if not dest.is_dir() or dest.is_symlink():
+        raise InputError(f"{dest}: a file or link where {purpose} writes its folder; move it out of the run "
+                         "directory")
+    record = recorded_files(dest)
+    if record is not None:
+        extra = [n for n in foreign_files(dest, record) if n != "stage.json"]
+    else:
+        extra = [f.relative_to(dest).as_posix() for f in sorted(dest.rglob("*"))
+                 if not f.is_dir() and f.relative_to(dest).as_posix() not in stage.older_files]
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" (+{len(extra) - 3} more)" if len(extra) > 3 else "")
+        raise InputError(f"{dest}: holds {shown} that lcpipe did not write; {purpose} replaces this folder: "
+                         "move them out of the run directory")

@@ -1,6 +1,6 @@
 """Per-layer INT8 sensitivity: which layers' quantization moves the outputs most.
 
-Runs the pipeline up to ``convert`` (cached) for the FP32 IR, quantizes it with NNCF exactly as
+Runs the pipeline up to ``convert`` (cached; lcpipe.runner.run_until) for the FP32 IR, quantizes it with NNCF exactly as
 the pipeline's quantize stage would (preset, subset, bias correction, ignored scope), then once
 more per layer group:
 
@@ -20,17 +20,22 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from lcpipe.config import PipelineConfig, load_config
+from lcpipe.config import PipelineConfig
 from lcpipe.errors import ConfigError
 from lcpipe.fileio import write_json
+from lcpipe.ir import compile_ir, ov_config, read_ir
 from lcpipe.measure.accuracy import counts_from_logits
-from lcpipe.measure.runtime import compile_ir, infer_ov, ov_config
+from lcpipe.measure.runtime import infer_ov, output_classes
+from lcpipe.quantization.graph import layer_ops, quantized_ops
+from lcpipe.quantization.ptq import quantize, quantize_with_accuracy_control
+from lcpipe.quantization.settings import choose_preset, nncf_params
 from lcpipe.rundir import claim_output_dir, is_lcpipe_run
 
 log = logging.getLogger("lcpipe")
@@ -88,24 +93,6 @@ class SensitivityResult:
 
 # ---------------------------------------------------------------- groups
 
-def quantized_ops(model: Any) -> list[str]:
-    """Names of the ops with a FakeQuantize feeding one of their inputs, in graph order."""
-    out = []
-    for op in model.get_ordered_ops():
-        if op.get_type_name() == "FakeQuantize":
-            continue
-        if any(i.get_source_output().get_node().get_type_name() == "FakeQuantize" for i in op.inputs()):
-            out.append(op.get_friendly_name())
-    return out
-
-
-def layer_ops(model: Any) -> list[str]:
-    """Names of the convs and matmuls (what NNCF quantizes weights of), in graph order."""
-    from lcpipe.stages.quantize import QUANTIZABLE_TYPES
-
-    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in QUANTIZABLE_TYPES]
-
-
 def source_name(node: str) -> str:
     return node.removesuffix(_OV_SUFFIX)
 
@@ -141,12 +128,16 @@ class _Context:
     ov: Any
     fp32_model: Any
     calib: np.ndarray
-    params: dict[str, Any]  # nncf.quantize keyword arguments of the pipeline's quantize stage
+    options: Any  # the pipeline's quantize stage options (its defaults without one)
+    preset: str
     x: np.ndarray
     labels: np.ndarray | None
     fp32_logits: np.ndarray
     threads: int
-    base_scope: dict[str, list[str]]
+
+    def params(self, keep_float: Sequence[str] = ()) -> dict[str, Any]:
+        """nncf.quantize keyword arguments: the quantize stage's, plus ``keep_float`` op names in float."""
+        return nncf_params(self.options, self.preset, len(self.calib), keep_float=keep_float)
 
 
 def analyze(config: PipelineConfig | str | Path, *, overrides: tuple[str, ...] | list[str] = (),
@@ -156,10 +147,12 @@ def analyze(config: PipelineConfig | str | Path, *, overrides: tuple[str, ...] |
             accuracy_control: bool = False, ac_max_drop: float = 0.01) -> SensitivityResult:
     """Rank layer groups by quantization sensitivity; writes sensitivity.json/.md into ``out``."""
     if not isinstance(config, PipelineConfig):
+        from lcpipe.runner import load_config
+
         config = load_config(config, overrides)
-    if "convert" not in config.stage_names():
-        raise ConfigError(f"{config.source_file}: sensitivity needs a pipeline with a convert stage "
-                          f"(stages: {', '.join(config.stage_names())})")
+    from lcpipe.runner import require_stage
+
+    require_stage(config, "convert", purpose="sensitivity")  # before the folder is claimed
     out = claim_output_dir(Path(out or Path("runs", "sensitivity", config.name)), "sensitivity",
                            made_by_older=lambda p: (p / "sensitivity.json").is_file() or is_lcpipe_run(p / "pipeline"))
     t0 = time.perf_counter()
@@ -170,7 +163,7 @@ def analyze(config: PipelineConfig | str | Path, *, overrides: tuple[str, ...] |
     # "only" keeps everything else FP32: the other layers and the extra ops NNCF quantized (SE multiply, ...)
     all_nodes = list(dict.fromkeys([*layer_ops(ctx.fp32_model), *quantized_ops(baseline_model)]))
     log.info("sensitivity: %d group(s), mode %s, %d eval / %d calibration images", len(groups), mode, len(ctx.x),
-             min(ctx.params["subset_size"], len(ctx.calib)))
+             min(ctx.options.subset_size, len(ctx.calib)))
     results = []
     for i, g in enumerate(groups):
         ignored = g.nodes if mode == "ignore" else [n for n in all_nodes if n not in g.nodes]
@@ -196,47 +189,38 @@ def _prepare(config: PipelineConfig, out: Path, cache_dir: str | Path | None, im
     from lcpipe.cache import default_cache_dir
     from lcpipe.data import load_split
     from lcpipe.deps import require
-    from lcpipe.runner import run_pipeline
-    from lcpipe.stages.quantize import QuantizeOptions, _nncf_params, choose_preset
+    from lcpipe.runner import run_until, stage_options
     from lcpipe.sysinfo import default_threads
 
     ov = require("openvino")
     require("nncf", "sensitivity analysis")
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
-    run = run_pipeline(config, out=out / "pipeline", until="convert", cache_dir=cache_root)
+    run = run_until(config, "convert", purpose="sensitivity", out=out / "pipeline", cache_dir=cache_root)
     fp32_xml = run.artifacts["ir_fp32"]
-    fp32_model = ov.Core().read_model(str(fp32_xml))
-    options = config.stage_options("quantize") or QuantizeOptions()
+    fp32_model = read_ir(fp32_xml)
+    options = stage_options(config, "quantize")
     calib = load_split(config.data, "calib", config.preprocess, cache_root, progress=False).x
     if calib_images:
         calib = calib[:calib_images]
     ev = load_split(config.data, "eval", config.preprocess, cache_root, progress=False)
+    ev.check_classes(output_classes(fp32_model))
     x, labels = ev.x[:images], None if ev.labels is None else ev.labels[:images]
     preset, reason = choose_preset(options.preset, run.artifacts.get("canonical"), fp32_model)
-    params = _nncf_params(options, preset, len(calib))
     threads = config.runtime.threads or default_threads()
     fp32_logits = infer_ov(compile_ir(fp32_xml, "LATENCY", threads, "f32"), x, show=False)
     scope = options.ignored_scope
     base_scope = {"names": list(scope.names), "patterns": list(scope.patterns), "types": list(scope.types)} \
         if scope is not None else {"names": [], "patterns": [], "types": []}
-    ctx = _Context(ov, fp32_model, calib, params, x, labels, fp32_logits, threads, base_scope)
+    ctx = _Context(ov, fp32_model, calib, options, preset, x, labels, fp32_logits, threads)
     info = {"pipeline": config.name, "ir_fp32": str(fp32_xml), "preset": preset, "preset_reason": reason,
-            "calib_images": min(params["subset_size"], len(calib)), "eval_images": len(x), "threads": threads,
+            "calib_images": min(options.subset_size, len(calib)), "eval_images": len(x), "threads": threads,
             "base_ignored_scope": base_scope}
     return ctx, info
 
 
 def _quantize(ctx: _Context, ignored: list[str]) -> Any:
     """nncf.quantize with the pipeline's parameters plus ``ignored`` op names."""
-    import nncf
-
-    params = dict(ctx.params)
-    b = ctx.base_scope
-    names = list(dict.fromkeys([*b["names"], *ignored]))
-    if names or b["patterns"] or b["types"]:
-        params["ignored_scope"] = nncf.IgnoredScope(names=names, patterns=b["patterns"], types=b["types"])
-    dataset = nncf.Dataset(range(len(ctx.calib)), lambda i: ctx.calib[i : i + 1])
-    return nncf.quantize(ctx.fp32_model.clone(), dataset, **params)
+    return quantize(ctx.fp32_model, ctx.calib, ctx.params(ignored))
 
 
 def _measure(ctx: _Context, model: Any) -> Measurement:
@@ -272,20 +256,10 @@ def _accuracy_control(ctx: _Context, baseline_model: Any, by: GroupBy, ranked: l
                       max_drop: float) -> dict[str, Any]:
     """quantize_with_accuracy_control with FP32-argmax agreement as the metric (works without
     labels); which ops it reverts, and how they rank here."""
-    import nncf
-
     fp32_top = ctx.fp32_logits.argmax(1)
-
-    def agreement(compiled: Any, items: Any) -> tuple[float, list[float]]:
-        hits = [float(np.argmax(compiled(ctx.x[i : i + 1])[0]) == fp32_top[i]) for i in items]
-        return float(np.mean(hits)), hits
-
     t0 = time.perf_counter()
-    params = {k: v for k, v in ctx.params.items() if v is not None}
-    calib = nncf.Dataset(range(len(ctx.calib)), lambda i: ctx.calib[i : i + 1])
-    val = nncf.Dataset(range(len(ctx.x)), lambda i: i)
-    model = nncf.quantize_with_accuracy_control(ctx.fp32_model.clone(), calib, val, agreement, max_drop=max_drop,
-                                                drop_type=nncf.DropType.ABSOLUTE, **params)
+    model, _ = quantize_with_accuracy_control(ctx.fp32_model, ctx.calib, ctx.x, fp32_top, ctx.params(),
+                                              max_drop=max_drop)
     reverted = sorted(set(quantized_ops(baseline_model)) - set(quantized_ops(model)))
     rank_of = {n: r.rank for r in ranked for n in r.group.nodes}
     compiled = ctx.ov.Core().compile_model(model, "CPU", ov_config("LATENCY", ctx.threads, "f32"))

@@ -383,7 +383,7 @@ def test_isa_cap_sets_the_effective_isa_for_goals() -> None:
 def test_shared_top_k_softmax_and_ratio() -> None:
     """The one top-k / softmax / ratio every measurement and predict use (lcpipe.measure.accuracy, lcpipe.metrics)."""
     from lcpipe.measure.accuracy import softmax, top_indices
-    from lcpipe.metrics import ratio
+    from lcpipe.measure.goals import ratio
 
     z = np.random.default_rng(0).standard_normal((6, 1000)).astype(np.float32)
     np.testing.assert_array_equal(top_indices(z, 5), np.argsort(-z, axis=1)[:, :5])

@@ -81,6 +81,30 @@ data:
     assert cfg.model.source.url is None
 
 
+def test_stage_option_paths_resolve_like_config_paths(tmp_path: Path, monkeypatch) -> None:
+    """Stage options declare their path fields: YAML values relative to the YAML, --set values to the cwd."""
+    from lcpipe.stages import STAGES
+
+    p = helpers.write_yaml(tmp_path / "pipes" / "p.yaml", helpers.MINIMAL_YAML.format(path="w.pdparams") + """\
+  - convert: {}
+  - quantize: {}
+  - validate: {groups: groups.tsv}
+  - bench: {paddle_model: ../paddle/model}
+""")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = lcpipe.load_config(p)
+    assert cfg.stage_options("validate").groups == str(tmp_path / "pipes" / "groups.tsv")
+    assert cfg.stage_options("bench").paddle_model == str(tmp_path / "paddle" / "model")
+    cfg = lcpipe.load_config(p, overrides=["stages.validate.groups=g.tsv", "stages.bench.paddle_model=pm"])
+    assert cfg.stage_options("validate").groups == str(elsewhere / "g.tsv")
+    assert cfg.stage_options("bench").paddle_model == str(elsewhere / "pm")
+    assert cfg.stage_options("validate").group_column == "script"  # not a path: left alone
+    declared = {name: sorted(cls.Options.path_fields) for name, cls in STAGES.items() if cls.Options.path_fields}
+    assert declared == {"validate": ["groups"], "bench": ["paddle_model"]}
+
+
 def test_shipped_pipelines_validate() -> None:
     for path in (helpers.V1_YAML, helpers.V2_YAML):
         cfg = lcpipe.load_config(path)

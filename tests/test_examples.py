@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from lcpipe.config import load_config
 from lcpipe.errors import InputError
 from lcpipe.examples import EXAMPLES_DIR, list_examples, resolve_pipeline
+from lcpipe.runner import load_config
 
 EXAMPLE = EXAMPLES_DIR / "textline_ori_int8"
 

@@ -78,8 +78,8 @@ def _float_vs_image_logits(xml: Path, paths: list[Path]) -> tuple[np.ndarray, np
     import openvino as ov
 
     from lcpipe.deploy.image_input import read_image_input_model
+    from lcpipe.ir import read_lcpipe_rt_info
     from lcpipe.predict import preprocess_from_dict
-    from lcpipe.stages.convert import read_lcpipe_rt_info
 
     core = ov.Core()
     f32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
@@ -112,8 +112,8 @@ def test_saved_image_input_ir_records_its_preprocessing_and_predict_agrees(textl
     import openvino as ov
 
     from lcpipe.deploy.image_input import IN_GRAPH_STEPS, write_image_input_ir
+    from lcpipe.ir import read_lcpipe_rt_info
     from lcpipe.predict import predict
-    from lcpipe.stages.convert import read_lcpipe_rt_info
 
     xml = write_image_input_ir(textline_irs["fp32"], textline_irs["root"] / "image" / "model_fp32_image.xml")
     model = ov.Core().read_model(str(xml))
@@ -151,7 +151,8 @@ def test_pipeline_reports_image_input_fidelity_and_e2e_routes(tmp_path: Path) ->
 
     yaml = helpers.textline_yaml(tmp_path / "tl.yaml", """
         - validate: {rounds: 2, iterations: 20, warmup: 2, throughput_seconds: 0.3, e2e_images: 8, progress: false}
-        - report: {}""")
+        - report: {}
+        - deploy: {}""")
     run = lcpipe.run_pipeline(yaml, out=tmp_path / "run", overrides=[
         "gates.min_e2e_latency_speedup=0.01", "gates.min_e2e_throughput_speedup=0.01"])
     m = json.loads((run.run_dir / "metrics.json").read_text())

@@ -63,7 +63,7 @@ def _assert_ir(xml: Path) -> dict:
     import openvino as ov
 
     from lcpipe.fileio import sha256_file
-    from lcpipe.stages.convert import read_lcpipe_rt_info
+    from lcpipe.ir import read_lcpipe_rt_info
 
     assert xml.is_file() and xml.with_suffix(".bin").is_file()
     rt = read_lcpipe_rt_info(ov.Core().read_model(str(xml)))
@@ -84,6 +84,9 @@ def test_v2_base_int8_pipeline_end_to_end(checkpoints: dict[str, Path], tmp_path
         assert (out / "deploy" / name).is_file(), name
     labels = (out / "deploy" / "labels.txt").read_text().splitlines()
     assert len(labels) == 1000 and labels[0].startswith("tench")
+    # one bundle per run: the deploy stage's own folder, no copy under report/
+    assert json.loads((out / "deploy" / "stage.json").read_text())["stage"] == "deploy"
+    assert not (out / "report" / "deploy").exists()
     html = (out / "report.html").read_text()
     assert '<img class="chart"' in html and "data:image/png;base64," in html
     assert result.metrics["cpu"]["model"] in html and "openvino" in html
@@ -152,7 +155,8 @@ def test_v1_int8_pipeline_unlabeled_eval_dynamic_batch_onnxruntime(checkpoints: 
 def test_accuracy_control_records_reverted_ops(checkpoints: dict[str, Path], tmp_path: Path):
     """Labels = the FP32 model's own predictions, so INT8 loses top-1 and the search must revert ops."""
     from lcpipe.data import load_split
-    from lcpipe.measure.runtime import compile_ir, infer_ov
+    from lcpipe.ir import compile_ir
+    from lcpipe.measure.runtime import infer_ov
 
     weights, out = checkpoints["PPLCNet_x0_25"], tmp_path / "run"
     small = ["model.arch=auto", "stages.validate.latency=false", "stages.validate.throughput=false"]

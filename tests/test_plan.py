@@ -61,7 +61,8 @@ def test_candidate_grid_names_and_dedup() -> None:
 
 def _plan_yaml(tmp_path: Path, plan: str, gates: str) -> Path:
     yaml = helpers.textline_yaml(tmp_path / "tl.yaml", f"- plan: {plan}\n"
-                                 "- validate: {rounds: 2, iterations: 10, throughput: false}\n- report: {}")
+                                 "- validate: {rounds: 2, iterations: 10, throughput: false}\n- report: {}\n"
+                                 "- deploy: {}")
     yaml.write_text(yaml.read_text() + gates)
     return yaml
 
@@ -77,7 +78,7 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
     pytest.importorskip("nncf")
     import openvino as ov
 
-    from lcpipe.stages.quantize import count_quantization
+    from lcpipe.quantization.graph import count_quantization
 
     yaml = _plan_yaml(tmp_path, "{rounds: 4, iterations: 10, fidelity: all}",
                       "gates: {max_top1_drop: 0.05, min_agreement: 0.9}\n")
@@ -124,11 +125,13 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
     image_ir = ov.Core().read_model(str(deployed.with_name("model_int8_image.xml")))  # keeps the plan's rt_info
     # lcpipe bench times the shipped plan (not the quantize IR) at its precision, model-only and end to end
     from lcpipe.predict import compile_properties
-    from lcpipe.stages.bench import bench_pipeline
+    from lcpipe.runner import run_stage_after
 
-    bench, _ = bench_pipeline(yaml, out=tmp_path / "run", updates={
-        "engines": ["ov_int8"], "warmup": 1, "rounds": 1, "iterations": 5, "batch": 2, "eval_images": 20,
-        "e2e_images": 4, "throughput_seconds": 0.2, "chart": False, "progress": False})
+    _, outputs = run_stage_after(lcpipe.load_config(yaml), "bench", purpose="lcpipe bench", out=tmp_path / "run",
+                                 updates={"engines": ["ov_int8"], "warmup": 1, "rounds": 1, "iterations": 5,
+                                          "batch": 2, "eval_images": 20, "e2e_images": 4, "throughput_seconds": 0.2,
+                                          "chart": False, "progress": False})
+    bench = json.loads(outputs["bench"].read_text())
     assert bench["int8_precision"] == winner[0]["precision"]
     int8_row = next(e for e in bench["engines"] if e["name"] == "ov_int8")
     assert Path(int8_row["model"]) == tmp_path / "run" / "plan" / "model.xml"
@@ -199,6 +202,21 @@ def _rendered(m: dict) -> dict[str, str]:
             "readme": deploy_readme(m, {"mode": "resize", "size": [80, 160]}, False)}
 
 
+def test_deploy_is_a_stage_after_report() -> None:
+    """The bundle packs metrics.json, so deploy needs the report before it; a pipeline may leave it out."""
+    from lcpipe.errors import ConfigError
+    from lcpipe.runner import check_artifact_flow, config_from_dict
+
+    def pipeline(*stages: str) -> dict:
+        return {"name": "t", "model": {"source": {"format": "onnx", "path": "/m.onnx"}},
+                "stages": ["import", "export", "convert", "quantize", "validate", *stages]}
+
+    check_artifact_flow(config_from_dict(pipeline("report")))
+    check_artifact_flow(config_from_dict(pipeline("report", "deploy")))
+    with pytest.raises(ConfigError, match=r"stages\[5\]\.deploy: needs metrics"):
+        check_artifact_flow(config_from_dict(pipeline("deploy", "report")))
+
+
 def test_reports_name_the_shipped_plan_and_its_precision() -> None:
     from test_gates import _metrics
 
@@ -246,11 +264,10 @@ def _tiny_ir(path: Path, plan: dict | None) -> Path:
 def test_a_planned_ir_sets_the_precision_of_bench_and_predict(tmp_path: Path) -> None:
     import openvino as ov
 
+    from lcpipe.ir import planned_precision, read_lcpipe_rt_info
     from lcpipe.measure.bench_engines import int8_float_precision
-    from lcpipe.plan import planned_precision
     from lcpipe.predict import compile_properties
-    from lcpipe.stages.bench import bench_until
-    from lcpipe.stages.convert import read_lcpipe_rt_info
+    from lcpipe.runner import last_producer
 
     planned = _tiny_ir(tmp_path / "planned.xml", {"name": "int8_performance@bf16", "inference_precision": "bf16"})
     plain = _tiny_ir(tmp_path / "plain.xml", None)
@@ -260,9 +277,45 @@ def test_a_planned_ir_sets_the_precision_of_bench_and_predict(tmp_path: Path) ->
     # bench: the option wins, else the plan's precision, else f32 (as validate)
     assert int8_float_precision(planned, None) == "bf16"
     assert int8_float_precision(planned, "f32") == "f32" and int8_float_precision(plain, None) == "f32"
-    assert bench_until(["import", "convert", "quantize", "plan", "validate"]) == "plan"
-    assert bench_until(["import", "convert", "quantize", "validate"]) == "quantize"
+    # lcpipe bench runs the pipeline up to the last stage producing what bench consumes: the shipped IR
+    assert last_producer(["import", "export", "convert", "quantize", "plan", "validate"], "bench") == "plan"
+    assert last_producer(["import", "export", "convert", "quantize", "validate"], "bench") == "quantize"
     # predict: a planned IR compiles at its plan's precision; without a plan the plugin default stays
     assert compile_properties(model, 2) == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2,
                                             "INFERENCE_PRECISION_HINT": "bf16"}
     assert compile_properties(ov.Core().read_model(str(plain)), None) == {"PERFORMANCE_HINT": "LATENCY"}
+
+
+@pytest.mark.slow
+def test_shared_statistics_candidates_equal_plain_nncf_quantize(tmp_path: Path) -> None:
+    """quantize_shared uses NNCF internals (one statistics pass for every candidate); what it builds must
+    be what the public nncf.quantize builds with the same settings: the guard on the pinned versions."""
+    pytest.importorskip("nncf")
+    import openvino as ov
+
+    from lcpipe.data import load_split
+    from lcpipe.ir import ov_config, read_ir
+    from lcpipe.measure.runtime import infer_ov
+    from lcpipe.quantization.graph import count_quantization, layer_names
+    from lcpipe.quantization.ptq import quantize
+    from lcpipe.quantization.settings import nncf_params
+    from lcpipe.quantization.shared_statistics import quantize_shared
+
+    config = lcpipe.load_config(helpers.textline_yaml(tmp_path / "tl.yaml"))
+    run = lcpipe.run_pipeline(config, out=tmp_path / "run", until="convert", cache_dir=tmp_path / "cache")
+    fp32 = read_ir(run.artifacts["ir_fp32"])
+    calib = load_split(config.data, "calib", config.preprocess, None, progress=False).x
+    x = load_split(config.data, "eval", config.preprocess, None, progress=False).x[:24]
+    options = config.stage_options("quantize").model_copy(update={"fast_bias_correction": True})
+    params = {"performance": nncf_params(options, "performance", len(calib)),
+              "mixed_stem_float": nncf_params(options, "mixed", len(calib), keep_float=[layer_names(fp32)["stem"]])}
+    shared, _ = quantize_shared(fp32, calib, params)
+    core = ov.Core()
+    for name, p in params.items():
+        plain = quantize(fp32, calib, p)
+        assert count_quantization(shared[name][0]) == count_quantization(plain), name
+        want, got = (infer_ov(core.compile_model(m, "CPU", ov_config("LATENCY", 1, "f32")), x, show=False)
+                     for m in (plain, shared[name][0]))
+        helpers.assert_logits_close(want, got, f"shared-statistics {name} vs nncf.quantize")
+    assert count_quantization(shared["mixed_stem_float"][0])["quantized"] \
+        == count_quantization(shared["performance"][0])["quantized"] - 1  # the stem conv stayed float

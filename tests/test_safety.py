@@ -184,13 +184,22 @@ def test_empty_model_path_is_named(tmp_path: Path, synthetic_weights) -> None:
 # ---------------------------------------------------------------- one error path
 
 def test_long_messages_are_capped_and_kept_whole_in_the_log(tmp_path: Path, synthetic_weights) -> None:
+    # a user value quoted in a message is clipped where it is quoted (lcpipe.errors.clip); a message that
+    # is long by itself, here one line per unknown key (~9 KB), is capped on the terminal instead
+    gates = "gates:\n" + "".join(f"  no_such_gate_{i:02d}: 1\n" for i in range(40))
+    res = _cli("run", str(_yaml(tmp_path, synthetic_weights(), extra=gates)), "--out", "o", cwd=tmp_path,
+               env={"LCPIPE_LOG_DIR": str(tmp_path / "logs")})
+    out = _no_traceback(res)
+    assert res.returncode == 2 and len(res.stderr) < 1500, len(res.stderr)
+    assert "more characters; full text in" in out and str(tmp_path / "logs" / "lcpipe.log") in out
+    assert "no_such_gate_39" not in out
+    assert "gates.no_such_gate_39: unknown key" in (tmp_path / "logs" / "lcpipe.log").read_text()
+    # and a 100 KB value is clipped where it is quoted: a short line, without a cap
     long_name = "s" + "x" * 100_000  # one argument may hold at most 128 KiB
     res = _cli("run", str(_yaml(tmp_path, synthetic_weights())), "--out", "o", "--set", f"stages.{long_name}.a=1",
                cwd=tmp_path, env={"LCPIPE_LOG_DIR": str(tmp_path / "logs")})
     out = _no_traceback(res)
-    assert res.returncode == 2 and len(res.stderr) < 1500, len(res.stderr)
-    assert "more characters; full text in" in out and str(tmp_path / "logs" / "lcpipe.log") in out
-    assert long_name in (tmp_path / "logs" / "lcpipe.log").read_text()
+    assert res.returncode == 2 and len(res.stderr) < 500 and "100,012 characters" in out, out
 
 
 def test_each_run_writes_its_log(tmp_path: Path, synthetic_weights) -> None:

@@ -43,7 +43,7 @@ def test_sensitivity_ranks_layers_and_suggests_a_valid_ignored_scope(tmp_path: P
     import openvino as ov
 
     import lcpipe
-    from lcpipe.sensitivity import layer_ops, quantized_ops
+    from lcpipe.quantization.graph import layer_ops, quantized_ops
 
     yaml = _textline_yaml(tmp_path / "tl.yaml")
     out = tmp_path / "sens"

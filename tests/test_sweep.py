@@ -19,7 +19,8 @@ from lcpipe.cli import cli
 from lcpipe.errors import ConfigError
 from lcpipe.measure.accuracy import EvalCounts, counts_from_logits, merge
 from lcpipe.measure.shards import shard_ranges
-from lcpipe.sweep import load_sweep, pareto_front, run_sweep
+from lcpipe.render.sweep import pareto_front
+from lcpipe.sweep import load_sweep, run_sweep
 
 IMAGENET = helpers.REPO / "calib_data" / "imagenet"
 # Few images and short timing loops: the 4-point sweep stays well under the 3 minutes it may take.
@@ -48,7 +49,7 @@ INT8 = EXPORT_ONLY + f"""
           - convert: {{batch: 1}}
           - quantize: {{subset_size: 16}}
           - validate: {FAST_VALIDATE}
-          - report: {{deploy: false}}"""
+          - report: {{}}"""
 
 
 @pytest.fixture
@@ -172,6 +173,7 @@ def test_int8_sweep_on_ray_reports_failures_and_resumes_from_cache(tmp_path: Pat
         assert r["latency_p50_fp32_ms"] > 0 and r["latency_p50_int8_ms"] > 0 and r["throughput_int8"] > 0
         assert 0.9 < r["cosine"] <= 1.0 and r["images"] == 32 and r["size_int8"] < r["size_fp32"]
         assert (Path(r["run_dir"]) / "metrics.json").is_file() and (Path(r["run_dir"]) / "point.log").is_file()
+        assert not list(Path(r["run_dir"]).rglob("model_int8_image.xml"))  # no deploy stage: no bundle anywhere
         # eval_shards: the same eval set again in 2 Ray tasks, merged: the validate stage's figures exactly
         assert r["sharded_images"] == 32 and r["sharded_agreement"] == r["agreement"]
         assert r["sharded_int8_top1"] == r["int8_top1"] and r["sharded_fp32_top1"] == r["fp32_top1"]
@@ -312,8 +314,9 @@ def test_sweep_on_ray_refuses_url_source_without_sha256(tmp_path: Path, scales) 
 
 def test_sweep_with_unpinned_urls_is_refused_before_submitting(tmp_path: Path, scales) -> None:
     """Not one failed row per point after Ray started: exit 2 before anything runs, saying the fix."""
-    path = _shipped_sweep(tmp_path, scales, "sources:\n  PPLCNet_x0_25: {format: pdparams, "
-                                            "url: 'http://127.0.0.1:1/w.pdparams'}\n")
+    path = _shipped_sweep(tmp_path, scales)  # its sources table replaced (a second `sources:` is a duplicate key)
+    path.write_text(re.sub(r"sources:\n(?:  .*\n)+", "sources:\n  PPLCNet_x0_25: {format: pdparams, "
+                                                     "url: 'http://127.0.0.1:1/w.pdparams'}\n", path.read_text()))
     with pytest.raises(ConfigError) as err:
         run_sweep(path, address="127.0.0.1:1")  # no cluster there: the refusal must come first
     assert "model.source.url without sha256" in str(err.value) and "point p00" in str(err.value)
@@ -453,8 +456,82 @@ def test_unreachable_ray_address_is_exit_2_naming_it_and_a_failed_start_leaves_n
     assert ray.shutdowns == 1 and ray.temp_dirs[0] and not Path(ray.temp_dirs[0]).exists()
 
 
+class _RayRefusedByTokenAuth(_RayThatFails):
+    """init as Ray 2.60's fails on a cluster that refuses the driver's token: its C++ client writes a
+    warning to fd 2 every second, then "Failed to connect" with the AuthenticationError only as text."""
+
+    def init(self, **kw) -> None:
+        import os
+
+        os.write(2, b"gcs_client.cc:210: Failed to get cluster ID from GCS server: Unauthenticated\n")
+        try:
+            raise RuntimeError("Failed to connect to GCS. Last connection error: Traceback ...\n"
+                               "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: Authentication "
+                               "token is missing or incorrect.")
+        except RuntimeError as exc:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379") from exc
+
+
+@pytest.mark.parametrize(("env", "why"), [
+    ({}, "the cluster there requires a token and RAY_AUTH_MODE is not 'token' here"),
+    ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32}, "the cluster there refused the token found here"),
+])
+def test_a_cluster_refusing_the_drivers_token_is_exit_2_saying_how_to_give_it(monkeypatch, capfd, tmp_path, env,
+                                                                              why) -> None:
+    from lcpipe.sweep.on_ray import start_ray
+
+    for k in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    import socket
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        ray = _RayRefusedByTokenAuth(AssertionError("unused"))
+        with pytest.raises(ConfigError) as err:
+            start_ray(ray, address, None)
+    msg = str(err.value)
+    assert err.value.exit_code == 2 and err.value.__cause__ is None and ray.shutdowns == 1
+    assert msg.startswith(f"--address {address}: Ray token authentication failed ({why}); ")
+    assert "RAY_AUTH_MODE=token" in msg and "RAY_AUTH_TOKEN_PATH" in msg and "ray get-auth-token" in msg
+    assert "Unauthenticated" not in capfd.readouterr().err  # Ray's repeated warning is held, lcpipe says it once
+
+
+def test_a_driver_in_token_mode_without_a_token_is_exit_2_and_other_failures_are_not_blamed_on_tokens(
+        monkeypatch, tmp_path) -> None:
+    ray_exceptions = pytest.importorskip("ray.exceptions")
+    if not hasattr(ray_exceptions, "AuthenticationError"):
+        pytest.skip("this Ray has no token authentication (Ray < 2.52)")
+    from lcpipe.sweep.on_ray import start_ray
+
+    for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    import socket
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        # what Ray's own check raises before connecting (ensure_token_if_auth_enabled)
+        refused = _RayThatFails(ray_exceptions.AuthenticationError("Token authentication is enabled but no "
+                                                                   "authentication token was found"))
+        with pytest.raises(ConfigError, match=r"token authentication failed \(RAY_AUTH_MODE=token but no token "
+                                              r"found here\)"):
+            start_ray(refused, address, None)
+        other = _RayThatFails(ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379"))
+        with pytest.raises(ConfigError) as err:
+            start_ray(other, address, None)
+    assert "cannot connect to a Ray cluster there" in str(err.value) and "token" not in str(err.value)
+
+
 def test_fleet_has_a_pareto_front_per_cpu_kind() -> None:
-    from lcpipe.sweep.fleet import fleet_doc, format_fleet, fronts
+    from lcpipe.render.sweep import fleet_doc, format_fleet, fronts
 
     rows = [{"point": "p00", "status": "ok", "int8_top1": 0.70}, {"point": "p01", "status": "ok", "int8_top1": 0.75}]
     # p01 is more accurate; on kind a it is also faster (p00 drops off), on kind b it is slower (both stay)
@@ -468,7 +545,7 @@ def test_fleet_has_a_pareto_front_per_cpu_kind() -> None:
 
 def test_sweep_page_and_table_render_failed_points_and_local_runs() -> None:
     """The page renders with undefined names as errors: a failed row or a local executor lacks keys."""
-    from lcpipe.sweep import format_table, render_html
+    from lcpipe.render.sweep import format_table, render_html
 
     machine = {"model": "m", "isa": "avx2", "flags": [], "cores": 2, "executor": {"kind": "local"}, "seconds": 1}
     bad = {"point": "p00", "index": 0, "overrides": {"k": 1}, "status": "failed", "error": "boom <b>",
@@ -512,8 +589,7 @@ def _tiny_ir(xml: Path, plan_precision: str | None = None) -> Path:
     import openvino as ov
     import openvino.opset13 as ops
 
-    from lcpipe.plan import PLAN_RT_KEY
-    from lcpipe.stages.convert import RT_SECTION
+    from lcpipe.ir import PLAN_RT_KEY, RT_SECTION
 
     x = ops.parameter([1, 3, 8, 8], np.float32, name="x")
     model = ov.Model([ops.relu(x)], [x], "tiny")
@@ -584,7 +660,7 @@ def test_point_row_describes_the_plans_ir_not_quantizes(tmp_path: Path) -> None:
 
 
 def test_plan_and_bench_stages_hold_the_whole_node(tmp_path: Path, scales) -> None:
-    from lcpipe.config import load_config
+    from lcpipe.runner import load_config
     from lcpipe.sweep import measures_latency
 
     untimed = EXPORT_ONLY + """

@@ -4,8 +4,14 @@ kind. The driver runs from a temp folder holding the pipeline, model and data: t
 them shipped (no task payload holds a driver path), their run dirs must come home under --out, a
 latency point is timed on both kinds, and a node killed mid-sweep costs a retry or a named failure.
 
+The cluster runs as users now run Ray: token authentication on (RAY_AUTH_MODE=token), with a token
+made by `ray get-auth-token --generate`, given to each node as a token file and to the driver as
+RAY_AUTH_TOKEN; a driver without it is refused.
+
 Nodes get one CPU each (the machine has two, shared). Every process started here is killed by pid
-in the fixture's finally; `ray stop` is never used (it would stop other users' Ray too).
+in the fixture's finally (each node's process tree, then anything whose command line names the
+cluster's temp dir); `ray stop` is never used: it takes no temp dir and would stop every Ray on the
+machine, other users' too.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -36,8 +43,8 @@ psutil = pytest.importorskip("psutil")
 
 FAST_VALIDATE = ("{warmup: 3, rounds: 2, iterations: 20, throughput_seconds: 0.2, progress: false, "
                  "groups: data/scripts.tsv}")
-# No token auth between the test's own nodes (loopback only); quick detection of a killed node.
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_health_check_period_ms": "1000",
+# Token auth on every node and the driver (the token is the fixture's); quick detection of a killed node.
+RAY_ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0", "RAY_health_check_period_ms": "1000",
            "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "1000"}
 
 
@@ -76,6 +83,25 @@ class Node:
 class Cluster:
     address: str
     nodes: dict[str, Node]
+    token: str
+
+
+def _without_ray_auth(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+
+
+def _new_token(home: Path) -> Path:
+    """`ray get-auth-token --generate`, as the README tells users, in a HOME of the test's own: the
+    token file is <home>/.ray/auth_token (the user's ~/.ray is neither read nor written)."""
+    home.mkdir(parents=True)
+    env = {**_without_ray_auth(dict(os.environ)), "HOME": str(home)}
+    done = subprocess.run(["ray", "get-auth-token", "--generate"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    token_file = home / ".ray" / "auth_token"
+    assert done.returncode == 0 and token_file.is_file(), done.stderr
+    assert done.stdout.strip() == token_file.read_text().strip()
+    token_file.chmod(0o600)
+    return token_file
 
 
 def _free_port() -> int:
@@ -84,11 +110,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(node: Node, args: list[str], kind: str) -> None:
+def _start(node: Node, args: list[str], kind: str, token_file: Path) -> None:
     for d in ("cwd", "node", "cache"):
         (node.root / d).mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **RAY_ENV, "LCPIPE_NODE_DIR": str(node.node_dir), "LCPIPE_CACHE_DIR": str(node.root / "cache")}
-    env.pop("RAY_ADDRESS", None)
+    env = {**_without_ray_auth(dict(os.environ)), **RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(token_file),
+           "LCPIPE_NODE_DIR": str(node.node_dir), "LCPIPE_CACHE_DIR": str(node.root / "cache")}
     env.pop("LCPIPE_CPU_KIND", None)
     log = open(node.root / "ray.log", "w")  # noqa: SIM115 - the node process writes it until killed
     node.proc = subprocess.Popen(
@@ -103,20 +129,49 @@ def _start(node: Node, args: list[str], kind: str) -> None:
     node.remember_children()
 
 
+def _kill_what_names(root: Path) -> list[str]:
+    """SIGKILL every process whose command line names `root` (Ray's processes carry their temp and
+    session dirs); returns what was still alive 30 s later."""
+    def named() -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            if p.pid != os.getpid() and any(f"{root}/" in a for a in p.info["cmdline"] or []):
+                found.append(p)
+        return found
+
+    for p in named():
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    deadline = time.monotonic() + 30
+    while (left := named()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return [" ".join(p.info["cmdline"] or [])[:200] for p in left]
+
+
 @pytest.fixture
 def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    """Head (kind fake_a) + a second node (kind fake_b); short paths: Ray's unix sockets live there."""
+    """Head (kind fake_a) + a second node (kind fake_b), token auth on; the driver (this process and
+    the processes it spawns) gets RAY_AUTH_MODE=token and the token in RAY_AUTH_TOKEN. Short paths:
+    Ray's unix sockets live there."""
     root = Path(tempfile.mkdtemp(prefix="lcr-", dir="/tmp"))
     port = _free_port()
     nodes = {"a": Node("a", root / "a"), "b": Node("b", root / "b")}
+    left: list[str] = []
     try:
+        token_file = _new_token(root / "home")
         _start(nodes["a"], ["--head", "--port", str(port), "--include-dashboard", "false",
-                            "--temp-dir", str(root / "ta")], "fake_a")
-        _start(nodes["b"], ["--address", f"127.0.0.1:{port}", "--temp-dir", str(root / "tb")], "fake_b")
+                            "--temp-dir", str(root / "ta")], "fake_a", token_file)
+        _start(nodes["b"], ["--address", f"127.0.0.1:{port}", "--temp-dir", str(root / "tb")], "fake_b", token_file)
+        for k in [k for k in os.environ if k.startswith("RAY_AUTH")]:
+            monkeypatch.delenv(k)
         for k, v in RAY_ENV.items():
             monkeypatch.setenv(k, v)
+        token = token_file.read_text().strip()
+        monkeypatch.setenv("RAY_AUTH_TOKEN", token)
         monkeypatch.delenv("RAY_ADDRESS", raising=False)
-        yield Cluster(f"127.0.0.1:{port}", nodes)
+        yield Cluster(f"127.0.0.1:{port}", nodes, token)
     finally:
         import ray
 
@@ -124,7 +179,9 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
             ray.shutdown()
         for node in reversed(nodes.values()):
             node.kill()
+        left = _kill_what_names(root)
         shutil.rmtree(root, ignore_errors=True)
+    assert not left, f"Ray processes of the test cluster survived the teardown: {left}"
 
 
 @pytest.fixture
@@ -152,6 +209,7 @@ def driver_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
           - quantize: {{subset_size: 8}}
           - validate: {FAST_VALIDATE}
           - report: {{}}
+          - deploy: {{}}
         """)
     monkeypatch.chdir(d)
     yield d
@@ -209,7 +267,7 @@ def test_cluster_sweep_ships_inputs_brings_runs_home_and_times_each_cpu_kind(clu
         assert row["node"]["cpu_model"] and row["node"]["isa"] and row["node"]["cores"] >= 1
         assert 0 < row["latency_p50_int8_ms"] and row["images"] == 32  # 16 crops x 2 rotations
 
-    from lcpipe.sweep import format_fleet
+    from lcpipe.render.sweep import format_fleet
 
     print(format_fleet(result.fleet))  # the figures, for the log (both kinds are this machine's CPU)
     # one timing row per (point, CPU kind): the point's own kind from its run, the other re-timed there
@@ -231,11 +289,44 @@ def test_cluster_sweep_ships_inputs_brings_runs_home_and_times_each_cpu_kind(clu
     assert again.tasks == [] and all(r["resumed"] for r in again.rows)
     assert {(f["point"], f["cpu_kind"]) for f in again.fleet} == set(by)
 
-    import ray
-    from ray.experimental.internal_kv import _internal_kv_list
 
-    ray.init(address=cluster.address, log_to_driver=False)
-    assert not _internal_kv_list("lcpipe-sweep/")  # the sweeps' attempt records were deleted at their end
+@pytest.mark.slow
+def test_cluster_refuses_a_driver_without_its_token_and_lcpipe_says_how_to_give_it(cluster: Cluster,
+                                                                                   driver_dir: Path) -> None:
+    """The cluster really enforces token auth: Ray itself refuses a driver without the token; `lcpipe
+    sweep` then exits 2 with one line naming the fix, no traceback, no Ray warning flood, no hang."""
+    d = driver_dir
+    path = _sweep_file(d, "{stages.quantize.preset: [performance]}")
+    home = d / "home"  # no ~/.ray/auth_token to fall back on
+    home.mkdir()
+    # Ray retries a refused connection for ~20 s; RAY_gcs_server_port_wait_time_s bounds that to 3 tries
+    env = {**_without_ray_auth(dict(os.environ)), "HOME": str(home), "RAY_gcs_server_port_wait_time_s": "3"}
+    probe = (f"import logging, ray; ray.init(address={cluster.address!r}, log_to_driver=False, "
+             "logging_level=logging.ERROR); print(ray.get(ray.remote(lambda: 'in').remote()))")
+    with_token = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180,
+                                env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": cluster.token})
+    assert with_token.stdout.strip() == "in", with_token.stderr[-2000:]
+    without = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180, env=env)
+    assert without.returncode != 0 and "Unauthenticated" in without.stderr, without.stderr[-2000:]
+
+    cases = {"the cluster there requires a token and RAY_AUTH_MODE is not 'token' here": {},
+             "RAY_AUTH_MODE=token but no token found here": {"RAY_AUTH_MODE": "token"},
+             "the cluster there refused the token found here": {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32}}
+    for why, extra in cases.items():
+        t0 = time.monotonic()
+        res = subprocess.run([sys.executable, "-m", "lcpipe", "sweep", str(path), "--address", cluster.address],
+                             capture_output=True, text=True, timeout=180, env={**env, **extra}, cwd=d)
+        seconds = time.monotonic() - t0
+        print(f"{why}: exit {res.returncode} after {seconds:.1f} s:\n{res.stderr}")
+        assert res.returncode == 2, res.stderr[-3000:]
+        assert "Traceback" not in res.stderr and "gcs_client" not in res.stderr, res.stderr[-3000:]
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: --address {cluster.address}: Ray token authentication failed ({why}); "), last
+        assert len(res.stderr.strip().splitlines()) <= 2, res.stderr[-3000:]  # lcpipe's log line + the error
+        assert "RAY_AUTH_MODE=token" in last and "RAY_AUTH_TOKEN" in last and "RAY_AUTH_TOKEN_PATH" in last
+        assert cluster.token not in res.stderr + res.stdout
+    assert not (d / "out" / "points").exists()  # refused before any point was submitted
+    assert not (home / ".ray").exists()  # lcpipe did not make a token of its own
 
 
 @pytest.mark.slow
@@ -287,3 +378,29 @@ def test_cluster_sweep_survives_a_killed_node(cluster: Cluster, driver_dir: Path
     assert list((shared / "inputs").glob("*.zip")) and (shared / "runs").is_dir()
     assert not list((shared / "runs").rglob("*.zip")), list((shared / "runs").rglob("*"))
     shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_cluster_sweep_ships_the_paths_stage_options_declare(cluster: Cluster, driver_dir: Path) -> None:
+    """bench's paddle_model is a path its options declare: the sweep ships it like model and data (no
+    list of known paths), so the node runs Paddle Inference on it instead of an "unavailable" row."""
+    pytest.importorskip("paddle")
+    d = driver_dir
+    shutil.copytree(helpers.TEXTLINE_MODEL, d / "paddle")
+    base = (d / "tl.yaml").read_text().split("\n  - validate:")[0]
+    (d / "tl.yaml").write_text(base + "\n  - bench: {engines: [ov_int8, paddle_onednn], warmup: 1, rounds: 1, "
+                               "iterations: 5, batch: 2, eval_images: 8, e2e: false, chart: false, progress: false}\n")
+    path = _sweep_file(d, "{stages.bench.paddle_model: [paddle]}")  # relative to the sweep file
+    result = run_sweep(path, address=cluster.address)
+
+    (row,) = result.rows
+    assert row["status"] == "ok", row.get("error")
+    payload = pickle.dumps(result.tasks[0])
+    assert str(d).encode() not in payload and str(helpers.REPO).encode() not in payload
+    shipped = result.tasks[0].config["stages"][-1]["bench"]["paddle_model"]
+    assert shipped.endswith("/paddle") and not Path(shipped).is_absolute()  # a content name, not a driver path
+    bench = json.loads((Path(row["run_dir"]) / "bench" / "bench.json").read_text())
+    paddle = next(e for e in bench["engines"] if e["name"] == "paddle_onednn")
+    assert paddle["available"], paddle.get("reason")
+    assert paddle["latency_ms"]["p50"] > 0 and paddle["accuracy"]["agreement"] is not None
+    assert any(str(n.node_dir / "inputs") in paddle["model"] for n in cluster.nodes.values()), paddle["model"]

@@ -1,4 +1,4 @@
-"""Commands after one another on one run folder, on the real textline pipeline (import .. report):
+"""Commands after one another on one run folder, on the real textline pipeline (import .. deploy):
 nothing a finished run wrote is lost, a config that would make its results stale is refused, files
 are readable by others under umask 022, and the figures follow the data's content."""
 
@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-VALIDATE = "- validate: {rounds: 2, iterations: 20, warmup: 5, throughput_seconds: 0.2}\n- report: {}"
+VALIDATE = "- validate: {rounds: 2, iterations: 20, warmup: 5, throughput_seconds: 0.2}\n- report: {}\n- deploy: {}"
 BENCH = ("--engines", "ov_fp32,ov_int8", "--rounds", "1", "--iterations", "5")
 
 
@@ -68,6 +68,20 @@ def test_run_then_bench_then_predict_loses_nothing(finished: tuple[Path, Path, P
     res = _cli("predict", str(run / "deploy" / "model_int8.xml"), str(image), "--json", cwd=run.parent, cache=cache)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)[0]["top"][0]["probability"] > 0
+
+
+def test_bench_does_not_replace_a_bench_folder_holding_a_users_file(finished: tuple[Path, Path, Path]) -> None:
+    yaml, run, cache = finished
+    notes = run / "bench" / "notes.txt"
+    notes.parent.mkdir(exist_ok=True)
+    notes.write_text("mine\n")
+    before = _snapshot(run)
+    try:
+        res = _cli("bench", str(yaml), "--out", str(run), *BENCH, cwd=run.parent, cache=cache)
+        assert res.returncode == 2 and "notes.txt" in res.stderr and "lcpipe did not write" in res.stderr, res.stderr
+        assert [n for n, d in before.items() if _snapshot(run).get(n) != d] == []
+    finally:
+        notes.unlink()
 
 
 def test_a_config_that_would_make_the_finished_results_stale_is_refused(finished: tuple[Path, Path, Path]) -> None:

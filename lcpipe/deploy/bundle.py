@@ -18,7 +18,7 @@ from lcpipe.render.format import pct, times
 
 
 def write_deploy(dest: Path, fp32_xml: Path, int8_xml: Path, rt: dict[str, Any], metrics: dict[str, Any]) -> Path:
-    dest.mkdir(parents=True)
+    dest.mkdir(parents=True, exist_ok=True)
     from lcpipe.deploy.image_input import image_input_preprocess, write_image_input_ir
 
     for tag, xml in (("int8", int8_xml), ("fp32", fp32_xml)):
@@ -86,7 +86,7 @@ def measured_compile_config(m: dict[str, Any]) -> dict[str, Any] | None:
     """The compile properties the shipped model's figures were measured with: the plan's runtime_config,
     else the LATENCY hint with the float precision validate ran the INT8 IR at (the plugin's default
     differs by CPU: bf16 on AMX / avx512_bf16). None when that precision was not recorded."""
-    from lcpipe.measure.runtime import ov_config
+    from lcpipe.ir import ov_config
 
     plan = m.get("plan")
     if plan:
@@ -136,7 +136,7 @@ def serving_snippet(pre: dict[str, Any], labels: bool, compile_config: dict[str,
                   f"round(img.shape[0] * s)), interpolation={interp})\n"
                   f"c = {c}; h, w = img.shape[:2]; t, l = (h - c) // 2, (w - c) // 2; img = img[t:t + c, l:l + c]")
     names = 'open("labels.txt", encoding="utf-8").read().splitlines()' if labels else "None"
-    from lcpipe.measure.runtime import ov_config
+    from lcpipe.ir import ov_config
 
     config = compile_config or ov_config("LATENCY", None, None)  # the plugin's default precision
     return f"""import sys, cv2, numpy as np, openvino as ov

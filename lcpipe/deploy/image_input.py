@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.deps import require
+from lcpipe.ir import read_ir, read_lcpipe_rt_info, save_ir, set_embedded_preprocessing
 
 # What the graph does to its input, in order; recorded in rt_info and preprocess.json.
 IN_GRAPH_STEPS = ["convert_element_type(f32)", "convert_color(BGR->RGB)", "mean(255*mean)", "scale(255*std)"]
@@ -43,28 +44,15 @@ def build_image_input_model(model: Any, pre: dict[str, Any]) -> Any:
     steps.convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB)
     steps.mean([255.0 * m for m in pre["mean"]]).scale([255.0 * s for s in pre["std"]])
     out = ppp.build()
-    _record(out, pre)
+    set_embedded_preprocessing(out, image_input_preprocess(pre))
     return out
-
-
-def _record(model: Any, pre: dict[str, Any]) -> None:
-    from lcpipe.stages.convert import set_lcpipe_rt_info
-
-    set_lcpipe_rt_info(model, {"preprocess": image_input_preprocess(pre)})
-    # OpenVINO Model API: preprocessing is embedded, do not apply mean/scale/channel swap again.
-    model.set_rt_info("True", ["model_info", "embedded_processing"])
-    model.set_rt_info("False", ["model_info", "reverse_input_channels"])
-    model.set_rt_info("0 0 0", ["model_info", "mean_values"])
-    model.set_rt_info("1 1 1", ["model_info", "scale_values"])
 
 
 def read_image_input_model(xml: Path) -> tuple[Any, dict[str, Any]]:
     """Read a float-input lcpipe IR and wrap it; returns (model, its preprocess dict)."""
     from lcpipe.errors import InputError
-    from lcpipe.stages.convert import read_lcpipe_rt_info
 
-    ov = require("openvino")
-    model = ov.Core().read_model(str(xml))
+    model = read_ir(xml)
     pre = read_lcpipe_rt_info(model).get("preprocess")
     if not pre:
         raise InputError(f"{xml}: no lcpipe preprocessing in rt_info; cannot build an image-input IR")
@@ -76,7 +64,5 @@ def read_image_input_model(xml: Path) -> tuple[Any, dict[str, Any]]:
 
 def write_image_input_ir(src_xml: Path, dst_xml: Path) -> Path:
     """Save the image-input variant of ``src_xml`` at ``dst_xml`` (.xml + .bin, weights as they are)."""
-    from lcpipe.stages.convert import save_ir
-
     model, _ = read_image_input_model(src_xml)
     return save_ir(model, Path(dst_xml))

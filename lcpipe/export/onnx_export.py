@@ -159,6 +159,6 @@ def export_onnx(model: CanonicalModel, out_path: Path, **kw: Any) -> Path:
 
 
 def _version() -> str:
-    from lcpipe import __version__
+    from lcpipe.version import __version__
 
     return __version__

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lcpipe.measure.engines import (
     ENGINE_NAMES,
@@ -21,10 +21,22 @@ from lcpipe.measure.engines import (
 )
 
 if TYPE_CHECKING:
-    from lcpipe.stages.base import StageContext
+    import logging
+
+    from lcpipe.config import PipelineConfig
 
 
-def build_engines(ctx: StageContext, options: Any, inputs: dict[str, Path], info: dict[str, Any],
+class EngineSetup(Protocol):
+    """What setting up the engines needs from the bench stage (its lcpipe.stages.base.StageContext):
+    the pipeline, a folder for the files it converts or quantizes, the data cache, the log."""
+
+    config: PipelineConfig
+    workdir: Path
+    cache_dir: Path | None
+    log: logging.Logger
+
+
+def build_engines(ctx: EngineSetup, options: Any, inputs: dict[str, Path], info: dict[str, Any],
                   threads: int, hw: tuple[int, ...]) -> list[Any]:
     """Every requested engine, available or with the reason it is not (never raises for a peer)."""
     wanted = [n for n in ENGINE_NAMES if options.engines is None or n in options.engines or n == "ov_fp32"]
@@ -62,7 +74,7 @@ def _ov(model: Path, name: str, threads: int, hw: tuple[int, ...], precision: st
 def int8_float_precision(xml: Path, precision: str | None) -> str:
     """The INT8 IR's float-op precision: ``precision`` when given, else the one the plan stage chose for
     this IR (its rt_info; the figures that chose it were measured so), else f32 (as validate)."""
-    from lcpipe.plan import planned_precision
+    from lcpipe.ir import planned_precision
 
     return precision or planned_precision(xml) or "f32"
 
@@ -82,7 +94,7 @@ def _ov_default(xml: Path, threads: int, hw: tuple[int, ...]) -> Any:
     return _ov(xml, "ov_fp32_default", threads, hw, None, default)
 
 
-def _p2o(ctx: StageContext, options: Any, inputs: dict[str, Path], info: dict[str, Any], threads: int,
+def _p2o(ctx: EngineSetup, options: Any, inputs: dict[str, Path], info: dict[str, Any], threads: int,
          hw: tuple[int, ...]) -> Any:
     """The raw paddle2onnx ONNX (from the import stage, or converted here from ``paddle_model``)."""
 
@@ -91,7 +103,7 @@ def _p2o(ctx: StageContext, options: Any, inputs: dict[str, Path], info: dict[st
     elif options.paddle_model:
         from lcpipe.importers.paddle_inference import locate_inference_files, paddle_to_onnx
 
-        files = locate_inference_files(ctx.config.option_path(options.paddle_model))
+        files = locate_inference_files(Path(options.paddle_model))
         onnx_path = paddle_to_onnx(files, ctx.workdir / "paddle2onnx.onnx", opset=17)
     else:
         return unavailable("ov_p2o_fp32", "openvino", "fp32", _no_paddle_reason(info))
@@ -102,7 +114,7 @@ def _ort(onnx_path: Path, name: str, threads: int, precision: str) -> Any:
     return ort_engine(name, Path(onnx_path), threads, precision)
 
 
-def _ort_int8(ctx: StageContext, options: Any, onnx_path: Path, threads: int) -> Any:
+def _ort_int8(ctx: EngineSetup, options: Any, onnx_path: Path, threads: int) -> Any:
     if ctx.config.data.calib is None:
         return unavailable("ort_int8", "onnxruntime", "int8", "no data.calib to calibrate with")
     from lcpipe.data import load_split
@@ -118,11 +130,11 @@ def _ort_int8(ctx: StageContext, options: Any, onnx_path: Path, threads: int) ->
     return engine
 
 
-def _paddle(ctx: StageContext, options: Any, info: dict[str, Any], threads: int) -> Any:
+def _paddle(ctx: EngineSetup, options: Any, info: dict[str, Any], threads: int) -> Any:
     if not has_module("paddle"):
         return unavailable("paddle_onednn", "paddle", "fp32", "paddle (paddlepaddle) is not installed")
     if options.paddle_model:
-        model, params = paddle_files(ctx.config.option_path(options.paddle_model))
+        model, params = paddle_files(Path(options.paddle_model))
     elif _paddle_source(ctx, info):
         model, params = Path(info["model_file"]), Path(info["params_file"])
     else:
@@ -130,7 +142,7 @@ def _paddle(ctx: StageContext, options: Any, info: dict[str, Any], threads: int)
     return paddle_engine(model, params, threads)
 
 
-def _paddle_source(ctx: StageContext, info: dict[str, Any]) -> bool:
+def _paddle_source(ctx: EngineSetup, info: dict[str, Any]) -> bool:
     """The pipeline's source is a Paddle inference model (model_info names its program + params)."""
     return ctx.config.model.source.format == "paddle_inference" and bool(info.get("model_file"))
 

@@ -13,7 +13,8 @@ def compile_candidates(specs: list[Any], irs: dict[str, Path], threads: int, cor
                        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Compile every candidate with the LATENCY hint at its precision; one that cannot compile (e.g.
     bf16 under an ISA cap) stays in the table with the reason."""
-    from lcpipe.measure.runtime import compiled_precision, ov_config
+    from lcpipe.ir import ov_config
+    from lcpipe.measure.runtime import compiled_precision
 
     models = {name: core.read_model(str(path)) for name, path in irs.items()}
     rows: list[dict[str, Any]] = []
@@ -57,7 +58,8 @@ def check_fidelity(rows: list[dict[str, Any]], compiled: dict[str, Any], x: np.n
     that passes the screen is judged on the whole eval set, and the first that passes there wins (the
     slower ones are listed as not checked). The winner is always judged on every eval image; a
     screen can only reject a candidate, never pass one. Otherwise: every candidate on every image."""
-    from lcpipe.measure.runtime import infer_ov, ov_config
+    from lcpipe.ir import ov_config
+    from lcpipe.measure.runtime import infer_ov
 
     ref_compiled = compiled.get("fp32@f32") or core.compile_model(core.read_model(str(fp32_xml)), "CPU",
                                                                   ov_config("LATENCY", threads, "f32"))

@@ -23,7 +23,7 @@ import numpy as np
 
 from lcpipe.deps import require
 from lcpipe.measure.accuracy import top_indices
-from lcpipe.metrics import ratio
+from lcpipe.measure.goals import ratio
 
 ROUTES = ("fp32_py", "int8_py", "fp32_image", "int8_image")
 Precision = str | None | dict[str, str | None]  # one float precision for both IRs, or per "fp32" / "int8"
@@ -48,7 +48,7 @@ def image_prep(pre: Any) -> Prep:
 def route_models(fp32: Path, int8: Path) -> dict[str, tuple[Any, str]]:
     """route -> (ov.Model, "float" | "image"); image-input models are built in memory from the IRs."""
     from lcpipe.deploy.image_input import build_image_input_model
-    from lcpipe.stages.convert import read_lcpipe_rt_info
+    from lcpipe.ir import read_lcpipe_rt_info
 
     ov = require("openvino")
     core = ov.Core()
@@ -74,7 +74,7 @@ def measure_e2e(fp32: Path, int8: Path, images: Sequence[np.ndarray], pre: Any, 
 
     ``default_precision_route`` adds ``fp32_py_default``: the FP32 route at the plugin's own float
     precision (bf16 on CPUs with avx512_bf16/AMX), what a user gets without setting a hint."""
-    from lcpipe.measure.runtime import ov_config as _cfg
+    from lcpipe.ir import ov_config as _cfg
     from lcpipe.measure.timing import measure_latency
 
     if not images:
@@ -194,7 +194,7 @@ def decoded_samples(samples: Sequence[Any], n: int | None = None) -> list[np.nda
 def image_input_logits(fp32: Path, int8: Path, samples: Sequence[Any], pre: Any, threads: int,
                        precision: Precision) -> dict[str, np.ndarray]:
     """Logits of the image-input IRs ("fp32", "int8") on every sample, from uint8 resize/crop."""
-    from lcpipe.measure.runtime import ov_config
+    from lcpipe.ir import ov_config
 
     ov = require("openvino")
     core = ov.Core()

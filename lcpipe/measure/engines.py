@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from lcpipe.ir import compile_ir, ov_config
 from lcpipe.measure.accuracy import agreement
-from lcpipe.measure.runtime import compile_ir, compiled_precision, ort_session, ov_config
+from lcpipe.measure.runtime import compiled_precision, ort_session
 from lcpipe.measure.timing import measure_latency, throughput_from
 
 BatchFn = Callable[[np.ndarray], np.ndarray]  # a batch of the engine's fixed size -> first output

@@ -8,7 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from lcpipe.metrics import ratio
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b to 4 places, None when either is missing or zero: every speed-up lcpipe reports."""
+    return round(float(a) / float(b), 4) if a and b else None
+
 
 # INT8 IR vs FP32 IR batch-1 latency goals by architecture and ISA (issue 6).
 INT8_GOALS: dict[str, dict[str, float]] = {

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from lcpipe.deps import require
-from lcpipe.measure.runtime import ov_config
+from lcpipe.ir import ov_config
 
 
 def profile_ov(model: Path, threads: int, input_hw: tuple[int, int], precision: str | None, x: np.ndarray,

@@ -3,23 +3,25 @@ OpenVINO route against lcpipe's FP32 IR on the same images (validate ``paddle_re
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lcpipe.deps import require
+from lcpipe.ir import compile_ir, write_model
 from lcpipe.measure.accuracy import softmax
 from lcpipe.measure.engines import compile_engine, paddle_engine, predict_all
-from lcpipe.measure.runtime import compile_ir, infer_ov
+from lcpipe.measure.runtime import infer_ov
+from lcpipe.records import read_json
 
 
 def compare_routes(inputs: dict[str, Path], x: np.ndarray, fp32: np.ndarray, threads: int, workdir: Path,
                    log: logging.Logger) -> dict[str, Any]:
     """``inputs``: the validate stage's (model_info, source_onnx); ``fp32``: lcpipe's FP32 IR logits on ``x``.
     The converted paddle2onnx IR is a scratch file in ``workdir``, removed afterwards."""
-    info = json.loads(Path(inputs["model_info"]).read_text()) if "model_info" in inputs else {}
+    info = read_json(inputs.get("model_info"))
     if info.get("format") != "paddle_inference":
         return {"skipped": "paddle_reference needs a paddle_inference source"}
     # exported Paddle inference models usually end in softmax; compare like with like
@@ -44,9 +46,7 @@ def compare_routes(inputs: dict[str, Path], x: np.ndarray, fp32: np.ndarray, thr
 
 
 def _convert_onnx(onnx_path: Path, xml: Path) -> None:
-    import openvino as ov
-
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+    write_model(require("openvino").convert_model(str(onnx_path)), xml)
 
 
 def route_diff(ours: np.ndarray, theirs: np.ndarray) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Compiling and running models on OpenVINO and ONNX Runtime: the settings every measurement shares.
+"""Running models on OpenVINO and ONNX Runtime: what every measurement shares (compile properties: lcpipe.ir).
 
 openvino and onnxruntime are imported inside the functions (``lcpipe --help`` stays instant).
 """
@@ -14,24 +14,6 @@ from lcpipe.deps import require
 from lcpipe.render.progress import progress
 
 
-def ov_config(hint: str, threads: int | None, precision: str | None = "f32") -> dict[str, Any]:
-    """Compile properties: the one place lcpipe builds them (measurements, predict, the plan's
-    runtime_config). ``threads`` None: the plugin's own choice; ``precision`` None keeps the device
-    default float precision (bf16 on AMX / avx512_bf16 CPUs)."""
-    cfg: dict[str, Any] = {"PERFORMANCE_HINT": hint}
-    if threads:
-        cfg["INFERENCE_NUM_THREADS"] = threads
-    if precision:
-        cfg["INFERENCE_PRECISION_HINT"] = precision
-    return cfg
-
-
-def compile_ir(xml: Path, hint: str, threads: int, precision: str | None = "f32") -> Any:
-    ov = require("openvino")
-    core = ov.Core()
-    return core.compile_model(core.read_model(str(xml)), "CPU", ov_config(hint, threads, precision))
-
-
 def compiled_precision(compiled: Any) -> str:
     """What the plugin actually runs float ops in (f32, bf16, f16)."""
     try:
@@ -44,6 +26,12 @@ def static_batch(compiled: Any) -> int | None:
     """The input's batch size when static, else None."""
     shape = compiled.inputs[0].get_partial_shape()
     return shape[0].get_length() if shape[0].is_static else None
+
+
+def output_classes(model: Any) -> int | None:
+    """Classes of a model's (or compiled model's) first output [batch, classes], None when dynamic."""
+    shape = model.outputs[0].get_partial_shape()
+    return shape[-1].get_length() if shape.rank.is_static and len(shape) and shape[-1].is_static else None
 
 
 def ir_size(xml: Path) -> int:

@@ -20,7 +20,8 @@ def evaluate_shard(fp32_xml: str | Path, int8_xml: str | Path, samples: Sequence
     return the sums. ``precision``: one float precision for both IRs, or {"fp32": ..., "int8": ...}
     (evaluate_sharded passes what the validate stage uses: see ir_precisions)."""
     from lcpipe.data import load_image
-    from lcpipe.measure.runtime import compile_ir, infer_ov
+    from lcpipe.ir import compile_ir
+    from lcpipe.measure.runtime import infer_ov
 
     if not samples:
         return EvalCounts(top_k=top_k)
@@ -84,7 +85,7 @@ def evaluate_sharded(fp32_xml: str | Path, int8_xml: str | Path, config: Any, *,
 def ir_precisions(xml: dict[str, Path], configured: str | None) -> dict[str, str | None]:
     """Per IR, the float precision the validate stage runs it at: the plan's recorded choice, else
     validate's ``inference_precision`` ("default": the plugin's own, None)."""
-    from lcpipe.plan import planned_precision
+    from lcpipe.ir import planned_precision
 
     base = None if configured in (None, "default") else configured
     return {k: planned_precision(p) or base for k, p in xml.items()}

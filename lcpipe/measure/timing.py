@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from lcpipe.measure.runtime import compile_ir, ort_session
+from lcpipe.ir import compile_ir
+from lcpipe.measure.runtime import ort_session
 from lcpipe.render.progress import progress
 
 Runner = Callable[[], Any]  # one synchronous batch-1 inference on a fixed input

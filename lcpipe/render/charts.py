@@ -6,7 +6,7 @@ import io
 from typing import Any
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -15,33 +15,34 @@ def _pyplot() -> Any:
     return plt
 
 
-def _png(fig: Any) -> bytes:
+def png_bytes(fig: Any) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
 
 
 def report_chart(m: dict[str, Any]) -> bytes:
     """metrics.json: accuracy (or agreement/cosine when unlabeled) and latency, FP32 vs INT8."""
-    plt = _pyplot()
+    plt = pyplot()
     from lcpipe.metrics import model_latency
 
     acc, lat = m["accuracy"], model_latency(m)
     fig, axes = plt.subplots(1, 2 if lat else 1, figsize=(9 if lat else 4.5, 3.2), squeeze=False)
     ax = axes[0][0]
-    if acc["labeled"]:
-        names = [n for n in ("fp32", "int8", "int8_ptq", "onnxruntime") if n in acc]
+    if acc["labeled"]:  # a figure that was not measured (null: e.g. NaN outputs) gets no bar
+        names = [n for n in ("fp32", "int8", "int8_ptq", "onnxruntime") if n in acc and acc[n]["top1"] is not None]
         _bars(ax, [short_name(n, m) for n in names], [100 * acc[n]["top1"] for n in names], "top-1 (%)")
     else:
-        _bars(ax, ["agreement", "cosine"], [100 * acc["agreement"], 100 * acc["cosine"]], "INT8 vs FP32 (%)")
+        names = [n for n in ("agreement", "cosine") if acc[n] is not None]
+        _bars(ax, names, [100 * acc[n] for n in names], "INT8 vs FP32 (%)")
     if lat:
         names = list(lat)
         p50 = [lat[n]["p50"] for n in names]
         err = [[0] * len(names), [lat[n]["p90"] - lat[n]["p50"] for n in names]]
         _bars(axes[0][1], [short_name(n, m) for n in names], p50, "batch-1 latency p50 ms (whisker: p90)", err)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def short_name(name: str, m: dict[str, Any]) -> str:
@@ -60,7 +61,7 @@ def _bars(ax: Any, names: list[str], values: list[float], title: str, err: Any =
 
 def bench_chart(result: dict[str, Any]) -> bytes:
     """bench.json: two bar panels, batch-1 p50 latency (whisker to p90) and batch-N throughput per engine."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in result["engines"] if r["available"]]
     names = [r["label"].replace(" (lcpipe)", "\n(lcpipe)").replace(", plugin", ",\nplugin") for r in rows]
     colors = ["#dd8452" if r["precision"] == "int8" else "#4c72b0" if r["runtime"] == "openvino" else "#8c8c8c"
@@ -80,4 +81,4 @@ def bench_chart(result: dict[str, Any]) -> bytes:
     cpu = result["cpu"]
     fig.suptitle(f"{result['model'].get('arch') or result['pipeline']} - {cpu['model']} ({cpu['isa']}), "
                  f"{result['threads']} threads", fontsize=10)
-    return _png(fig)
+    return png_bytes(fig)

@@ -6,7 +6,7 @@ from typing import Any
 
 from lcpipe.metrics import model_latency
 from lcpipe.render.charts import report_chart
-from lcpipe.render.format import num, pct, times
+from lcpipe.render.format import fixed, num, pct, times
 from lcpipe.render.html import png_base64, render_template
 from lcpipe.render.plan import plan_headline, plan_rows
 from lcpipe.render.tables import md_table
@@ -54,10 +54,10 @@ def report_tables(m: dict[str, Any]) -> dict[str, list[list[str]]]:
                           ["top-1 drop", pct(acc["top1_drop"])],
                           ["flips right->wrong / wrong->right",
                            f"{num(flips.get('lost'))} / {num(flips.get('gained'))}"],
-                          ["cosine (mean / min)", f"{acc['cosine']:.5f} / {acc['cosine_min']:.5f}"],
+                          ["cosine (mean / min)", f"{fixed(acc['cosine'], 5)} / {fixed(acc['cosine_min'], 5)}"],
                           ["max / mean abs logit diff",
-                           f"{acc['max_abs_logit_diff']:.4g} / {acc['mean_abs_logit_diff']:.4g}"],
-                          ["relative logit error", f"{acc['rel_logit_error']:.4g}"]]
+                           f"{num(acc['max_abs_logit_diff'])} / {num(acc['mean_abs_logit_diff'])}"],
+                          ["relative logit error", num(acc["rel_logit_error"])]]
     if model_latency(m):
         ips = m.get("throughput_ips") or {}
         tables["speed"] = [["model", "p50 ms", "p90 ms", "mean ms", "images/s"]] + [
@@ -69,7 +69,7 @@ def report_tables(m: dict[str, Any]) -> dict[str, list[list[str]]]:
     if acc.get("image_input"):
         tables["image_input"] = [["image-input IR vs float IR", "images", "top-1 agreement", "max abs logit diff",
                                   "top-1"]] + [
-            [tag.upper(), str(c["images"]), pct(c["top1_agreement"]), f"{c['max_abs_logit_diff']:.3g}",
+            [tag.upper(), str(c["images"]), pct(c["top1_agreement"]), num(c["max_abs_logit_diff"]),
              pct(c.get("top1"))] for tag, c in acc["image_input"].items()]
     if acc.get("groups"):
         cols = [k for k in next(iter(acc["groups"].values())) if k != "images"]
@@ -80,7 +80,7 @@ def report_tables(m: dict[str, Any]) -> dict[str, list[list[str]]]:
     routes = {k: r for k, r in (acc.get("routes") or {}).items() if isinstance(r, dict) and "max_abs_diff" in r}
     if routes:
         tables["routes"] = [["route vs lcpipe FP32 IR", "compared on", "max abs diff", "argmax agreement"]] + [
-            [k, acc["routes"]["compared_on"], f"{r['max_abs_diff']:.3g}", pct(r["argmax_agreement"])]
+            [k, acc["routes"]["compared_on"], num(r["max_abs_diff"]), pct(r["argmax_agreement"])]
             for k, r in routes.items()]
     return tables
 

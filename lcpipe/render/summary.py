@@ -9,8 +9,6 @@ from typing import Any
 
 from lcpipe.render.format import fixed, num, pct
 
-NAN = float("nan")
-
 
 def render_summary(metrics: dict[str, Any]) -> str:
     lines = [*_accuracy_lines(metrics), *_speed_lines(metrics), *_e2e_lines(metrics), *_quantize_lines(metrics),
@@ -36,7 +34,7 @@ def _accuracy_lines(metrics: dict[str, Any]) -> list[str]:
     n = acc.get("images")
     cos = acc.get("cosine")
     return [f"accuracy ({n} images): FP32 top-1 {pct(f.get('top1'))}, INT8 top-1 {pct(i.get('top1'))}, "
-            f"agreement {pct(acc.get('agreement'))}, cosine {NAN if cos is None else cos:.5f}"]
+            f"agreement {pct(acc.get('agreement'))}, cosine {fixed(cos, 5)}"]
 
 
 def _speed_lines(metrics: dict[str, Any]) -> list[str]:
@@ -68,7 +66,7 @@ def _e2e_lines(metrics: dict[str, Any]) -> list[str]:
                + ("" if dec is None else f"; decode {dec:.2f} ms apart"))
     for tag, c in ((metrics.get("accuracy") or {}).get("image_input") or {}).items():
         out.append(f"  {tag.upper()} image-input IR vs float IR: top-1 agreement {pct(c.get('top1_agreement'))}, "
-                   f"max abs logit diff {c.get('max_abs_logit_diff', NAN):.2g}")
+                   f"max abs logit diff {num(c.get('max_abs_logit_diff'))}")
     return out
 
 

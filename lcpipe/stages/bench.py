@@ -22,19 +22,19 @@ measure.engines.measure_engines, judged by measure.goals, rendered by render.ben
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
 from lcpipe.fileio import write_json
+from lcpipe.records import BenchRecord, read_json
 from lcpipe.render.bench import render_html_fragment, render_markdown, render_profile_md
 from lcpipe.render.charts import bench_chart
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 SCHEMA = 1
 EngineName = Literal["ov_fp32", "ov_int8", "ov_fp32_default", "ov_p2o_fp32", "ort_fp32", "ort_int8", "paddle_onednn"]
@@ -43,6 +43,7 @@ THROUGHPUT_DEF = "images/s of synchronous batch-{batch} calls (batch / p50 call 
 
 
 class BenchOptions(StageOptions):
+    path_fields: ClassVar[frozenset[str]] = frozenset({"paddle_model"})
     engines: list[EngineName] | None = None  # subset to run (ov_fp32, the reference, always runs); None: all
     threads: int | None = Field(None, gt=0)  # None: runtime.threads, else all cores
     batch: int = Field(8, ge=1)  # batch size of the throughput figure
@@ -52,7 +53,7 @@ class BenchOptions(StageOptions):
     batch_iterations: int | None = Field(None, gt=0)  # timed batch-N calls per round; None: iterations // batch + 2
     eval_images: int | None = Field(200, gt=0)  # first N of data.eval for top-1 / agreement; None: all
     ort_calib_images: int | None = Field(None, gt=0)  # None: quantize.subset_size (the images NNCF used)
-    paddle_model: str | None = None  # Paddle inference model (folder) for Paddle Inference + the paddle2onnx route
+    paddle_model: str | None = None  # Paddle inference model (a path) for Paddle Inference + the paddle2onnx route
     # float ops of the INT8 IR that stay float; None: the precision the plan stage chose for it (rt_info), else f32
     int8_precision: Literal["f32", "bf16", "f16", "default"] | None = None
     profile: bool = False  # OpenVINO per-layer counters of the FP32 and INT8 IRs -> profile.json
@@ -66,7 +67,6 @@ class BenchOptions(StageOptions):
     progress: bool = True
 
 
-@register
 class BenchStage(Stage):
     name = "bench"
     Options = BenchOptions
@@ -76,6 +76,7 @@ class BenchStage(Stage):
     uses_config = ("preprocess", "runtime")
     cacheable = False
     publish = ("bench.json", "bench.md", "bench.png")
+    older_files = frozenset({"bench.json", "bench.md", "bench.png", "bench.html", "profile.json"})
     summary = "OpenVINO FP32/INT8 vs paddle2onnx route, ONNX Runtime FP32/INT8, Paddle oneDNN: latency, throughput"
 
     def run(self, ctx: StageContext, options: BenchOptions, inputs: dict[str, Path]) -> dict[str, Path]:
@@ -84,85 +85,6 @@ class BenchStage(Stage):
 
 
 # ---------------------------------------------------------------- orchestration
-
-def bench_pipeline(pipeline: Any, *, overrides: tuple[str, ...] | list[str] = (), out: Path | None = None,
-                   cache_dir: Path | None = None, no_cache: bool = False, force: bool = False,
-                   updates: dict[str, Any] | None = None) -> tuple[dict[str, Any], Path]:
-    """``lcpipe bench``: run the pipeline up to the last of quantize / plan (cached stages are reused), so
-    the INT8 IR timed is the one the pipeline ships, then benchmark into ``<run dir>/bench/``.
-    Options: the YAML's bench stage (if any) updated by ``updates``."""
-    import logging
-
-    from lcpipe.cache import default_cache_dir
-    from lcpipe.config import PipelineConfig, load_config
-    from lcpipe.errors import ConfigError
-    from lcpipe.fileio import atomic_dir
-    from lcpipe.rundir import claim_run_dir
-    from lcpipe.runner import resolve_run_dir, run_pipeline
-
-    config = pipeline if isinstance(pipeline, PipelineConfig) else load_config(pipeline, overrides)
-    if "quantize" not in config.stage_names():
-        raise ConfigError(f"{config.source_file}: lcpipe bench needs a pipeline with a quantize stage "
-                          f"(stages: {', '.join(config.stage_names())})")
-    base = config.stage_options("bench") or BenchOptions()
-    try:  # before the (possibly long) pipeline run
-        options = BenchOptions.model_validate({**base.model_dump(), **(updates or {})})
-    except ValueError as exc:
-        raise ConfigError(f"lcpipe bench: {' '.join(str(exc).split())}") from None
-    until = bench_until(config.stage_names())
-    # the run dir stays locked from the pipeline run to the last bench file (no other run in between)
-    with claim_run_dir(resolve_run_dir(config, out)) as run_dir:
-        res = run_pipeline(config, out=run_dir, until=until, force=force, cache_dir=cache_dir, no_cache=no_cache)
-        inputs = {k: res.artifacts[k] for k in (*BenchStage.consumes, *BenchStage.optional_consumes)
-                  if k in res.artifacts}
-        missing = [k for k in BenchStage.consumes if k not in inputs]
-        if missing:
-            raise ConfigError(f"{config.source_file}: the stages up to {until} produced no {', '.join(missing)}")
-        dest = run_dir / "bench"
-        _check_bench_folder(dest)
-        with atomic_dir(dest) as tmp:
-            ctx = StageContext(config=config, workdir=tmp, run_dir=run_dir,
-                               cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
-                               log=logging.getLogger("lcpipe"))
-            result = run_bench(ctx, options, inputs)
-            _record(tmp, write_outputs(tmp, result, options))
-    return result, dest
-
-
-_BENCH_FILES = frozenset({"bench.json", "bench.md", "bench.png", "bench.html", "profile.json"})
-
-
-def _check_bench_folder(dest: Path) -> None:
-    """bench/ is replaced on every `lcpipe bench`: only when it holds nothing but lcpipe's files."""
-    from lcpipe.errors import InputError
-    from lcpipe.rundir import foreign_files, recorded_files
-
-    if not dest.exists():
-        return
-    record = recorded_files(dest)
-    extra = ([n for n in foreign_files(dest, record) if n != "stage.json"] if record is not None
-             else [f.name for f in dest.rglob("*") if not f.is_dir() and f.name not in _BENCH_FILES])
-    if extra or not dest.is_dir():
-        raise InputError(f"{dest}: holds {', '.join(extra[:3]) or 'a file'} that lcpipe did not write; lcpipe bench "
-                         "replaces this folder: move it out of the run directory")
-
-
-def _record(folder: Path, outputs: dict[str, Path]) -> None:
-    """stage.json as a pipeline stage writes it: what the folder holds, so a later run knows it is lcpipe's."""
-    from lcpipe import __version__
-    from lcpipe.fileio import files_sha256, sha256_file
-
-    write_json(folder / "stage.json", {
-        "stage": "bench", "key": None, "lcpipe": __version__,
-        "outputs": {k: {"path": p.name, "sha256": sha256_file(p)} for k, p in outputs.items()},
-        "files": files_sha256(folder, skip=("stage.json",))})
-
-
-def bench_until(names: list[str]) -> str:
-    """The last stage lcpipe bench runs: the last of quantize / plan, so the INT8 IR it times is the
-    one the pipeline ships (plan replaces quantize's ir_int8)."""
-    return max(("quantize", "plan"), key=lambda n: names.index(n) if n in names else -1)
-
 
 def run_bench(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path]) -> dict[str, Any]:
     from lcpipe.measure.bench_engines import build_engines, int8_float_precision
@@ -177,8 +99,8 @@ def run_bench(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path])
                                                                                 options.int8_precision)})
     threads = options.threads or ctx.config.runtime.threads or default_threads()
     hw = tuple(ctx.config.preprocess.input_hw)
-    info = _read_json(inputs.get("model_info"))
-    x, labels, n_eval = _eval_data(ctx, options, hw)
+    info = read_json(inputs.get("model_info"))
+    x, labels, n_eval = _eval_data(ctx, options, hw, inputs["ir_fp32"])
     load_before = _loadavg()
     engines = build_engines(ctx, options, inputs, info, threads, hw)
     measured = measure_engines(engines, x, labels, batch=options.batch, warmup=options.warmup,
@@ -214,7 +136,7 @@ def write_outputs(workdir: Path, result: dict[str, Any], options: BenchOptions) 
     if profile is not None:
         out["bench_profile"] = workdir / "profile.json"
         write_json(out["bench_profile"], profile)
-    write_json(out["bench"], result)
+    BenchRecord.build(**result).save(out["bench"])
     md = render_markdown(result) + (render_profile_md(profile) if profile else "")
     out["bench_md"].write_text(md, encoding="utf-8")
     if options.chart and any(e["available"] for e in result["engines"]):
@@ -227,16 +149,11 @@ def write_outputs(workdir: Path, result: dict[str, Any], options: BenchOptions) 
 
 
 def _plan_name(xml: Path) -> str | None:
-    from lcpipe.deps import require
-    from lcpipe.plan import PLAN_RT_KEY
-    from lcpipe.stages.convert import read_lcpipe_rt_info
+    from lcpipe.ir import planned_plan
 
-    plan = read_lcpipe_rt_info(require("openvino").Core().read_model(str(xml))).get(PLAN_RT_KEY)
-    return plan.get("name") if isinstance(plan, dict) else None
+    plan = planned_plan(xml)
+    return plan.get("name") if plan else None
 
-
-def _read_json(path: Path | None) -> dict[str, Any]:
-    return json.loads(Path(path).read_text()) if path else {}
 
 
 def _loadavg() -> list[float] | None:
@@ -252,14 +169,18 @@ def _model_desc(info: dict[str, Any], hw: tuple[int, ...]) -> dict[str, Any]:
             "classes": spec.get("class_num"), "source_format": info.get("format"), "source": info.get("source")}
 
 
-def _eval_data(ctx: StageContext, options: BenchOptions, hw: tuple[int, ...]) -> tuple[np.ndarray, Any, int]:
+def _eval_data(ctx: StageContext, options: BenchOptions, hw: tuple[int, ...],
+               fp32_xml: Path) -> tuple[np.ndarray, Any, int]:
     """First ``eval_images`` of data.eval, labels or None, count; one random image without eval data."""
     if ctx.config.data.eval is None:
         ctx.log.warning("bench: no data.eval; timing on a random input, no accuracy/agreement")
         return np.random.default_rng(0).standard_normal((1, 3, *hw), dtype=np.float32), None, 0
     from lcpipe.data import load_split
+    from lcpipe.ir import read_ir
+    from lcpipe.measure.runtime import output_classes
 
     ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir, progress=options.progress)
+    ev.check_classes(output_classes(read_ir(fp32_xml)))
     n = options.eval_images or len(ev.x)
     labels = ev.labels[:n] if ev.labels is not None else None
     return np.ascontiguousarray(ev.x[:n]), labels, int(min(n, len(ev.x)))

@@ -1,4 +1,4 @@
-"""convert: ONNX -> OpenVINO IR (FP32 weights), preprocessing and label names in the IR's rt_info.
+"""convert: ONNX -> OpenVINO IR (FP32 weights), preprocessing and label names in the IR's rt_info (lcpipe.ir).
 
 The runner hashes only the ``.xml`` of an IR artifact, so the xml must change whenever the
 weights do: rt_info carries the source ONNX's sha256 (which covers the weights).
@@ -6,8 +6,6 @@ weights do: rt_info carries the source ONNX's sha256 (which covers the weights).
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +13,9 @@ from pydantic import Field
 
 from lcpipe.errors import ConfigError
 from lcpipe.fileio import sha256_file, sha256_path
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
-
-RT_SECTION = "lcpipe"  # our rt_info keys live under <rt_info><lcpipe>...
+from lcpipe.ir import ov_version, save_ir, set_lcpipe_rt_info, set_model_api_info
+from lcpipe.records import read_json
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class ConvertOptions(StageOptions):
@@ -25,7 +23,6 @@ class ConvertOptions(StageOptions):
     batch: int | None = Field(None, ge=1, le=1)  # 1: static [1,3,H,W] (lowest batch-1 latency); null: dynamic
 
 
-@register
 class ConvertStage(Stage):
     name = "convert"
     Options = ConvertOptions
@@ -48,7 +45,7 @@ class ConvertStage(Stage):
             h, w = ctx.config.preprocess.input_hw
             model.reshape({model.inputs[0]: [options.batch, 3, h, w]})
         classes = int(model.outputs[0].get_partial_shape()[-1].get_length())
-        info = _read_json(inputs.get("model_info"))
+        info = read_json(inputs.get("model_info"))
         labels = resolve_label_names(ctx.config, info, classes)
         set_lcpipe_rt_info(model, {
             "preprocess": preprocess_dict(ctx.config.preprocess),
@@ -65,45 +62,10 @@ class ConvertStage(Stage):
         return {"ir_fp32": out}
 
 
-def save_ir(model: Any, out: Path, *, compress_to_fp16: bool = False) -> Path:
-    """Save an IR whose .xml records the sha256 of its .bin (FakeQuantize ranges or weights can change
-    while the graph does not; the runner's cache key hashes both files too)."""
-    from lcpipe.deps import require
-
-    ov = require("openvino")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _stable_names(model)
-    ov.save_model(model, str(out), compress_to_fp16=compress_to_fp16)
-    model.set_rt_info(sha256_file(out.with_suffix(".bin")), [RT_SECTION, "weights_sha256"])
-    ov.save_model(model, str(out), compress_to_fp16=compress_to_fp16)  # same weights, xml now names them
-    return out
-
-
-def _stable_names(model: Any) -> None:
-    """OpenVINO names unnamed nodes "<Type>_<process-wide counter>", so the same model saved by a
-    resumed run (which built fewer nodes before) had other bytes. Number them in graph order."""
-    for i, op in enumerate(model.get_ordered_ops()):
-        kind = op.get_type_name()
-        if re.fullmatch(rf"{re.escape(kind)}_\d+", op.get_friendly_name()):
-            op.set_friendly_name(f"{kind}_lcpipe{i}")
-
-
-def ov_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("openvino")
-    except metadata.PackageNotFoundError:
-        return ""
-
-
 def _label_names_salt(config: Any) -> str:
     path = config.data.label_names
     return sha256_path(path) if path and Path(path).is_file() else str(path or "")
 
-
-def _read_json(path: Path | None) -> dict[str, Any]:
-    return json.loads(Path(path).read_text()) if path else {}
 
 
 def resolve_label_names(config: Any, model_info: dict[str, Any], classes: int) -> list[str] | None:
@@ -119,35 +81,3 @@ def resolve_label_names(config: Any, model_info: dict[str, Any], classes: int) -
     if len(names) != classes:
         raise ConfigError(f"{where}: {len(names)} names, but the model has {classes} classes")
     return names
-
-
-def set_lcpipe_rt_info(model: Any, values: dict[str, Any]) -> None:
-    """Values as JSON strings under rt_info/lcpipe (OpenVINO rt_info holds strings and flat lists)."""
-    for key, value in values.items():
-        if value is not None:
-            model.set_rt_info(value if isinstance(value, str) else json.dumps(value), [RT_SECTION, key])
-
-
-def set_model_api_info(model: Any, pre: Any, labels: list[str] | None) -> None:
-    """The OpenVINO Model API keys for a classifier (mean/scale in 0..255, RGB input)."""
-    model.set_rt_info("Classification", ["model_info", "model_type"])
-    model.set_rt_info(" ".join(f"{255 * m:g}" for m in pre.mean), ["model_info", "mean_values"])
-    model.set_rt_info(" ".join(f"{255 * s:g}" for s in pre.std), ["model_info", "scale_values"])
-    model.set_rt_info("True", ["model_info", "reverse_input_channels"])  # Model API feeds BGR; we need RGB
-    if labels:  # Model API splits labels on spaces
-        model.set_rt_info(" ".join(n.split(",")[0].strip().replace(" ", "_") for n in labels),
-                          ["model_info", "labels"])
-
-
-def read_lcpipe_rt_info(model: Any) -> dict[str, Any]:
-    """Inverse of set_lcpipe_rt_info on a read model; missing keys are absent."""
-    out: dict[str, Any] = {}
-    for key in ("preprocess", "labels", "precision", "source_onnx_sha256", "pipeline", "quantization",
-                "weights_sha256", "plan"):  # plan: written by the plan stage (lcpipe.plan.PLAN_RT_KEY)
-        if model.has_rt_info([RT_SECTION, key]):
-            text = model.get_rt_info([RT_SECTION, key]).astype(str)
-            try:
-                out[key] = json.loads(text)
-            except json.JSONDecodeError:
-                out[key] = text
-    return out

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.records import read_json
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class ExportOptions(StageOptions):
@@ -15,7 +15,6 @@ class ExportOptions(StageOptions):
     dynamic_batch: bool = True
 
 
-@register
 class ExportStage(Stage):
     name = "export"
     Options = ExportOptions
@@ -44,7 +43,7 @@ class ExportStage(Stage):
         meta: dict[str, object] = {"preprocess": {**pre.model_dump(mode="json"), "input_hw": list(pre.input_hw),
                                                   "layout": "NCHW", "color": "RGB"}}
         if "model_info" in inputs:
-            info = json.loads(inputs["model_info"].read_text())
+            info = read_json(inputs["model_info"])
             meta["source_sha256"] = info.get("sha256", "")
             meta["source_format"] = info.get("format", "")
         export_onnx(model, out, opset=options.opset, input_hw=pre.input_hw, softmax=options.softmax,

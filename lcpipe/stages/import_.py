@@ -9,12 +9,23 @@ from typing import Any
 
 from lcpipe.config import PipelineConfig
 from lcpipe.fileio import content_sha256, write_json
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class ImportOptions(StageOptions):
     paddle2onnx_opset: int = 17  # for paddle_inference sources (>= 14 keeps HardSwish native)
     strip_softmax: bool = True  # adopted ONNX / inference models: validate on logits
+
+
+def _check_model(model: Any, path: Path) -> None:
+    """What no importer may hand on: fewer than 2 classes (argmax always agrees), a negative BN variance."""
+    from lcpipe.errors import InputError
+    from lcpipe.importers.finite import check_bn_variance
+
+    if model.spec.class_num < 2:
+        raise InputError(f"{path}: the model has {model.spec.class_num} class; lcpipe validates classifiers by "
+                         f"argmax, which needs 2 classes or more")
+    check_bn_variance(model.tensors, str(path))
 
 
 def resolve_source(config: PipelineConfig, cache_dir: Path, log: logging.Logger | None = None) -> Path:
@@ -25,7 +36,6 @@ def resolve_source(config: PipelineConfig, cache_dir: Path, log: logging.Logger 
     return fetch_source(config.model.source, cache_dir, log=log)
 
 
-@register
 class ImportStage(Stage):
     name = "import"
     Options = ImportOptions
@@ -85,6 +95,7 @@ class ImportStage(Stage):
             else:
                 adopted.unlink()
         if model is not None:
+            _check_model(model, path)
             model.save(ctx.workdir / "canonical")
             out["canonical"] = ctx.workdir / "canonical"
             info["spec"] = model.spec.to_dict()

@@ -14,7 +14,7 @@ fastest that passes replaces ``ir_int8`` for validate/report (so validate measur
 bundle ships, the winner). plan.json records every candidate and why it won or lost.
 
 Cost: the quantize stage's IR is reused as the candidate it matches; the other INT8 IRs come from
-ONE calibration statistics pass over the FP32 model (lcpipe.plan.quantize_shared: NNCF's own
+ONE calibration statistics pass over the FP32 model (lcpipe.quantization.shared_statistics: NNCF's own
 ``collect_statistics`` over every configuration's statistic points, then ``run_from_step`` per
 configuration, as NNCF's hyperparameter tuner does), so each extra IR costs only its PTQ steps
 (bias correction "fast" by default), not another pass over the calibration images.
@@ -22,7 +22,6 @@ configuration, as NNCF's hyperparameter tuner does), so each extra IR costs only
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -31,8 +30,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from lcpipe.errors import ConfigError
-from lcpipe.fileio import sha256_json, write_json
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.fileio import sha256_json
+from lcpipe.measure.runtime import output_classes
+from lcpipe.records import PlanRecord, read_json
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 Preset = Literal["performance", "mixed"]
 Layer = Literal["stem", "fc"]
@@ -62,7 +63,6 @@ class PlanOptions(StageOptions):
     progress: bool = True
 
 
-@register
 class PlanStage(Stage):
     name = "plan"
     Options = PlanOptions
@@ -86,6 +86,7 @@ class PlanStage(Stage):
     def run(self, ctx: StageContext, options: PlanOptions, inputs: dict[str, Path]) -> dict[str, Path]:
         from lcpipe.data import load_split
         from lcpipe.deps import require
+        from lcpipe.ir import read_ir
         from lcpipe.measure.candidates import check_fidelity, compile_candidates, time_candidates
         from lcpipe.plan import FIDELITY_GATES, candidate_grid, select_plan
         from lcpipe.sysinfo import cpu_info, default_threads, versions
@@ -100,10 +101,11 @@ class PlanStage(Stage):
             raise ConfigError("stages.plan.precisions: none of them runs on this CPU (no bf16 support)")
         specs = candidate_grid(list(options.presets), [list(k) for k in options.keep_float], precisions,
                                options.fp32)
-        quant = _read_json(inputs.get("quantize_report"))
+        quant = read_json(inputs.get("quantize_report"))
         ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir, progress=options.progress)
         x_eval = ev.x[: options.eval_images] if options.eval_images else ev.x
         labels = None if ev.labels is None else ev.labels[: len(x_eval)]
+        ev.check_classes(output_classes(read_ir(inputs["ir_fp32"])))
 
         t_build = time.perf_counter()
         irs, builds = _build_irs(ctx, options, specs, inputs, quant)
@@ -134,13 +136,10 @@ class PlanStage(Stage):
                             {"build_irs": build_seconds, "fidelity": check_seconds, "latency": time_seconds,
                              "total": round(time.perf_counter() - t0, 2)}, options)
         report.update(cpu=cpu_info(), versions=versions())
-        write_json(ctx.workdir / "plan.json", report)
+        PlanRecord.build(**report).save(ctx.workdir / "plan.json")
         _log(ctx, rows, report)
         return {"ir_int8": out, "plan_report": ctx.workdir / "plan.json"}
 
-
-def _read_json(path: Path | None) -> dict[str, Any]:
-    return json.loads(Path(path).read_text()) if path else {}
 
 
 # ---------------------------------------------------------------- building the IRs
@@ -149,11 +148,13 @@ def _build_irs(ctx: StageContext, options: PlanOptions, specs: list[Any], inputs
                quant: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any]]:
     """One IR per distinct ``ir_name``: the FP32 IR, the quantize stage's INT8 IR for the candidate it
     matches, fresh NNCF PTQ for the others (same calibration tensors and dataset)."""
-    from lcpipe.deps import require
-    from lcpipe.plan import layer_names, quantize_shared
-    from lcpipe.stages.quantize import QuantizeOptions, _nncf_params, _save, count_quantization
+    from lcpipe.ir import read_ir
+    from lcpipe.quantization.graph import count_quantization, layer_names
+    from lcpipe.quantization.ptq import save_int8_ir
+    from lcpipe.quantization.settings import ignored_names, nncf_params
+    from lcpipe.quantization.shared_statistics import quantize_shared
+    from lcpipe.stages.quantize import QuantizeOptions
 
-    ov = require("openvino")
     needed = list(dict.fromkeys(s.ir_name for s in specs))
     irs: dict[str, Path] = {"fp32": inputs["ir_fp32"]}
     builds: dict[str, Any] = {"fp32": {"source": "convert stage (FP32 IR)", "seconds": 0.0}}
@@ -171,23 +172,20 @@ def _build_irs(ctx: StageContext, options: PlanOptions, specs: list[Any], inputs
         return irs, builds
     from lcpipe.data import load_split
 
-    fp32 = ov.Core().read_model(str(inputs["ir_fp32"]))
+    fp32 = read_ir(inputs["ir_fp32"])
     names = layer_names(fp32)
     calib = load_split(ctx.config.data, "calib", ctx.config.preprocess, ctx.cache_dir, progress=options.progress)
     fast = options.candidate_bias_correction == "fast" or qopts.fast_bias_correction
     subset = min(options.candidate_subset_size or qopts.subset_size, qopts.subset_size)
     by_ir = {s.ir_name: s for s in specs}
     params: dict[str, dict[str, Any]] = {}
+    cand = qopts.model_copy(update={"fast_bias_correction": fast, "subset_size": subset})
     for ir_name in todo:
-        spec = by_ir[ir_name]
-        scope = qopts.ignored_scope.model_dump() if qopts.ignored_scope else {"names": [], "patterns": [], "types": []}
-        scope["names"] = list(dict.fromkeys([*scope["names"], *(names[k] for k in spec.keep_float)]))
-        cand = qopts.model_copy(update={"preset": spec.preset, "fast_bias_correction": fast, "subset_size": subset,
-                                        "ignored_scope": _scope(scope)})
-        params[ir_name] = _nncf_params(cand, spec.preset, len(calib.x))
+        keep = [names[k] for k in by_ir[ir_name].keep_float]
+        params[ir_name] = nncf_params(cand, by_ir[ir_name].preset, len(calib.x), keep_float=keep)
         builds[ir_name] = {"source": "NNCF PTQ in the plan stage (shared statistics)",
                            "bias_correction": "fast" if fast else "full", "subset_size": params[ir_name]["subset_size"],
-                           "ignored_names": scope["names"]}
+                           "ignored_names": ignored_names(cand, keep)}
     t = time.perf_counter()
     models, stats_seconds = quantize_shared(fp32, calib.x, params)
     ctx.log.info("plan: %d INT8 IRs from one statistics pass (%.1f s) in %.1f s", len(models), stats_seconds,
@@ -195,30 +193,21 @@ def _build_irs(ctx: StageContext, options: PlanOptions, specs: list[Any], inputs
     for ir_name, (model, seconds) in models.items():
         info = {"preset": by_ir[ir_name].preset, "subset_size": params[ir_name]["subset_size"],
                 "fast_bias_correction": fast, "calib_images": len(calib.x)}
-        irs[ir_name] = _save(model, ctx.workdir / "candidates" / ir_name / "model.xml", inputs["ir_fp32"], info)
+        irs[ir_name] = save_int8_ir(model, ctx.workdir / "candidates" / ir_name / "model.xml", inputs["ir_fp32"], info)
         builds[ir_name].update(apply_seconds=seconds, **count_quantization(model))
     builds["shared_statistics"] = {"seconds": stats_seconds, "irs": len(models)}
     return irs, builds
-
-
-def _scope(scope: dict[str, list[str]]) -> Any:
-    from lcpipe.stages.quantize import IgnoredScopeOptions
-
-    return IgnoredScopeOptions(**scope)
 
 
 # ---------------------------------------------------------------- output
 
 def _ship(ctx: StageContext, spec: Any, xml: Path, why: str) -> Path:
     """The winner's IR with its plan in rt_info (under lcpipe/plan), saved as this stage's model.xml."""
-    from lcpipe.deps import require
-    from lcpipe.plan import PLAN_RT_KEY, plan_record
-    from lcpipe.stages.convert import RT_SECTION, save_ir
+    from lcpipe.ir import read_ir, save_ir, set_plan
+    from lcpipe.plan import plan_record
 
-    ov = require("openvino")
-    model = ov.Core().read_model(str(xml))
-    model.set_rt_info(json.dumps(plan_record(spec, why)), [RT_SECTION, PLAN_RT_KEY])
-    model.set_rt_info("int8" if spec.int8 else "fp32", [RT_SECTION, "precision"])
+    model = read_ir(xml)
+    set_plan(model, plan_record(spec, why), spec.int8)
     out = save_ir(model, ctx.workdir / "model.xml", compress_to_fp16=False)
     shutil.rmtree(ctx.workdir / "candidates", ignore_errors=True)  # only the shipped IR stays in the artifact
     return out

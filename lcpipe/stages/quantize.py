@@ -1,7 +1,7 @@
 """quantize: FP32 OpenVINO IR -> INT8 IR with NNCF post-training quantization.
 
 NNCF runs on the OpenVINO model, not the ONNX one: on OpenVINO it bias-corrects every conv,
-on ONNX it corrected one layer and the QDQ graph ran slower than FP32 (toolchain.md).
+on ONNX it corrected one layer and the QDQ graph ran slower than FP32 (docs/toolchain.md).
 With ``accuracy_control`` it first runs plain PTQ (to know what a full INT8 model looks like),
 then ``nncf.quantize_with_accuracy_control``, and records how many quantized operations the
 search reverted to floating point: a result that reverts most of the model is not INT8.
@@ -9,25 +9,20 @@ search reverted to floating point: a result that reverts most of the model is no
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import Field
 
-from lcpipe.errors import ConfigError, InputError
-from lcpipe.fileio import sha256_file, sha256_json, write_json
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
-from lcpipe.stages.convert import RT_SECTION, save_ir
-
-QUANTIZABLE_TYPES = frozenset({"Convolution", "GroupConvolution", "MatMul"})
-MOSTLY_REVERTED = 0.5  # reverting more than this fraction of quantized ops = failed INT8
+from lcpipe.errors import InputError
+from lcpipe.fileio import sha256_json
+from lcpipe.measure.runtime import output_classes
+from lcpipe.quantization.graph import count_quantization
+from lcpipe.quantization.ptq import quantize, quantize_with_accuracy_control, reverted_summary, save_int8_ir
+from lcpipe.quantization.settings import choose_preset, library_versions, nncf_params
+from lcpipe.records import QuantizeRecord
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class IgnoredScopeOptions(StageOptions):
@@ -54,7 +49,6 @@ class QuantizeOptions(StageOptions):
     accuracy_control: AccuracyControlOptions | None = None
 
 
-@register
 class QuantizeStage(Stage):
     name = "quantize"
     Options = QuantizeOptions
@@ -67,7 +61,7 @@ class QuantizeStage(Stage):
     def cache_salt(self, config: Any) -> str:
         from lcpipe.data import fingerprint
 
-        salt = {"calib": fingerprint(config.data, config.preprocess, "calib"), "versions": _versions()}
+        salt = {"calib": fingerprint(config.data, config.preprocess, "calib"), "versions": library_versions()}
         options = config.stage_options("quantize")
         if options is not None and options.accuracy_control is not None:
             salt["eval"] = fingerprint(config.data, config.preprocess, "eval")
@@ -76,14 +70,15 @@ class QuantizeStage(Stage):
     def run(self, ctx: StageContext, options: QuantizeOptions, inputs: dict[str, Path]) -> dict[str, Path]:
         from lcpipe.data import load_split
         from lcpipe.deps import require
+        from lcpipe.ir import read_ir
 
-        ov = require("openvino")
         require("nncf", "INT8 quantization")
         t_stage = time.perf_counter()
-        fp32 = ov.Core().read_model(str(inputs["ir_fp32"]))
+        fp32 = read_ir(inputs["ir_fp32"])
         calib = load_split(ctx.config.data, "calib", ctx.config.preprocess, ctx.cache_dir)
+        calib.check_classes(output_classes(fp32))
         preset, preset_reason = choose_preset(options.preset, inputs.get("canonical"), fp32)
-        params = _nncf_params(options, preset, len(calib.x))
+        params = nncf_params(options, preset, len(calib.x))
         ctx.log.info("quantize: preset %s (%s), %d calibration images, %s bias correction", preset, preset_reason,
                      params["subset_size"], "fast" if options.fast_bias_correction else "full")
         report: dict[str, Any] = {
@@ -95,19 +90,19 @@ class QuantizeStage(Stage):
         }
         out: dict[str, Path] = {}
         t0 = time.perf_counter()
-        int8 = _ptq(fp32, calib.x, params)
+        int8 = quantize(fp32, calib.x, params)
         report["seconds"] = round(time.perf_counter() - t0, 2)
         report["int8"] = count_quantization(int8)
         if options.accuracy_control is not None:
-            out["ir_int8_ptq"] = _save(int8, ctx.workdir / "ptq" / "model.xml", inputs["ir_fp32"], report)
+            out["ir_int8_ptq"] = save_int8_ir(int8, ctx.workdir / "ptq" / "model.xml", inputs["ir_fp32"], report)
             ptq_counts = report["int8"]
             int8, ac = _accuracy_control(ctx, fp32, calib.x, params, options.accuracy_control)
             report["int8"] = count_quantization(int8)
             report["accuracy_control"] = {**ac, **reverted_summary(ptq_counts, report["int8"])}
             _log_reverts(ctx, report["accuracy_control"])
         report["stage_seconds"] = round(time.perf_counter() - t_stage, 2)
-        out["ir_int8"] = _save(int8, ctx.workdir / "model.xml", inputs["ir_fp32"], report)
-        write_json(ctx.workdir / "quantize.json", report)
+        out["ir_int8"] = save_int8_ir(int8, ctx.workdir / "model.xml", inputs["ir_fp32"], report)
+        QuantizeRecord.build(**report).save(ctx.workdir / "quantize.json")
         out["quantize_report"] = ctx.workdir / "quantize.json"
         ctx.log.info("quantize: %d FakeQuantize ops, %d/%d convs+matmuls quantized, PTQ %.1f s",
                      report["int8"]["fake_quantize"], report["int8"]["quantized"], report["int8"]["quantizable"],
@@ -115,125 +110,21 @@ class QuantizeStage(Stage):
         return out
 
 
-def _versions() -> dict[str, str]:
-    from lcpipe.sysinfo import versions
-
-    v = versions()
-    return {k: v.get(k, "") for k in ("openvino", "nncf")}
-
-
-# ---------------------------------------------------------------- preset
-
-def choose_preset(requested: str | None, canonical: Path | None, model: Any) -> tuple[str, str]:
-    """Explicit option, else by activation: hardswish -> mixed, relu/relu6 -> performance."""
-    if requested:
-        return requested, "set in options"
-    act = model_activation(canonical, model)
-    if act is None:
-        return "mixed", "activation unknown"
-    return ("mixed" if act == "hardswish" else "performance"), f"act {act}"
-
-
-def model_activation(canonical: Path | None, model: Any) -> str | None:
-    """``act`` from the canonical spec.json, else from the spec the ONNX export left in rt_info."""
-    spec_file = Path(canonical) / "spec.json" if canonical else None
-    if spec_file and spec_file.is_file():
-        return json.loads(spec_file.read_text()).get("act")
-    if model.has_rt_info(["framework", "spec"]):
-        try:
-            return json.loads(model.get_rt_info(["framework", "spec"]).astype(str)).get("act")
-        except (json.JSONDecodeError, AttributeError):
-            return None
-    return None
-
-
-# ---------------------------------------------------------------- NNCF calls
-
-def _nncf_params(options: QuantizeOptions, preset: str, n_calib: int) -> dict[str, Any]:
-    import nncf
-
-    scope = None
-    if options.ignored_scope is not None:
-        s = options.ignored_scope
-        scope = nncf.IgnoredScope(names=list(s.names), patterns=list(s.patterns), types=list(s.types))
-    return {
-        "preset": nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
-        "subset_size": min(options.subset_size, n_calib),
-        "fast_bias_correction": options.fast_bias_correction,
-        "model_type": nncf.ModelType.TRANSFORMER if options.model_type == "transformer" else None,
-        "ignored_scope": scope,
-        "target_device": nncf.TargetDevice[options.target_device],
-    }
-
-
-@contextlib.contextmanager
-def quiet_progress() -> Iterator[None]:
-    """NNCF draws rich progress bars on stdout even when it is not a terminal, which floods CI logs;
-    hide them there (NNCF's log messages use their own handler and still appear)."""
-    if sys.stdout.isatty():
-        yield
-        return
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
-def _dataset(x: np.ndarray) -> Any:
-    import nncf
-
-    return nncf.Dataset(range(len(x)), lambda i: x[i : i + 1])  # one image per item, batch 1
-
-
-def _ptq(model: Any, x: np.ndarray, params: dict[str, Any]) -> Any:
-    import nncf
-
-    try:
-        with quiet_progress():
-            return nncf.quantize(model.clone(), _dataset(x), **params)  # clone: AC mode reuses the FP32 model
-    except nncf.ValidationError as exc:  # e.g. an ignored_scope entry matches nothing
-        raise ConfigError(f"stages.quantize.ignored_scope: {exc}") from None
-
-
-def _accuracy_control(ctx: StageContext, fp32: Any, calib_x: np.ndarray, params: dict[str, Any],
+def _accuracy_control(ctx: StageContext, fp32: Any, calib_x: Any, params: dict[str, Any],
                       ac: AccuracyControlOptions) -> tuple[Any, dict[str, Any]]:
-    """nncf.quantize_with_accuracy_control with top-1 on data.eval as the metric."""
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
-
+    """Accuracy control with top-1 on data.eval as the metric."""
     from lcpipe.data import load_split
 
     ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir)
     if ev.labels is None:
         raise InputError("stages.quantize.accuracy_control: data.eval has no labels; top-1 needs them")
-    calls = [0]  # NNCF validates some models concurrently, so only the count is meaningful
-
-    def top1(compiled: Any, items: Any) -> tuple[float, list[float]]:
-        hits = [float(np.argmax(compiled(ev.x[i : i + 1])[0]) == ev.labels[i]) for i in items]
-        calls[0] += 1
-        return float(np.mean(hits)), hits
-
-    restorer = AdvancedAccuracyRestorerParameters()
-    if ac.max_iterations is not None:
-        restorer.max_num_iterations = ac.max_iterations
+    ev.check_classes(output_classes(fp32))
     ctx.log.info("quantize: accuracy control (max %s drop %g) on %d eval images", ac.drop_type, ac.max_drop,
                  len(ev.x))
-    t0 = time.perf_counter()
-    with quiet_progress():
-        model = nncf.quantize_with_accuracy_control(
-            fp32.clone(), _dataset(calib_x), nncf.Dataset(range(len(ev.x)), lambda i: ev.x[i : i + 1]), top1,
-            max_drop=ac.max_drop, drop_type=nncf.DropType[ac.drop_type.upper()],
-            advanced_accuracy_restorer_parameters=restorer, **params)
-    return model, {
-        "max_drop": ac.max_drop, "drop_type": ac.drop_type, "seconds": round(time.perf_counter() - t0, 2),
-        "validation_images": len(ev.x), "validations": calls[0],
-    }
-
-
-def reverted_summary(ptq: dict[str, int], final: dict[str, int]) -> dict[str, Any]:
-    """How much of the plain-PTQ INT8 model the accuracy search put back to floating point."""
-    reverted = max(0, ptq["quantized"] - final["quantized"])
-    fraction = reverted / ptq["quantized"] if ptq["quantized"] else 0.0
-    return {"ptq_quantized_ops": ptq["quantized"], "reverted_ops": reverted, "reverted_fraction": round(fraction, 4),
-            "mostly_reverted": fraction > MOSTLY_REVERTED}
+    model, cost = quantize_with_accuracy_control(fp32, calib_x, ev.x, ev.labels, params, max_drop=ac.max_drop,
+                                                 drop_type=ac.drop_type, max_iterations=ac.max_iterations)
+    return model, {"max_drop": ac.max_drop, "drop_type": ac.drop_type, "seconds": cost["seconds"],
+                   "validation_images": len(ev.x), "validations": cost["validations"]}
 
 
 def _log_reverts(ctx: StageContext, ac: dict[str, Any]) -> None:
@@ -243,29 +134,3 @@ def _log_reverts(ctx: StageContext, ac: dict[str, Any]) -> None:
         ctx.log.warning(msg + ": most of the model is no longer INT8; the report marks this a failure", *args)
     else:
         ctx.log.info(msg, *args)
-
-
-# ---------------------------------------------------------------- graph facts + saving
-
-def count_quantization(model: Any) -> dict[str, int]:
-    """FakeQuantize ops, and convs/matmuls with a FakeQuantize feeding an input (activation or weight)."""
-    fq = quantizable = quantized = 0
-    for op in model.get_ops():
-        kind = op.get_type_name()
-        if kind == "FakeQuantize":
-            fq += 1
-        elif kind in QUANTIZABLE_TYPES:
-            quantizable += 1
-            sources = (inp.get_source_output().get_node().get_type_name() for inp in op.inputs())
-            quantized += any(s == "FakeQuantize" for s in sources)
-    return {"fake_quantize": fq, "quantizable": quantizable, "quantized": quantized}
-
-
-def _save(model: Any, out: Path, fp32_xml: Path, report: dict[str, Any]) -> Path:
-    """Save without FP16 compression (the non-INT8 parts stay FP32), provenance in rt_info."""
-    info = {k: report.get(k) for k in ("preset", "subset_size", "fast_bias_correction", "calib_images")}
-    info["fp32_ir_sha256"] = sha256_file(fp32_xml)  # that xml names its own .bin's sha256
-    info["nncf"] = _versions()["nncf"]
-    model.set_rt_info(json.dumps(info), [RT_SECTION, "quantization"])
-    model.set_rt_info("int8", [RT_SECTION, "precision"])
-    return save_ir(model, out, compress_to_fp16=False)

@@ -1,5 +1,5 @@
 """report: metrics.json (stable keys, lcpipe.metrics), gates (lcpipe.gates), report.md and a
-self-contained report.html (lcpipe.render.report), the deploy/ bundle (lcpipe.deploy.bundle).
+self-contained report.html (lcpipe.render.report). The deploy bundle is the deploy stage's.
 
 A failed gate never raises here: the verdict goes into metrics.json["gates"] and the CLI exits 3.
 Cached: the report is a pure function of its inputs (validation.json, quantize.json, the IRs)
@@ -9,72 +9,51 @@ carry a stale verdict; rendering costs about a second anyway.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from lcpipe.fileio import write_json
 from lcpipe.gates import evaluate_gates
-from lcpipe.metrics import build_metrics
-from lcpipe.plan import plan_metrics
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.metrics import build_metrics, plan_metrics
+from lcpipe.records import MetricsRecord, PlanRecord, QuantizeRecord, ValidationRecord, read_json
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class ReportOptions(StageOptions):
     html: bool = True  # report.html with an inline chart (needs jinja2 + matplotlib)
-    deploy: bool = True  # deploy/ bundle: IRs, labels.txt, preprocess.json, metrics.json, README.txt
 
 
-@register
 class ReportStage(Stage):
     name = "report"
     Options = ReportOptions
     consumes = ("validation", "ir_fp32", "ir_int8")
     optional_consumes = ("quantize_report", "model_info", "plan_report")
-    produces = ("metrics", "report_md", "report_html", "deploy")
+    produces = ("metrics", "report_md", "report_html")
     uses_config = ("gates",)
-    publish = ("metrics.json", "report.md", "report.html", "deploy")
-    summary = "metrics.json + gates (per-ISA thresholds), report.md/html with chart, deploy/ bundle"
+    publish = ("metrics.json", "report.md", "report.html")
+    summary = "metrics.json + gates (per-ISA thresholds), report.md/html with chart"
 
     def cache_salt(self, config: Any) -> str:
         return config.name
 
     def run(self, ctx: StageContext, options: ReportOptions, inputs: dict[str, Path]) -> dict[str, Path]:
-        validation = _read(inputs["validation"])
-        quant = _read(inputs.get("quantize_report"))
-        info = _read(inputs.get("model_info"))
-        rt = _ir_info(inputs["ir_int8"])
-        metrics = build_metrics(ctx.config.name, validation, quant, info)
+        validation = ValidationRecord.load(inputs["validation"]).to_dict()
+        quant = QuantizeRecord.load(inputs["quantize_report"]).to_dict() if "quantize_report" in inputs else {}
+        metrics = build_metrics(ctx.config.name, validation, quant, read_json(inputs.get("model_info")))
         if "plan_report" in inputs:
-            metrics["plan"] = plan_metrics(_read(inputs["plan_report"]))
+            metrics["plan"] = plan_metrics(PlanRecord.load(inputs["plan_report"]).to_dict())
         metrics["gates"] = evaluate_gates(ctx.config.gates.model_dump(exclude_none=True), metrics)
         metrics["passed"] = all(g["passed"] for g in metrics["gates"])
         out = {"metrics": ctx.workdir / "metrics.json", "report_md": ctx.workdir / "report.md"}
-        write_json(out["metrics"], metrics)
+        MetricsRecord.build(**metrics).save(out["metrics"])
         from lcpipe.render.report import render_html, render_markdown
 
         out["report_md"].write_text(render_markdown(metrics))
         if options.html:
             out["report_html"] = ctx.workdir / "report.html"
             out["report_html"].write_text(render_html(metrics))
-        if options.deploy:
-            from lcpipe.deploy.bundle import write_deploy
-
-            out["deploy"] = write_deploy(ctx.workdir / "deploy", inputs["ir_fp32"], inputs["ir_int8"], rt, metrics)
         _log_verdict(ctx, metrics["gates"])
         return out
 
-
-def _read(path: Path | None) -> dict[str, Any]:
-    return json.loads(Path(path).read_text()) if path else {}
-
-
-def _ir_info(xml: Path) -> dict[str, Any]:
-    from lcpipe.deps import require
-    from lcpipe.stages.convert import read_lcpipe_rt_info
-
-    ov = require("openvino")
-    return read_lcpipe_rt_info(ov.Core().read_model(str(xml)))
 
 
 def _log_verdict(ctx: StageContext, gates: list[dict[str, Any]]) -> None:

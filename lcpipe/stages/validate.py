@@ -3,7 +3,7 @@
 Accuracy and timing run the FP32 IR at ``inference_precision`` (f32 by default), so the reference
 is the model itself; on AMX CPUs OpenVINO would otherwise run the "FP32" IR in bf16. The INT8 IR
 runs at the same precision, unless the plan stage chose it: then at the precision the plan
-recorded in its rt_info (lcpipe.plan.planned_precision), i.e. the one it ships with, so the
+recorded in its rt_info (lcpipe.ir.planned_precision), i.e. the one it ships with, so the
 comparison shows what the deploy bundle serves, bf16 rounding included. When the plugin's
 default precision is not f32, the FP32 IR is also timed at that default (``fp32_default``)
 because that is what a user gets without setting anything.
@@ -17,15 +17,21 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
-from lcpipe.fileio import sha256_json, sha256_path, write_json
-from lcpipe.measure.accuracy import accuracy, compare_logits
+from lcpipe.fileio import sha256_json, sha256_path
+from lcpipe.ir import compile_ir
+from lcpipe.measure.accuracy import (
+    accuracy,
+    compare_logits,
+    non_finite_rows,
+    unmeasured_accuracy,
+    unmeasured_fidelity,
+)
 from lcpipe.measure.runtime import (
-    compile_ir,
     compiled_precision,
     infer_ort,
     infer_ov,
@@ -34,10 +40,12 @@ from lcpipe.measure.runtime import (
     static_batch,
 )
 from lcpipe.measure.timing import measure_throughput, time_irs
-from lcpipe.stages.base import Stage, StageContext, StageOptions, register
+from lcpipe.records import ValidationRecord
+from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
 class ValidateOptions(StageOptions):
+    path_fields: ClassVar[frozenset[str]] = frozenset({"groups"})
     onnxruntime: bool = False  # also run the ONNX model in ONNX Runtime (FP32 reference of another runtime)
     latency: bool = True  # batch-1 synchronous latency (LATENCY hint)
     throughput: bool = True  # images/s with the THROUGHPUT hint and an AsyncInferQueue
@@ -48,7 +56,7 @@ class ValidateOptions(StageOptions):
     inference_precision: Literal["f32", "default"] = "f32"  # default: the plugin's choice (bf16 on AMX)
     compare_default_precision: bool = True  # also time FP32 at the plugin default when that is not f32
     top_k: int = Field(5, gt=0)  # capped at the number of classes
-    groups: str | None = None  # TSV (header row) mapping image file name -> group; relative to the YAML
+    groups: str | None = None  # TSV (header row) mapping image file name -> group; a path (relative to the YAML)
     group_column: str = "script"
     progress: bool = True  # rich progress bars (silent anyway when stderr is not a terminal)
     # Paddle inference sources: also run Paddle Inference itself and OpenVINO on the raw paddle2onnx
@@ -62,7 +70,6 @@ class ValidateOptions(StageOptions):
     e2e_images: int = Field(64, gt=0)
 
 
-@register
 class ValidateStage(Stage):
     name = "validate"
     Options = ValidateOptions
@@ -81,14 +88,14 @@ class ValidateStage(Stage):
         salt: dict[str, Any] = {"eval": fingerprint(config.data, config.preprocess, "eval"),
                                 "cpu": [cpu["model"], cpu["isa"], cpu["cores"]], "versions": versions()}
         options = config.stage_options("validate")
-        groups = config.option_path(options.groups) if options is not None and options.groups else None
+        groups = Path(options.groups) if options is not None and options.groups else None
         if groups is not None and groups.is_file():
             salt["groups"] = sha256_path(groups)
         return sha256_json(salt)
 
     def run(self, ctx: StageContext, options: ValidateOptions, inputs: dict[str, Path]) -> dict[str, Path]:
         from lcpipe.data import load_split
-        from lcpipe.plan import planned_precision
+        from lcpipe.ir import planned_precision
         from lcpipe.sysinfo import cpu_info, default_threads, versions
 
         t0 = time.perf_counter()
@@ -114,10 +121,20 @@ class ValidateStage(Stage):
             "inference_precision": {n: compiled_precision(c) for n, c in compiled.items()},
             "default_precision": default_precision,
         }
-        result["accuracy"] = {n: accuracy(v, ev.labels, result["top_k"]) for n, v in logits.items()}
+        ev.check_classes(result["classes"])
+        # NaN / inf logits: argmax says class 0 for every image, so every figure built on them would lie
+        # (agreement 1.0); they are left out (null) and the report's built-in finite_outputs gate fails
+        result["non_finite_outputs"] = {n: non_finite_rows(v) for n, v in logits.items()}
+        usable = {n: v for n, v in logits.items() if not result["non_finite_outputs"][n]}
+        if len(usable) < len(logits):
+            ctx.log.warning("validate: non-finite (NaN/inf) outputs on %s images of %s",
+                            result["non_finite_outputs"], len(ev.x))
+        result["accuracy"] = {n: accuracy(v, ev.labels, result["top_k"]) if n in usable else unmeasured_accuracy()
+                              for n, v in logits.items()}
         result["fidelity"] = {f"{n}_vs_fp32": compare_logits(logits["fp32"], v, ev.labels)
+                              if n in usable and "fp32" in usable else unmeasured_fidelity()
                               for n, v in logits.items() if n != "fp32"}
-        result["groups"] = _group_accuracy(ctx, options, ev, logits)
+        result["groups"] = _group_accuracy(ctx, options, ev, usable)
         if options.paddle_reference:
             from lcpipe.measure.routes import compare_routes
 
@@ -141,7 +158,7 @@ class ValidateStage(Stage):
             result["e2e"] = _e2e(inputs, ev, ctx.config.preprocess, threads, precisions, options, result["top_k"])
         result.update(cpu=cpu_info(), versions=versions(), seconds=round(time.perf_counter() - t0, 2))
         _log_summary(ctx, result)
-        write_json(ctx.workdir / "validation.json", result)
+        ValidationRecord.build(**result).save(ctx.workdir / "validation.json")
         return {"validation": ctx.workdir / "validation.json"}
 
 
@@ -172,21 +189,25 @@ def _e2e(inputs: dict[str, Path], ev: Any, pre: Any, threads: int, precision: di
 
 def read_groups(path: Path, column: str) -> dict[str, str]:
     """file name -> group from a TSV with a header (first column: file)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if not rows or column not in rows[0]:
-        from lcpipe.errors import ConfigError
+    import io
 
+    from lcpipe.data.dataset import MAX_LIST_BYTES
+    from lcpipe.errors import ConfigError
+    from lcpipe.fileio import read_text
+
+    text = read_text(path, "groups", MAX_LIST_BYTES, ConfigError)
+    rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t"))
+    if not rows or column not in rows[0]:
         raise ConfigError(f"stages.validate.groups: {path} has no column {column!r}")
     first = next(iter(rows[0]))
-    return {Path(r[first]).name: r[column] for r in rows}
+    return {Path(r[first]).name: r[column] or "(none)" for r in rows if r.get(first)}  # short rows: no group
 
 
 def _group_accuracy(ctx: StageContext, options: ValidateOptions, ev: Any,
                     logits: dict[str, np.ndarray]) -> dict[str, Any] | None:
     if not options.groups or ev.labels is None:
         return None
-    path = ctx.config.option_path(options.groups)
+    path = Path(options.groups)
     if not path.is_file():
         ctx.log.warning("validate: groups file %s not found; no per-group accuracy", path)
         return None
@@ -202,7 +223,9 @@ def _group_accuracy(ctx: StageContext, options: ValidateOptions, ev: Any,
 
 def _log_summary(ctx: StageContext, r: dict[str, Any]) -> None:
     acc, fid = r["accuracy"], r["fidelity"]["int8_vs_fp32"]
-    if r["labeled"]:
+    if fid["agreement"] is None:
+        ctx.log.warning("validate: %d images; no accuracy or fidelity figures (non-finite outputs)", r["images"])
+    elif r["labeled"]:
         ctx.log.info("validate: top-1 FP32 %.4f INT8 %.4f (%d images), agreement %.4f, cosine %.5f",
                      acc["fp32"]["top1"], acc["int8"]["top1"], r["images"], fid["agreement"], fid["cosine"])
     else:

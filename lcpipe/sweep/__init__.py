@@ -19,16 +19,13 @@ home and from each node's stage cache. Results: ``sweep.json``, ``sweep.csv``, `
 
 Modules: schema (the sweep file), point (one run -> one row), execute (local / Ray loop), on_ray
 (Ray tasks, resume, crashes), shipping + storage (what travels), nodes (CPU kinds, re-timing),
-results + fleet (tables, Pareto), render (sweep.html).
+results + fleet (sweep.json, CSV). The tables, Pareto fronts and sweep.html: lcpipe.render.sweep.
 """
 
 from lcpipe.sweep.execute import SweepFailedError, SweepResult, run_sweep
-from lcpipe.sweep.fleet import format_fleet
 from lcpipe.sweep.point import PointTask, collect_metrics, metrics_columns, run_point
-from lcpipe.sweep.render import render_html, scatter_png
-from lcpipe.sweep.results import COLUMNS, format_table, pareto_front, write_results
+from lcpipe.sweep.results import write_results
 from lcpipe.sweep.schema import Sweep, SweepPoint, SweepSpec, load_sweep, measures_latency
 
-__all__ = ["COLUMNS", "PointTask", "Sweep", "SweepFailedError", "SweepPoint", "SweepResult", "SweepSpec",
-           "collect_metrics", "format_fleet", "format_table", "load_sweep", "measures_latency", "metrics_columns",
-           "pareto_front", "render_html", "run_point", "run_sweep", "scatter_png", "write_results"]
+__all__ = ["PointTask", "Sweep", "SweepFailedError", "SweepPoint", "SweepResult", "SweepSpec", "collect_metrics",
+           "load_sweep", "measures_latency", "metrics_columns", "run_point", "run_sweep", "write_results"]

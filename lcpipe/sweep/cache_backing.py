@@ -18,7 +18,7 @@ from pathlib import Path
 from lcpipe.cache import CacheEntry, StageCache
 from lcpipe.errors import InputError
 from lcpipe.fileio import temp_prefix
-from lcpipe.sweep.shipping import _extract, pack_dir
+from lcpipe.sweep.shipping import extract_zip, pack_dir
 from lcpipe.sweep.storage import Storage
 
 log = logging.getLogger("lcpipe")
@@ -40,7 +40,7 @@ class BackedStageCache(StageCache):
         # named like every cache temp, so a killed fetch is cleaned by a later run
         tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(key[:12]), suffix=".tmp", dir=self.stages))
         try:
-            _extract(self.storage.get(self._rel(key)), tmp)
+            extract_zip(self.storage.get(self._rel(key)), tmp)
             super().put(key, tmp)
         except InputError as exc:  # unreadable or damaged in storage: this stage is recomputed
             log.warning("stage cache: %s in %s is unusable (%s); recomputing", key[:12], self.storage.uri, exc)

@@ -13,12 +13,13 @@ from typing import Any
 
 from lcpipe.errors import ConfigError, LcpipeError
 from lcpipe.fileio import write_json
+from lcpipe.render.sweep import COLUMNS
 from lcpipe.rundir import claim_output_dir
 from lcpipe.sweep import on_ray, shipping
 from lcpipe.sweep.fleet import FLEET_FILE, failed_fleet_row, fleet_row
 from lcpipe.sweep.point import PointTask, run_point
-from lcpipe.sweep.results import COLUMNS, write_results
-from lcpipe.sweep.schema import Sweep, load_sweep
+from lcpipe.sweep.results import write_results
+from lcpipe.sweep.schema import MAX_POINTS, Sweep, load_sweep
 
 log = logging.getLogger("lcpipe")
 
@@ -50,20 +51,21 @@ class SweepResult:
 def run_sweep(sweep: Sweep | str | Path, *, out: str | Path | None = None, local: bool = False,
               address: str | None = None, cache_dir: str | Path | None = None, force: bool = False,
               no_cache: bool = False, overrides: tuple[str, ...] | list[str] = (),
-              num_cpus: int | None = None, per_cpu_kind: bool = False, storage: str | None = None) -> SweepResult:
+              num_cpus: int | None = None, per_cpu_kind: bool = False, storage: str | None = None,
+              max_points: int = MAX_POINTS) -> SweepResult:
     """Run every point (Ray tasks, or in-process with ``local``) and write the result tables."""
     from lcpipe.cache import default_cache_dir
     from lcpipe.sweep.nodes import node_facts
     from lcpipe.sysinfo import cpu_info
 
     if not isinstance(sweep, Sweep):
-        sweep = load_sweep(sweep, overrides)
+        sweep = load_sweep(sweep, overrides, max_points)
     if out:
         sweep.out = Path(out).resolve()
-    sweep.out = claim_output_dir(sweep.out, "sweep", made_by_older=_older_sweep)
-    storage = storage or sweep.spec.storage
     if local and per_cpu_kind:
         raise ConfigError("--per-cpu-kind times points on each CPU kind of a Ray cluster; drop --local")
+    sweep.out = claim_output_dir(sweep.out, "sweep", made_by_older=_older_sweep)
+    storage = storage or sweep.spec.storage
     log.info("sweep %s: %d point(s) -> %s", sweep.name, len(sweep.points), sweep.out)
     t0 = time.perf_counter()
     fleet: list[dict[str, Any]] = []
@@ -121,6 +123,7 @@ class _RaySweep:
         self.pending: dict[Any, tuple[Any, ...]] = {}
         self.resubmitted: dict[str, int] = {}  # point id -> times submitted again after a lost result
         self.kinds: dict[str, list[dict[str, Any]]] = {}
+        self.attempt_log: Any = None  # on_ray.AttemptLog actor: which node ran each attempt
 
     def run(self, address: str | None, num_cpus: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         out = self.sweep.out
@@ -140,6 +143,7 @@ class _RaySweep:
                 self.kinds = kinds_of(probe_nodes(ray))
                 log.info("CPU kinds: %s", ", ".join(f"{k} ({len(v)} node(s))" for k, v in self.kinds.items()))
             digest, ref = on_ray.ship(ray, data, self.opts["storage"]) if tasks else (None, None)
+            self.attempt_log = on_ray.start_attempt_log(ray) if tasks else None
             # retries: Ray reruns a point whose worker or node died (not one that raised: those are rows)
             self._remote = ray.remote(max_retries=self.sweep.spec.retries, retry_exceptions=False)(on_ray.run_shipped)
             self._inputs_ref = ref
@@ -167,24 +171,22 @@ class _RaySweep:
                         "cpu_kinds": {k: [n["node_id"] for n in v] for k, v in self.kinds.items()}}
             return rows, executor
         finally:
-            if ray.is_initialized():
-                on_ray.forget_attempts(self.token)
+            if self.attempt_log is not None:
+                on_ray.stop_attempt_log(ray, self.attempt_log)
             if started:
                 ray.shutdown()
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def _key(self, point: str) -> str:
-        return f"{on_ray._KV_PREFIX}/{self.token}/{point}"
-
     def _submit(self, task: PointTask) -> None:
         r = self._remote.options(num_cpus=task.cpus, scheduling_strategy="SPREAD",
-                                 name=f"lcpipe-sweep-{task.id}").remote(task, self._inputs_ref, self._key(task.id))
+                                 name=f"lcpipe-sweep-{task.id}").remote(task, self._inputs_ref, self.token,
+                                                                        self.attempt_log)
         self.pending[r] = ("point", task)
 
     def _point_done(self, ref: Any, task: PointTask) -> dict[str, Any] | None:
         home = self.sweep.out / "points" / task.id
-        tried = on_ray.attempts(self._key(task.id))
+        tried = on_ray.attempts(self.ray, self.attempt_log, task.id)
         try:
             row = self.ray.get(ref)
         except Exception as exc:  # every attempt's worker or node died: name the node(s), go on

@@ -1,4 +1,5 @@
-"""The fleet view: one timing row per (point, CPU kind) and a Pareto front per kind.
+"""The fleet rows: one timing row per (point, CPU kind), and sweep_fleet.csv (rendered, with a Pareto
+front per kind, by lcpipe.render.sweep).
 
 A point's accuracy comes from its one full run; only latency and throughput differ per kind.
 """
@@ -10,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.fileio import atomic_path
-from lcpipe.render.format import MISSING, fixed
-from lcpipe.sweep.results import _ms, pareto_front
 
 FLEET_FILE = "fleet.json"  # a point's fleet rows, kept in its run dir (a rerun re-times only missing kinds)
 TIMING = ("latency_p50_fp32_ms", "latency_p50_int8_ms", "latency_speedup", "throughput_fp32", "throughput_int8",
@@ -38,64 +37,9 @@ def failed_fleet_row(point: str, node: dict[str, Any], error: str) -> dict[str, 
             **{k: node.get(k) for k in ("node_id", "hostname", "cpu_model", "isa", "cores")}, "error": error}
 
 
-def accuracy_axis(rows: list[dict[str, Any]]) -> str | None:
-    """INT8 top-1 when labels give one, else agreement with FP32 (as the scatter does)."""
-    ok = [r for r in rows if r.get("status") != "failed"]
-    if ok and all(r.get("int8_top1") is not None for r in ok) and any(r["int8_top1"] for r in ok):
-        return "int8_top1"
-    if ok and all(r.get("agreement") is not None for r in ok):
-        return "agreement"
-    return None
-
-
-def fronts(fleet: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """CPU kind -> the points on its Pareto front (INT8 latency on that kind vs the point's accuracy)."""
-    axis = accuracy_axis(rows)
-    if axis is None:
-        return {}
-    acc = {r["point"]: r.get(axis) for r in rows}
-    out = {}
-    for kind in kinds(fleet):
-        pts = [f for f in fleet if f["cpu_kind"] == kind and f["status"] == "ok"
-               and f.get("latency_p50_int8_ms") is not None and acc.get(f["point"]) is not None]
-        front = pareto_front([(float(f["latency_p50_int8_ms"]), float(acc[f["point"]])) for f in pts])
-        out[kind] = [pts[i]["point"] for i in front]
-    return out
-
-
-def kinds(fleet: list[dict[str, Any]]) -> list[str]:
-    return sorted({str(f["cpu_kind"]) for f in fleet})
-
-
-def fleet_doc(fleet: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """What sweep.html shows: point x kind cells, each kind's nodes and front."""
-    if not fleet:
-        return None
-    ks = kinds(fleet)
-    cells = {(f["point"], str(f["cpu_kind"])): f for f in fleet}
-    points = [r["point"] for r in rows if any((r["point"], k) in cells for k in ks)]
-    nodes = {k: sorted({f"{f.get('cpu_model')} [{f.get('isa')}] on {str(f.get('node_id') or '?')[:12]}"
-                        for f in fleet if str(f["cpu_kind"]) == k}) for k in ks}
-    return {"kinds": ks, "rows": [{"point": p, "cells": [cells.get((p, k)) for k in ks]} for p in points],
-            "fronts": fronts(fleet, rows), "nodes": nodes, "axis": accuracy_axis(rows)}
-
-
 def write_fleet_csv(path: Path, fleet: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(FLEET_COLUMNS)
         for r in sorted(fleet, key=lambda r: (r["point"], str(r["cpu_kind"]))):
             w.writerow(["" if r.get(c) is None else r.get(c) for c in FLEET_COLUMNS])
-
-
-def format_fleet(fleet: list[dict[str, Any]]) -> str:
-    """Terminal table: point x CPU kind."""
-    lines = [["point", "CPU kind", "status", "p50 FP32", "p50 INT8", "speed-up", "img/s INT8", "from", "node"]]
-    for f in sorted(fleet, key=lambda r: (r["point"], str(r["cpu_kind"]))):
-        ok = f["status"] == "ok"
-        lines.append([f["point"], str(f["cpu_kind"]), f["status"] if ok else f"failed: {f.get('error')}",
-                      _ms(f.get("latency_p50_fp32_ms")), _ms(f.get("latency_p50_int8_ms")),
-                      fixed(f.get("latency_speedup") or None, 2, "x"), fixed(f.get("throughput_int8") or None, 0),
-                      str(f.get("source")), str(f.get("node_id") or MISSING)[:12]])
-    widths = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines)

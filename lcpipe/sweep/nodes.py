@@ -87,7 +87,7 @@ def retime(irs: dict[str, bytes], timing: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import ray
 
-    from lcpipe.measure.runtime import compile_ir
+    from lcpipe.ir import compile_ir
     from lcpipe.measure.shards import ir_precisions
     from lcpipe.measure.timing import measure_throughput, time_irs
     from lcpipe.sysinfo import default_threads

@@ -8,18 +8,26 @@ or through ``storage:`` when the sweep has one). A node that dies takes its atte
 with it: Ray retries the point elsewhere (``retries``, bounded), else the row is failed and names
 the node. With ``per_cpu_kind`` every finished latency point is re-timed once on each other CPU
 kind among the alive nodes (pinned with node affinity), giving the fleet rows.
+
+Which node ran each attempt is kept by a small actor on the driver's node (:class:`AttemptLog`,
+public Ray API only): a task notes its node there before it starts work, so an attempt killed with
+its node can still be named. A cluster with token authentication (``RAY_AUTH_MODE=token``) that
+refuses this driver is a ConfigError (exit 2) saying how to give the driver the token.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +42,14 @@ from lcpipe.sweep.storage import Storage
 log = logging.getLogger("lcpipe")
 
 RAY_OBJECT_STORE_BYTES = 600 * 1024 * 1024  # a local Ray: room for the shipped inputs (<= 512 MiB) and run dirs
-_KV_PREFIX = "lcpipe-sweep"
+NOTE_TIMEOUT_S = 30  # a task waits this long for its attempt to be noted, then works anyway
 
 
 def prepare(sweep: Sweep, out: Path, opts: dict[str, Any]) -> tuple[list[PointTask], list[dict[str, Any]],
                                                                      shipping.InputNames]:
     """Tasks for the points to run, rows for points that fail before running (a missing input) or
     are resumed from what came home, and the inputs to ship."""
-    from lcpipe import __version__
+    from lcpipe.version import __version__
 
     names = shipping.InputNames(None if opts["storage"] else shipping.SHIP_LIMIT_BYTES)
     tasks, done = [], []
@@ -82,15 +90,15 @@ def _resumed(home: Path, fingerprint: str, stages: list[str]) -> dict[str, Any] 
     return {**row, "run_dir": str(home), "resumed": True, "cached_stages": stages, "computed_stages": []}
 
 
-def run_shipped(task: PointTask, inputs: bytes | None, kv_key: str) -> dict[str, Any]:
-    """Ray task: unpack the shipped inputs on this node, run the point in a node-local run dir,
-    and return its row with the run dir zipped (or put on storage)."""
+def run_shipped(task: PointTask, inputs: bytes | None, sweep_token: str, attempt_log: Any) -> dict[str, Any]:
+    """Ray task: note this attempt's node, unpack the shipped inputs on this node, run the point in a
+    node-local run dir, and return its row with the run dir zipped (or put on storage)."""
     import ray
 
     from lcpipe.sweep.nodes import node_facts
 
     facts = node_facts(ray)
-    _note_attempt(kv_key, facts)
+    _note_attempt(ray, attempt_log, task.id, facts)
     work = shipping.node_dir() / "runs" / uuid.uuid4().hex[:12]
     run_dir = work / task.id
     try:
@@ -110,7 +118,7 @@ def run_shipped(task: PointTask, inputs: bytes | None, kv_key: str) -> dict[str,
         write_json(run_dir / POINT_FILE, row)
         home = shipping.pack_dir(run_dir)
         if store is not None:  # storage: keeps run dirs out of the object store
-            row["_home_rel"] = f"runs/{kv_key.rsplit('/', 2)[-2]}/{task.id}.zip"
+            row["_home_rel"] = f"runs/{sweep_token}/{task.id}.zip"
             store.put(row["_home_rel"], home)
         else:
             row["_home"] = home
@@ -119,26 +127,59 @@ def run_shipped(task: PointTask, inputs: bytes | None, kv_key: str) -> dict[str,
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _note_attempt(key: str, facts: dict[str, Any]) -> None:
-    """Record in Ray's GCS which node runs this attempt, so a crash can be pinned on a node."""
+class AttemptLog:
+    """Ray actor: point id -> the nodes its attempts ran on, in order. It lives on the driver's node
+    for one sweep (a node that dies takes its tasks, not this record); it holds no CPU."""
+
+    def __init__(self) -> None:
+        self._tried: dict[str, list[dict[str, Any]]] = {}
+
+    def note(self, point: str, node: dict[str, Any]) -> None:
+        self._tried.setdefault(point, []).append(node)
+
+    def tried(self, point: str) -> list[dict[str, Any]]:
+        return list(self._tried.get(point, []))
+
+
+def start_attempt_log(ray: Any) -> Any:
+    """This sweep's AttemptLog actor, pinned to the driver's node (None if it cannot be started: a
+    crashed row then names the node only if Ray's error does); removed with the driver, or by
+    :func:`stop_attempt_log` at the sweep's end."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     try:
-        from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_put
-
-        old = _internal_kv_get(key)
-        attempts = json.loads(old) if old else []
-        attempts.append({k: facts[k] for k in ("node_id", "hostname", "cpu_kind")})
-        _internal_kv_put(key, json.dumps(attempts).encode(), overwrite=True)
-    except Exception:  # bookkeeping only: a sweep must not fail for it
-        log.debug("could not record the attempt's node", exc_info=True)
+        here = ray.get_runtime_context().get_node_id()
+        actor = ray.remote(num_cpus=0, max_restarts=0)(AttemptLog)
+        return actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+    except Exception as exc:  # bookkeeping only: the sweep runs without it
+        log.warning("no record of which node runs each attempt (%s: %s)", type(exc).__name__, exc)
+        return None
 
 
-def attempts(key: str) -> list[dict[str, Any]]:
+def stop_attempt_log(ray: Any, attempt_log: Any) -> None:
+    """End the sweep's AttemptLog: nothing of the sweep stays on the cluster."""
     try:
-        from ray.experimental.internal_kv import _internal_kv_get
+        if ray.is_initialized():
+            ray.kill(attempt_log)
+    except Exception:  # the sweep's result does not depend on it; the actor dies with the driver anyway
+        log.debug("could not stop the attempt log", exc_info=True)
 
-        raw = _internal_kv_get(key)
-        return json.loads(raw) if raw else []
-    except Exception:
+
+def _note_attempt(ray: Any, attempt_log: Any, point: str, facts: dict[str, Any]) -> None:
+    """Before the work starts: a node killed mid-point cannot report afterwards."""
+    try:
+        node = {k: facts[k] for k in ("node_id", "hostname", "cpu_kind")}
+        ray.get(attempt_log.note.remote(point, node), timeout=NOTE_TIMEOUT_S)
+    except Exception:  # bookkeeping only: a point must not fail for it
+        log.debug("could not note the attempt's node", exc_info=True)
+
+
+def attempts(ray: Any, attempt_log: Any, point: str) -> list[dict[str, Any]]:
+    """The nodes the point's attempts ran on ([] if the log cannot be read)."""
+    try:
+        return ray.get(attempt_log.tried.remote(point), timeout=NOTE_TIMEOUT_S)
+    except Exception:  # bookkeeping only: a crashed row then names the node from the exception, if it can
+        log.debug("could not read the attempts of %s", point, exc_info=True)
         return []
 
 
@@ -174,16 +215,6 @@ def _delete_quietly(store: Storage, rel: str) -> None:
         store.delete(rel)
     except InputError as exc:  # a leftover in storage is not worth failing the point for
         log.warning("%s", exc)
-
-
-def forget_attempts(token: str) -> None:
-    """Delete this sweep's attempt records (``lcpipe-sweep/<token>/*``) from Ray's KV store."""
-    try:
-        from ray.experimental.internal_kv import _internal_kv_del
-
-        _internal_kv_del(f"{_KV_PREFIX}/{token}/", del_by_prefix=True)
-    except Exception:  # bookkeeping only: the sweep's result does not depend on it
-        log.debug("could not delete the sweep's attempt records", exc_info=True)
 
 
 def crashed_row(task: PointTask, exc: BaseException, tried: list[dict[str, Any]], home: Path) -> dict[str, Any]:
@@ -226,9 +257,14 @@ def start_ray(ray: Any, address: str | None, num_cpus: int | None) -> tuple[bool
     if address:
         _check_reachable(address, where)  # ray.init waits minutes on an address nobody answers
         try:
-            ray.init(address=address, **common)
-        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            with _stderr_to_log():
+                ray.init(address=address, **common)
+        except Exception as exc:
             _shutdown_quietly(ray)
+            if _token_refused(exc):
+                raise ConfigError(_token_advice(f"{where} {address}")) from None
+            if not isinstance(exc, (ConnectionError, TimeoutError, RuntimeError)):
+                raise
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(f"{where} {address}: cannot connect to a Ray cluster there ({first}); start one "
                               "(ray start --head) or fix the address, or run with --local") from None
@@ -248,6 +284,58 @@ def start_ray(ray: Any, address: str | None, num_cpus: int | None) -> tuple[bool
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return True, tmp
+
+
+def _token_refused(exc: BaseException) -> bool:
+    """Ray's AuthenticationError, raised itself (token mode here, but no token) or, when the cluster
+    refused a missing or wrong token, only as text in the cause of "Failed to connect"."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if any(c.__name__ == "AuthenticationError" for c in type(seen).__mro__) or \
+                re.search(r"AuthenticationError|InvalidAuthToken|Unauthenticated", str(seen)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _token_advice(what: str) -> str:
+    """Why this driver's token failed, and the fix (Ray reads RAY_AUTH_TOKEN, then the file
+    RAY_AUTH_TOKEN_PATH names, then ~/.ray/auth_token)."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        why = "the cluster there requires a token and RAY_AUTH_MODE is not 'token' here"
+    elif os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+            (Path.home() / ".ray" / "auth_token").is_file():
+        why = "the cluster there refused the token found here"
+    else:
+        why = "RAY_AUTH_MODE=token but no token found here"
+    return (f"{what}: Ray token authentication failed ({why}); run lcpipe with RAY_AUTH_MODE=token and the "
+            "cluster's token in RAY_AUTH_TOKEN, or in a file named by RAY_AUTH_TOKEN_PATH (default "
+            "~/.ray/auth_token); `ray get-auth-token` on the head prints it")
+
+
+@contextlib.contextmanager
+def _stderr_to_log() -> Iterator[None]:
+    """Hold file descriptor 2 while Ray connects: a refused token makes Ray's C++ client print a
+    warning every second for ~20 s before it gives up; lcpipe says it once, the text goes to the log."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to hold
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read().decode(errors="replace").strip()
+            if text:
+                log.debug("Ray while connecting:\n%s", text)
 
 
 def _check_reachable(address: str, where: str, timeout_s: float = 10.0) -> None:

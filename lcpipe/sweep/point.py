@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -10,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lcpipe.config import PipelineConfig, load_config
+from lcpipe.config import PipelineConfig
 from lcpipe.errors import ConfigError, LcpipeError, MissingDependencyError
 from lcpipe.fileio import write_json
+from lcpipe.records import read_json
 
 log = logging.getLogger("lcpipe")
 
@@ -48,7 +48,7 @@ class PointTask:
 def run_point(task: PointTask, config: PipelineConfig | None = None, run_dir: str | Path | None = None
               ) -> dict[str, Any]:
     """Run one point's pipeline; never raises for pipeline errors (they become the row's status)."""
-    from lcpipe.runner import run_pipeline
+    from lcpipe.runner import load_config, run_pipeline
 
     run_dir = Path(run_dir or task.run_dir or ".")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +136,7 @@ def collect_metrics(config: PipelineConfig, result: Any) -> dict[str, Any]:
 
 def _model_facts(config: PipelineConfig, result: Any) -> dict[str, Any]:
     info_path = result.artifacts.get("model_info")
-    info = json.loads(Path(info_path).read_text()) if info_path and Path(info_path).is_file() else {}
+    info = read_json(info_path) if info_path and Path(info_path).is_file() else {}
     spec = info.get("spec")
     if not spec:
         return {"arch": info.get("arch") or config.model.arch, "params": None, "flops": None}
@@ -177,7 +177,7 @@ def _plan_columns(result: Any) -> dict[str, Any]:
     path = result.artifacts.get("plan_report")
     if not path or not Path(path).is_file():
         return {}
-    plan = json.loads(Path(path).read_text())
+    plan = read_json(path)  # as it is: an older plan.json may lack keys, the columns stay None
     chosen = plan.get("chosen") or {}
     cand = next((c for c in plan.get("candidates") or [] if c.get("chosen")), {})
     counts = (plan.get("irs") or {}).get(cand.get("ir")) or {}

@@ -1,4 +1,4 @@
-"""Sweep results: the row columns, sweep.json / sweep.csv, the terminal table and the Pareto front."""
+"""Sweep results: sweep.json, sweep.csv (and sweep_fleet.csv), sweep.html (lcpipe.render.sweep)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.fileio import atomic_path, write_json
-from lcpipe.render.format import fixed, pct
+from lcpipe.render.sweep import COLUMNS
 from lcpipe.sweep.schema import Sweep
-
-COLUMNS = ("point", "status", "arch", "params", "flops", "preset", "fp32_top1", "int8_top1", "top1_drop",
-           "agreement", "cosine", "latency_p50_fp32_ms", "latency_p50_int8_ms", "latency_speedup",
-           "throughput_fp32", "throughput_int8", "size_fp32", "size_int8", "size_onnx", "images", "seconds",
-           "error_class", "exit_code", "error", "run_dir", "cpu_kind", "cpu_model", "node_id")
 
 
 def write_results(sweep: Sweep, rows: list[dict[str, Any]], machine: dict[str, Any],
@@ -33,7 +28,7 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], machine: dict[str, A
 
         files["fleet_csv"] = sweep.out / "sweep_fleet.csv"
         write_fleet_csv(files["fleet_csv"], fleet)
-    from lcpipe.sweep.render import render_html  # matplotlib/jinja2 only when writing
+    from lcpipe.render.sweep import render_html  # matplotlib/jinja2 only when writing
 
     html = render_html(doc)
     with atomic_path(files["html"]) as tmp:
@@ -64,46 +59,3 @@ def _cell(v: Any) -> Any:
     if isinstance(v, list | dict):
         return json.dumps(v)
     return v
-
-
-def format_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
-    """Plain-text table for the terminal."""
-    head = ["point", *keys, "status", "top1 fp32", "top1 int8", "agree", "p50 fp32", "p50 int8", "int8 MB"]
-    lines = [head]
-    for r in rows:
-        ov = r.get("overrides") or {}
-        lines.append([r["point"], *(str(ov.get(k, "")) for k in keys), r["status"], _pct(r.get("fp32_top1")),
-                      _pct(r.get("int8_top1")), _pct(r.get("agreement")), _ms(r.get("latency_p50_fp32_ms")),
-                      _ms(r.get("latency_p50_int8_ms")), _mb(r.get("size_int8"))])
-    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
-    out = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
-    for r in rows:
-        if r["status"] == "failed":
-            out.append(f"{r['point']}: {r.get('error_class')} error (exit {r.get('exit_code')}): {r.get('error')}")
-    return "\n".join(out)
-
-
-def _pct(v: Any) -> str:
-    return pct(v)
-
-
-def _ms(v: Any) -> str:
-    return fixed(v, 2, " ms")
-
-
-def _mb(v: Any) -> str:
-    return fixed(None if v is None else v / 1e6, 2)
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both axes (x lower is better, y higher),
-    sorted by x. A point equal to another on both axes stays on the front."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front: list[int] = []
-    best_y = float("-inf")
-    for i in order:
-        x, y = points[i]
-        if y > best_y or (front and points[front[-1]] == (x, y)):
-            front.append(i)
-            best_y = max(best_y, y)
-    return front

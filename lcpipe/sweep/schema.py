@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lcpipe.config import PipelineConfig, _format_errors, _is_path_field, _sub_model, load_config, read_yaml_mapping
+from lcpipe.config import PipelineConfig, format_errors, read_yaml_mapping
 from lcpipe.errors import ConfigError
 
 
@@ -76,13 +77,24 @@ class Sweep:
     points: list[SweepPoint] = field(default_factory=list)
 
 
-def load_sweep(path: str | Path, extra: tuple[str, ...] | list[str] = ()) -> Sweep:
+MAX_POINTS = 1000  # a sweep's default size limit (lcpipe sweep --max-points raises it)
+
+
+def load_sweep(path: str | Path, extra: tuple[str, ...] | list[str] = (), max_points: int = MAX_POINTS) -> Sweep:
     """Read and check a sweep file; ``extra`` are `--set` strings added to every point.
 
-    Every point's pipeline config is validated here, so a typo in a key path fails before
-    anything runs (the message names the point and the key)."""
+    The points are counted before the grid is expanded (over ``max_points``: ConfigError). Every
+    point's pipeline config is validated here, so a typo in a key path fails before anything runs
+    (the message names the point and the key)."""
+    from lcpipe.runner import load_config
+
     path = Path(path)
     spec = _read_spec(path)
+    count = point_count(spec)
+    if count > max_points:
+        axes = " x ".join(str(len(v)) for v in spec.grid.values()) or "0"
+        raise ConfigError(f"{path}: {count:,} points (grid {axes}, plus {len(spec.points)} listed) is more than "
+                          f"the limit of {max_points:,}; shrink the grid, or raise the limit with --max-points")
     folder = path.parent.resolve()
     base = (folder / spec.base).resolve()
     if not base.is_file():
@@ -110,7 +122,13 @@ def _read_spec(path: Path) -> SweepSpec:
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, str(path), "", SweepSpec)) from None
+        raise ConfigError(format_errors(exc, str(path), "", SweepSpec)) from None
+
+
+def point_count(spec: SweepSpec) -> int:
+    """Points the spec describes (the grid's product of axis lengths plus the listed points), without
+    expanding anything."""
+    return (math.prod(len(v) for v in spec.grid.values()) if spec.grid else 0) + len(spec.points)
 
 
 def _expand(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -133,20 +151,12 @@ def _source_args(spec: SweepSpec, overrides: dict[str, Any], folder: Path) -> li
 def _override_arg(key: str, value: Any, folder: Path) -> str:
     """``key=value`` for apply_override; a relative path value is made absolute against the sweep
     file's folder (apply_override would resolve it against the current directory)."""
-    if isinstance(value, str) and _is_path_key(key) and not Path(value).expanduser().is_absolute():
+    from lcpipe.runner import is_path_override
+
+    if isinstance(value, str) and is_path_override(key) and not Path(value).expanduser().is_absolute():
         value = str((folder / value).resolve())
     # JSON is YAML: the value round-trips with its type (a str stays a str, a list a list).
     return f"{key}={json.dumps(value)}"
-
-
-def _is_path_key(key: str) -> bool:
-    keys = key.split(".")
-    if keys[0] == "stages":
-        return False  # stage options hold no paths (and are not path-resolved by config.py either)
-    model: Any = PipelineConfig
-    for k in keys[:-1]:
-        model = _sub_model(model, k) if model else None
-    return model is not None and _is_path_field(model, keys[-1])
 
 
 def _describe(overrides: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """Inputs travel with the job, artifacts come home: nothing assumes the nodes share the driver's disk.
 
-Driver: every local path a point's pipeline reads (model source file or folder, data folders and
-label files, validate's groups TSV) gets a shipped name ``<content sha256[:16]>/<file name>``; the
+Driver: every local path a point's pipeline reads (every key a config model or a stage's options
+list in ``path_fields``: model source, data folders and label files, validate's groups TSV, bench's
+paddle_model, ...) gets a shipped name ``<content sha256[:16]>/<file name>``; the
 point's config travels with those names only, and the files travel as one zip (through Ray's object
 store, or ``storage:`` when too big). Worker: the zip is checked against its sha256, each input is
 unpacked once per node into ``<node dir>/inputs/<its digest>/`` and the config's names are made
@@ -22,7 +23,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from lcpipe.config import PipelineConfig, _is_path_field, _resolve_paths, _sub_model, validate_config
+from lcpipe.config import PipelineConfig, is_path_field, sub_model
 from lcpipe.errors import ConfigError, InputError
 from lcpipe.fileio import atomic_dir, remove_stale_temps, sha256_path, temp_prefix
 
@@ -88,12 +89,10 @@ def shipped_config(config: PipelineConfig, names: InputNames) -> tuple[dict[str,
             "--local runs unpinned URLs as is")
     raw = config.to_yaml_dict()
     used: list[str] = []
+    stages = raw.pop("stages")
     raw = _rename_paths(raw, PipelineConfig, names, used, [])
-    for entry in raw["stages"]:
-        opts = entry.get("validate")
-        if opts and opts.get("groups"):
-            opts["groups"] = names.name("stages.validate.groups", str(config.option_path(opts["groups"])))
-            used.append(opts["groups"])
+    raw["stages"] = [{e.name: _rename_paths(opts, type(e.options), names, used, ["stages", e.name])}
+                     for e, opts in zip(config.stages, (next(iter(d.values())) for d in stages), strict=True)]
     return raw, sorted(set(used))
 
 
@@ -102,11 +101,11 @@ def _rename_paths(raw: Any, model: Any, names: InputNames, used: list[str], keys
         return raw
     out = {}
     for key, value in raw.items():
-        if isinstance(value, str) and _is_path_field(model, key):
+        if isinstance(value, str) and is_path_field(model, key):
             value = names.name(".".join([*keys, key]), value)
             used.append(value)
         elif isinstance(value, dict):
-            value = _rename_paths(value, _sub_model(model, key), names, used, [*keys, key])
+            value = _rename_paths(value, sub_model(model, key), names, used, [*keys, key])
         out[key] = value
     return out
 
@@ -132,7 +131,7 @@ def materialize(data: bytes, digest: str) -> Path:
     remove_stale_temps(root)  # a killed unpack's leftovers (pid-named temps)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("unpack"), suffix=".tmp", dir=root))
     try:
-        _extract(data, tmp)
+        extract_zip(data, tmp)
         for part in sorted(p for p in tmp.iterdir() if p.is_dir()):
             dest = root / part.name
             if (dest / ".complete").is_file():
@@ -150,14 +149,9 @@ def materialize(data: bytes, digest: str) -> Path:
 
 def node_config(raw: dict[str, Any], root: Path, where: str) -> PipelineConfig:
     """The shipped config with its names made absolute under ``root`` (the unpacked inputs)."""
-    raw = _resolve_paths(dict(raw), PipelineConfig, root, [])
-    stages = []
-    for entry in raw["stages"]:
-        opts = entry.get("validate")
-        if opts and opts.get("groups"):
-            entry = {"validate": {**opts, "groups": str(root / opts["groups"])}}
-        stages.append(entry)
-    return validate_config({**raw, "stages": stages}, where)
+    from lcpipe.runner import config_from_dict
+
+    return config_from_dict(dict(raw), where, base=root)
 
 
 # ---------------------------------------------------------------- run dirs: node -> driver
@@ -172,7 +166,7 @@ def pack_dir(folder: Path) -> bytes:
 def unpack_home(data: bytes, dest: Path) -> None:
     """Replace ``dest`` with the zip's content, atomically (a half copy never looks like a run)."""
     with atomic_dir(dest) as tmp:
-        _extract(data, tmp)
+        extract_zip(data, tmp)
 
 
 def _add_tree(zf: zipfile.ZipFile, path: Path, name: str, compress: int) -> None:
@@ -186,7 +180,7 @@ def _add_tree(zf: zipfile.ZipFile, path: Path, name: str, compress: int) -> None
             shutil.copyfileobj(src, dst, 1 << 20)
 
 
-def _extract(data: bytes, dest: Path) -> None:
+def extract_zip(data: bytes, dest: Path) -> None:
     """Unpack an lcpipe zip into ``dest``. A damaged zip is an InputError."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
