@@ -181,13 +181,14 @@ def inspect(path: Path, fmt: str, arch: str, input_size: str | None, as_json: bo
 
 
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads [all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | None, as_json: bool) -> None:
-    """Classify IMAGES with MODEL.xml (preprocessing + labels from its rt_info or files beside it)."""
+    """Classify IMAGES with MODEL.xml or a deploy bundle folder (preprocessing + labels from its rt_info
+    or files beside it)."""
     from lcpipe.predict import format_predictions
     from lcpipe.predict import predict as run_predict
 

@@ -1,5 +1,6 @@
 """Classify images with an lcpipe IR: preprocessing and labels come from the IR's rt_info, or from
-preprocess.json / labels.txt beside it (the deploy bundle)."""
+preprocess.json / labels.txt beside it (the deploy bundle). A bundle folder serves its shipped model
+(model_image.xml; bundles before the honest names: model_int8_image.xml)."""
 
 from __future__ import annotations
 
@@ -103,6 +104,10 @@ def predict(xml: str | Path, images: list[str | Path], top_k: int = 5, threads: 
     from lcpipe.ir import ov_error_line, read_user_ir
 
     xml = Path(xml)
+    if xml.is_dir():  # a deploy bundle: its served model, in either file layout
+        from lcpipe.deploy.bundle import bundle_model
+
+        xml = bundle_model(xml)
     if not xml.is_file():
         raise InputError(f"{xml}: no such model file")
     ov = require("openvino")
@@ -145,10 +150,11 @@ def image_loader(pre_dict: dict[str, Any], pre: Any) -> Any:
     """Path -> the IR's batch-1 input: uint8 BGR crop for an image-input IR, float32 RGB CHW otherwise."""
     from lcpipe.data.preprocess import check_resizable, decode_image_bgr, load_image
     from lcpipe.deploy.image_input import is_image_input
-    from lcpipe.measure.e2e import image_prep
+    from lcpipe.measure.e2e import image_prep, whole_image_prep
 
     if is_image_input(pre_dict):
-        prep = image_prep(pre)
+        # resize in the graph does the same resize_short as cv2: the same bound on where it would lead
+        prep = whole_image_prep() if pre_dict.get("resize_in_graph") else image_prep(pre)
 
         def load_bgr(p: Path) -> np.ndarray:
             img = decode_image_bgr(p)

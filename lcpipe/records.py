@@ -179,6 +179,8 @@ class SpeedupSection(Record):
     size: Number | None
     e2e_latency_p50: Number | None
     e2e_throughput: Number | None
+    e2e_latency_p50_vs_default: Number | None = None  # vs the baseline (see ShippedSection)
+    e2e_throughput_vs_default: Number | None = None
 
 
 class QuantizeSection(Record):
@@ -226,6 +228,30 @@ class PlanSection(Record):
     candidates: list[PlanCandidate]
 
 
+class ShippedSection(Record):
+    """What the deploy bundle ships (model.xml / model_image.xml), whatever its precision, and the
+    headline speed-ups: its image-input route against the baseline, what a user gets without lcpipe
+    (the FP32 IR at the plugin's default float precision + Python float preprocessing)."""
+
+    plan: str  # e.g. int8_mixed@bf16, fp32@bf16 (lcpipe.plan.CandidateSpec.name)
+    int8: bool
+    precision: str | None  # INFERENCE_PRECISION_HINT of its float ops
+    description: str
+    chosen_by: str  # "plan" (measured on this CPU) | "quantize" (no plan stage: the INT8 IR as quantized)
+    runtime_config: dict[str, Any] | None  # the compile properties its figures were measured with
+    latency_p50_ms: Number | None  # model only, batch 1
+    e2e_p50_ms: Number | None  # image-input route: decoded image -> top-k, batch 1
+    e2e_images_per_s: Number | None
+    baseline: str  # in words
+    baseline_precision: str | None
+    baseline_e2e_p50_ms: Number | None
+    speedup_vs_default_e2e_p50: Number | None  # the headline
+    speedup_vs_default_e2e_throughput: Number | None
+    speedup_vs_default_latency_p50: Number | None  # model only: vs the FP32 IR at the plugin default
+    speedup_vs_f32_e2e_p50: Number | None  # secondary: vs the FP32 IR at f32 + Python preprocessing
+    speedup_vs_f32_latency_p50: Number | None
+
+
 class Gate(Record):
     """One configured gate: the figure, the threshold picked for the CPU's ISA, the verdict."""
 
@@ -235,6 +261,7 @@ class Gate(Record):
     passed: bool
     isa_key: str | None
     metric: str | None
+    baseline: str | None = None  # what the figure compares the shipped model with (lcpipe.gates.gate_baseline)
     note: str
 
 
@@ -244,6 +271,7 @@ class MetricsRecord(Record):
     schema_: int = Field(alias="schema")
     pipeline: str
     model: ModelFacts
+    shipped: ShippedSection | None = None  # written by every report since the `shipped` section exists
     accuracy: AccuracySection
     latency_ms: dict[str, Any] | None  # model -> stats, and "e2e": route -> stats
     throughput_ips: dict[str, Any] | None  # model -> images/s, and "e2e": route -> images/s

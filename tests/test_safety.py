@@ -71,13 +71,15 @@ FULL_STAGES = """\
   - quantize: {}
   - validate: {}
   - report: {}
+  - deploy: {}
 """
 
 
 @pytest.mark.parametrize("case", ["config-error", "stage-error", "valid"])
 def test_out_folder_of_the_users_is_refused_untouched(tmp_path: Path, synthetic_weights, case: str) -> None:
     files = _user_folder(tmp_path / "myproject")
-    # a pipeline whose report stage publishes metrics.json, report.md and deploy/ at the top of --out
+    # a pipeline whose report stage publishes metrics.json and report.md at the top of --out, and whose
+    # deploy stage writes deploy/ there
     yaml = _yaml(tmp_path, synthetic_weights(), extra=FULL_STAGES if case != "valid" else "")
     extra = {"config-error": ["--set", "stages.export.opsett=1"],  # refused while loading the config
              "stage-error": ["--set", "model.arch=PPLCNet_x2_0"],  # fails inside the import stage

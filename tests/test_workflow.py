@@ -48,7 +48,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
 def test_run_then_bench_then_predict_loses_nothing(finished: tuple[Path, Path, Path]) -> None:
     yaml, run, cache = finished
     before = _snapshot(run)
-    published = {"metrics.json", "report.md", "report.html", "deploy/model_int8.xml", "deploy/metrics.json"}
+    published = {"metrics.json", "report.md", "report.html", "deploy/model.xml", "deploy/metrics.json"}
     assert published | {"validate/validation.json", "quantize/model.bin"} <= set(before)
     res = _cli("bench", str(yaml), "--out", str(run), *BENCH, cwd=run.parent, cache=cache)
     assert res.returncode == 0, res.stderr
@@ -65,7 +65,7 @@ def test_run_then_bench_then_predict_loses_nothing(finished: tuple[Path, Path, P
     for xml in sorted((run / "deploy").glob("*.xml")):
         ov.Core().read_model(str(xml))
     image = helpers.TEXT_LINES / "lines" / "paddleocr_words_ch_word_1.jpg"
-    res = _cli("predict", str(run / "deploy" / "model_int8.xml"), str(image), "--json", cwd=run.parent, cache=cache)
+    res = _cli("predict", str(run / "deploy" / "model.xml"), str(image), "--json", cwd=run.parent, cache=cache)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)[0]["top"][0]["probability"] > 0
 
@@ -106,7 +106,7 @@ def test_run_files_follow_the_umask(finished: tuple[Path, Path, Path]) -> None:
     wrong = [f"{p}: {oct(stat.S_IMODE(p.stat().st_mode))}" for root in (run, cache) for p in (root, *root.rglob("*"))
              if stat.S_IMODE(p.stat().st_mode) != (0o755 if p.is_dir() else 0o644)]
     assert wrong == []
-    for name in ("report.html", "metrics.json", "deploy/metrics.json", "deploy/model_int8.bin"):
+    for name in ("report.html", "metrics.json", "deploy/metrics.json", "deploy/model.bin"):
         assert stat.S_IMODE((run / name).stat().st_mode) == 0o644, name
 
 

@@ -36,7 +36,7 @@ def report_chart(m: dict[str, Any]) -> bytes:
         _bars(ax, [short_name(n, m) for n in names], [100 * acc[n]["top1"] for n in names], "top-1 (%)")
     else:
         names = [n for n in ("agreement", "cosine") if acc[n] is not None]
-        _bars(ax, names, [100 * acc[n] for n in names], "INT8 vs FP32 (%)")
+        _bars(ax, names, [100 * acc[n] for n in names], f"{short_name('int8', m)} vs FP32 (%)")
     if lat:
         names = list(lat)
         p50 = [lat[n]["p50"] for n in names]
@@ -46,13 +46,16 @@ def report_chart(m: dict[str, Any]) -> bytes:
 
 
 def short_name(name: str, m: dict[str, Any]) -> str:
+    from lcpipe.render.shipped import model_label
+
     prec = m.get("inference_precision") or {}
-    return {"fp32": f"FP32 ({prec.get('fp32', '?')})", "int8": "INT8", "int8_ptq": "INT8 plain PTQ",
+    return {"fp32": f"FP32 ({prec.get('fp32', '?')})", "int8": model_label(m), "int8_ptq": "INT8 plain PTQ",
             "fp32_default": f"FP32 ({m.get('default_precision')})", "onnxruntime": "ORT FP32"}.get(name, name)
 
 
 def _bars(ax: Any, names: list[str], values: list[float], title: str, err: Any = None) -> None:
-    colors = ["#4c72b0" if n.startswith("FP32") else "#dd8452" if n.startswith("INT8") else "#8c8c8c" for n in names]
+    colors = ["#4c72b0" if n.startswith("FP32") else "#dd8452" if n.startswith(("INT8", "shipped")) else "#8c8c8c"
+              for n in names]
     bars = ax.bar(names, values, color=colors, yerr=err, capsize=4)
     ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], label_type="center", color="white", fontsize=9)
     ax.set_title(title, fontsize=10)

@@ -189,6 +189,7 @@ def _eval_data(ctx: StageContext, options: BenchOptions, hw: tuple[int, ...],
 def _e2e(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path], threads: int) -> dict[str, Any]:
     from lcpipe.data import load_split
     from lcpipe.measure.e2e import measure_e2e_samples
+    from lcpipe.measure.engines import plugin_default_precision
 
     ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir, progress=False)
     int8 = options.int8_precision
@@ -196,6 +197,7 @@ def _e2e(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path], thre
     return measure_e2e_samples(inputs["ir_fp32"], inputs["ir_int8"], ev.samples[: options.e2e_images],
                                ctx.config.preprocess, threads, precision, warmup=options.warmup, rounds=options.rounds,
                                iterations=options.iterations, throughput_seconds=options.throughput_seconds,
+                               default_precision=plugin_default_precision(inputs["ir_fp32"], threads),
                                show=options.progress)
 
 

@@ -88,7 +88,7 @@ class PlanStage(Stage):
         from lcpipe.deps import require
         from lcpipe.ir import read_ir
         from lcpipe.measure.candidates import check_fidelity, compile_candidates, time_candidates
-        from lcpipe.plan import FIDELITY_GATES, candidate_grid, select_plan
+        from lcpipe.plan import candidate_grid, plan_gates, select_plan
         from lcpipe.sysinfo import cpu_info, default_threads, versions
 
         ov = require("openvino")
@@ -101,6 +101,8 @@ class PlanStage(Stage):
             raise ConfigError("stages.plan.precisions: none of them runs on this CPU (no bf16 support)")
         specs = candidate_grid(list(options.presets), [list(k) for k in options.keep_float], precisions,
                                options.fp32)
+        if not specs:
+            raise ConfigError("stages.plan: no candidates (presets or keep_float empty, and fp32: false)")
         quant = read_json(inputs.get("quantize_report"))
         ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir, progress=options.progress)
         x_eval = ev.x[: options.eval_images] if options.eval_images else ev.x
@@ -117,7 +119,7 @@ class PlanStage(Stage):
                         iterations=options.iterations, show=options.progress)
         time_seconds = round(time.perf_counter() - t_time, 2)
         t_check = time.perf_counter()
-        gates = {k: v for k, v in ctx.config.gates.model_dump(exclude_none=True).items() if k in FIDELITY_GATES}
+        gates = plan_gates(ctx.config.gates.model_dump(exclude_none=True), labels is not None)
         check_fidelity(rows, compiled, x_eval, labels, gates, threads=threads, core=core, fp32_xml=irs["fp32"],
                        until_winner=options.fidelity == "until_winner", screen_images=options.screen_images,
                        show=options.progress)
@@ -132,7 +134,7 @@ class PlanStage(Stage):
                             + "; ".join(f"{r['name']}: {r['why']}" for r in rows))
         spec = next(s for s in specs if s.name == winner)
         out = _ship(ctx, spec, irs[spec.ir_name], why[winner])
-        report = _plan_json(ctx, rows, spec, why[winner], builds, quant, threads, bf16, len(x_eval),
+        report = _plan_json(ctx, rows, spec, why[winner], builds, quant, threads, bf16, len(x_eval), list(gates),
                             {"build_irs": build_seconds, "fidelity": check_seconds, "latency": time_seconds,
                              "total": round(time.perf_counter() - t0, 2)}, options)
         report.update(cpu=cpu_info(), versions=versions())
@@ -214,9 +216,9 @@ def _ship(ctx: StageContext, spec: Any, xml: Path, why: str) -> Path:
 
 
 def _plan_json(ctx: StageContext, rows: list[dict[str, Any]], spec: Any, why: str, builds: dict[str, Any],
-               quant: dict[str, Any], threads: int, bf16: bool, images: int, seconds: dict[str, float],
-               options: PlanOptions) -> dict[str, Any]:
-    from lcpipe.plan import FIDELITY_GATES, plan_record
+               quant: dict[str, Any], threads: int, bf16: bool, images: int, gates: list[str],
+               seconds: dict[str, float], options: PlanOptions) -> dict[str, Any]:
+    from lcpipe.plan import plan_record
 
     passing = [r["p50"] for r in rows if r["p50"] is not None and r["failed_gates"] == []]
     measured = [r["p50"] for r in rows if r["p50"] is not None]
@@ -227,7 +229,7 @@ def _plan_json(ctx: StageContext, rows: list[dict[str, Any]], spec: Any, why: st
         "non_int8_won": not spec.int8,
         "candidates": sorted(rows, key=lambda r: (r["p50"] is None, r["p50"] or 0.0)),
         "irs": builds,
-        "gates_checked": [g for g in FIDELITY_GATES if getattr(ctx.config.gates, g) is not None],
+        "gates_checked": gates,
         "eval_images": images, "threads": threads, "batch": 1, "cpu_bf16": bf16,
         "quantize_stage_preset": quant.get("preset"),
         "winner_vs_best_passing": round(winner["p50"] / min(passing), 4) if passing else None,
@@ -244,4 +246,4 @@ def _log(ctx: StageContext, rows: list[dict[str, Any]], report: dict[str, Any]) 
                      "CHOSEN " if r["chosen"] else "", r["why"])
     chosen = report["chosen"]
     ctx.log.info("plan: shipping %s (%s)%s; search took %.1f s", chosen["name"], chosen["description"],
-                 " - a non-INT8 plan won" if report["non_int8_won"] else "", report["seconds"]["total"])
+                 " - the FP32 IR won" if report["non_int8_won"] else "", report["seconds"]["total"])

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.gates import evaluate_gates
-from lcpipe.metrics import build_metrics, plan_metrics
+from lcpipe.metrics import build_metrics, plan_metrics, shipped_metrics
 from lcpipe.records import MetricsRecord, PlanRecord, QuantizeRecord, ValidationRecord, read_json
 from lcpipe.stages.base import Stage, StageContext, StageOptions
 
@@ -41,6 +41,7 @@ class ReportStage(Stage):
         metrics = build_metrics(ctx.config.name, validation, quant, read_json(inputs.get("model_info")))
         if "plan_report" in inputs:
             metrics["plan"] = plan_metrics(PlanRecord.load(inputs["plan_report"]).to_dict())
+        metrics["shipped"] = shipped_metrics(metrics)
         metrics["gates"] = evaluate_gates(ctx.config.gates.model_dump(exclude_none=True), metrics)
         metrics["passed"] = all(g["passed"] for g in metrics["gates"])
         out = {"metrics": ctx.workdir / "metrics.json", "report_md": ctx.workdir / "report.md"}

@@ -6,7 +6,9 @@ runs at the same precision, unless the plan stage chose it: then at the precisio
 recorded in its rt_info (lcpipe.ir.planned_precision), i.e. the one it ships with, so the
 comparison shows what the deploy bundle serves, bf16 rounding included. When the plugin's
 default precision is not f32, the FP32 IR is also timed at that default (``fp32_default``)
-because that is what a user gets without setting anything.
+because that is what a user gets without setting anything; end to end, that route with Python
+preprocessing (``fp32_py_default``, lcpipe.measure.e2e) is the baseline of the headline speed-ups.
+The "int8" model is the shipped one: the plan's choice when a plan stage ran, INT8 or not.
 
 Cached like any stage (a rerun reuses the measured figures; ``--force`` re-measures); the key
 includes the CPU model, ISA, threads and library versions, so another machine measures anew.
@@ -155,9 +157,10 @@ class ValidateStage(Stage):
         if options.image_input:
             result["image_input"] = _image_input(inputs, ev, logits, ctx.config.preprocess, threads, precisions)
         if options.e2e and (options.latency or options.throughput):
-            result["e2e"] = _e2e(inputs, ev, ctx.config.preprocess, threads, precisions, options, result["top_k"])
+            result["e2e"] = _e2e(inputs, ev, ctx.config.preprocess, threads, precisions, options, result["top_k"],
+                                 default_precision)
         result.update(cpu=cpu_info(), versions=versions(), seconds=round(time.perf_counter() - t0, 2))
-        _log_summary(ctx, result)
+        _log_summary(ctx, result, _shipped_label(inputs["ir_int8"], result["inference_precision"]["int8"]))
         ValidationRecord.build(**result).save(ctx.workdir / "validation.json")
         return {"validation": ctx.workdir / "validation.json"}
 
@@ -176,13 +179,16 @@ def _image_input(inputs: dict[str, Path], ev: Any, logits: dict[str, np.ndarray]
 
 
 def _e2e(inputs: dict[str, Path], ev: Any, pre: Any, threads: int, precision: dict[str, str | None],
-         options: ValidateOptions, k: int) -> dict[str, Any]:
+         options: ValidateOptions, k: int, default_precision: str) -> dict[str, Any]:
+    """Every route, and the baseline (the FP32 IR at the plugin's default precision + Python
+    preprocessing: the headline speed-ups' reference), in the same interleaved rounds."""
     from lcpipe.measure.e2e import measure_e2e_samples
 
     return measure_e2e_samples(inputs["ir_fp32"], inputs["ir_int8"], ev.samples[: options.e2e_images], pre, threads,
                                precision, k=k, warmup=options.warmup, rounds=options.rounds,
                                iterations=options.iterations, throughput_seconds=options.throughput_seconds,
-                               latency=options.latency, throughput=options.throughput, show=options.progress)
+                               latency=options.latency, throughput=options.throughput,
+                               default_precision=default_precision, show=options.progress)
 
 
 # ---------------------------------------------------------------- groups
@@ -221,25 +227,38 @@ def _group_accuracy(ctx: StageContext, options: ValidateOptions, ev: Any,
     return out
 
 
-def _log_summary(ctx: StageContext, r: dict[str, Any]) -> None:
+def _shipped_label(xml: Path, precision: str) -> str:
+    """"INT8", or "shipped FP32 (bf16)" for an IR the plan stage chose that is not INT8 (rt_info precision)."""
+    from lcpipe.ir import read_ir, read_lcpipe_rt_info
+
+    return "INT8" if read_lcpipe_rt_info(read_ir(xml)).get("precision") != "fp32" else f"shipped FP32 ({precision})"
+
+
+def _log_summary(ctx: StageContext, r: dict[str, Any], label: str) -> None:
     acc, fid = r["accuracy"], r["fidelity"]["int8_vs_fp32"]
     if fid["agreement"] is None:
         ctx.log.warning("validate: %d images; no accuracy or fidelity figures (non-finite outputs)", r["images"])
     elif r["labeled"]:
-        ctx.log.info("validate: top-1 FP32 %.4f INT8 %.4f (%d images), agreement %.4f, cosine %.5f",
-                     acc["fp32"]["top1"], acc["int8"]["top1"], r["images"], fid["agreement"], fid["cosine"])
+        ctx.log.info("validate: top-1 FP32 %.4f %s %.4f (%d images), agreement %.4f, cosine %.5f",
+                     acc["fp32"]["top1"], label, acc["int8"]["top1"], r["images"], fid["agreement"], fid["cosine"])
     else:
         ctx.log.info("validate: %d unlabeled images, agreement %.4f, cosine %.5f", r["images"], fid["agreement"],
                      fid["cosine"])
     for tag, c in (r.get("image_input") or {}).items():
         log = ctx.log.info if c["same_top1"] else ctx.log.warning  # a flip means the in-graph steps differ
         log("validate: %s image-input IR vs float IR: top-1 agreement %.4f, max abs logit diff %.2e",
-            tag.upper(), c["top1_agreement"], c["max_abs_logit_diff"])
+            label if tag == "int8" else tag.upper(), c["top1_agreement"], c["max_abs_logit_diff"])
     e2e = (r.get("e2e") or {}).get("latency_ms")
     if e2e:
-        ctx.log.info("validate: end-to-end p50 " + ", ".join(f"{n} {s['p50']:.2f} ms" for n, s in e2e.items())
+        from lcpipe.render.shipped import e2e_route_labels
+
+        names = e2e_route_labels(label, r["inference_precision"]["fp32"], r["default_precision"], short=True)
+        ctx.log.info("validate: end-to-end p50 " + ", ".join(f"{names.get(n, n)} {s['p50']:.2f} ms"
+                                                             for n, s in e2e.items())
                      + f" (decode {r['e2e']['decode_ms']['p50']:.2f} ms, not included)")
     lat = r.get("latency_ms")
     if lat:
-        ctx.log.info("validate: latency p50 " + ", ".join(f"{n} {s['p50']:.2f} ms" for n, s in lat.items())
-                     + f" ({r['threads']} threads)")
+        names = {"int8": label, "fp32": f"FP32 ({r['inference_precision']['fp32']})",
+                 "fp32_default": f"FP32 ({r['default_precision']}, plugin default)"}
+        ctx.log.info("validate: latency p50 " + ", ".join(f"{names.get(n, n)} {s['p50']:.2f} ms"
+                                                          for n, s in lat.items()) + f" ({r['threads']} threads)")
