@@ -185,17 +185,22 @@ def inspect(path: Path, fmt: str, arch: str, input_size: str | None, as_json: bo
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads [all cores].")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | None, as_json: bool) -> None:
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="OpenVINO's model cache: the first compile stores the compiled model there, later ones import "
+                   "it [none].")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output: predictions plus read_ms, compile_ms, first_inference_ms, model_cache.")
+def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | None, cache_dir: Path | None,
+            as_json: bool) -> None:
     """Classify IMAGES with MODEL.xml or a deploy bundle folder (preprocessing + labels from its rt_info
     or files beside it)."""
-    from lcpipe.predict import format_predictions
-    from lcpipe.predict import predict as run_predict
+    from lcpipe.predict import format_predictions, predict_timed
 
-    preds = run_predict(model, list(images), top_k=top_k, threads=threads)
+    preds, timing = predict_timed(model, list(images), top_k=top_k, threads=threads, cache_dir=cache_dir)
     if as_json:
-        click.echo(strict_json([{"image": str(p.image), "top": [{"index": i, "label": lab, "probability": pr}
-                                                               for i, lab, pr in p.top]} for p in preds]))
+        click.echo(strict_json({"model": str(model), **timing.as_dict(), "predictions": [
+            {"image": str(p.image), "top": [{"index": i, "label": lab, "probability": pr} for i, lab, pr in p.top]}
+            for p in preds]}))
     else:
         click.echo(format_predictions(preds))
 
