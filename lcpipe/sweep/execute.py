@@ -105,6 +105,15 @@ def _older_sweep(folder: Path) -> bool:
         return points.is_dir() and {p.name for p in folder.iterdir()} == {"points"}
 
 
+def _nodes_quietly(ray: Any) -> list[dict[str, Any]]:
+    """``ray.nodes()`` (dead ones too), or [] if the cluster cannot say: only used to name a node."""
+    try:
+        return ray.nodes()
+    except Exception:
+        log.debug("could not list the cluster's nodes", exc_info=True)
+        return []
+
+
 def _logged(row: dict[str, Any], done: int, total: int) -> dict[str, Any]:
     what = row.get("error") if row["status"] != "ok" else f"{row.get('seconds', 0):.1f} s"
     log.info("[%d/%d] %s: %s (%s)", done + 1, total, row["point"], row["status"], what)
@@ -200,7 +209,7 @@ class _RaySweep:
                             type(exc).__name__)
                 self._submit(task)
                 return None
-            return on_ray.crashed_row(task, exc, tried, home)
+            return on_ray.crashed_row(task, exc, tried, home, _nodes_quietly(self.ray))
         if len(tried) > 1:
             row["attempts"] = tried  # retried after a node or worker died
         row = on_ray.bring_home(row, home, self.opts["storage"])
