@@ -67,7 +67,7 @@ def test_run_then_bench_then_predict_loses_nothing(finished: tuple[Path, Path, P
     image = helpers.TEXT_LINES / "lines" / "paddleocr_words_ch_word_1.jpg"
     res = _cli("predict", str(run / "deploy" / "model.xml"), str(image), "--json", cwd=run.parent, cache=cache)
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)[0]["top"][0]["probability"] > 0
+    assert json.loads(res.stdout)["predictions"][0]["top"][0]["probability"] > 0
 
 
 def test_bench_does_not_replace_a_bench_folder_holding_a_users_file(finished: tuple[Path, Path, Path]) -> None:
