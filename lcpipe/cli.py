@@ -210,9 +210,15 @@ def check(pipeline: str, overrides: tuple[str, ...], as_json: bool) -> None:
         click.echo(strict_json({"pipeline": str(pipeline), "ok": not problems, "problems": problems,
                                 "config": config.to_yaml_dict() if config is not None else None}))
     if problems:
-        hint = f"\n{relative_paths_hint(config)}" if config is not None and " does not exist" in "".join(problems) \
+        hint = f"; {relative_paths_hint(config)}" if config is not None and " does not exist" in "".join(problems) \
             else ""
-        raise ConfigError(f"{pipeline}: not runnable, {len(problems)} problem(s):\n  " + "\n  ".join(problems) + hint)
+        from lcpipe.logs import cap
+
+        # check's result is the whole list: one capped line per problem, not one capped message
+        click.echo(f"{pipeline}: {len(problems)} problem(s):", err=True)
+        for problem in problems:
+            click.echo(f"  {cap(problem)}", err=True)
+        raise ConfigError(f"{pipeline}: not runnable, {len(problems)} problem(s) (listed above){hint}")
     if not as_json:
         click.echo(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
     click.echo(f"{pipeline}: ok", err=True)

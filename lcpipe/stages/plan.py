@@ -40,7 +40,7 @@ Layer = Literal["stem", "fc"]
 
 
 class PlanOptions(StageOptions):
-    presets: list[Preset] = ["performance", "mixed"]
+    presets: list[Preset] = ["performance", "mixed"]  # NNCF presets of the INT8 candidates
     keep_float: list[list[Layer]] = [[], ["stem"], ["fc"], ["stem", "fc"]]  # layers NNCF leaves in float
     precisions: list[Literal["f32", "bf16"]] = ["f32", "bf16"]  # bf16 only where the CPU runs bf16
     fp32: bool = True  # also the non-INT8 plans (the FP32 IR)
@@ -58,9 +58,9 @@ class PlanOptions(StageOptions):
     screen_images: int | None = Field(200, gt=0)  # until_winner: first screen on this many eval images
     # Many candidates: short rounds, many of them, so a burst of load on a shared machine hits all alike.
     warmup: int = Field(10, ge=0)
-    rounds: int = Field(10, gt=0)
-    iterations: int = Field(25, gt=0)
-    progress: bool = True
+    rounds: int = Field(10, gt=0)  # interleaved timing rounds over all candidates
+    iterations: int = Field(25, gt=0)  # timed calls per candidate per round
+    progress: bool = True  # rich progress bars (silent anyway when stderr is not a terminal)
 
 
 class PlanStage(Stage):

@@ -33,7 +33,7 @@ class IgnoredScopeOptions(StageOptions):
 
 class AccuracyControlOptions(StageOptions):
     max_drop: float = Field(0.01, ge=0.0, lt=1.0)  # top-1 on data.eval, fraction (absolute) or relative
-    drop_type: Literal["absolute", "relative"] = "absolute"
+    drop_type: Literal["absolute", "relative"] = "absolute"  # how max_drop is read
     max_iterations: int | None = Field(None, gt=0)  # cap on revert steps (None: NNCF's default, unlimited)
 
 
@@ -43,10 +43,10 @@ class QuantizeOptions(StageOptions):
     preset: Literal["performance", "mixed"] | None = None
     subset_size: int = Field(300, gt=0)  # calibration images NNCF uses (capped at data.calib's size)
     fast_bias_correction: bool = False  # fast BC hurts hardswish + SE nets; full BC is ~2x slower to run
-    model_type: Literal["transformer"] | None = None
-    ignored_scope: IgnoredScopeOptions | None = None
-    target_device: Literal["ANY", "CPU"] = "ANY"
-    accuracy_control: AccuracyControlOptions | None = None
+    model_type: Literal["transformer"] | None = None  # NNCF model type; "transformer" only for transformer nets
+    ignored_scope: IgnoredScopeOptions | None = None  # ops NNCF leaves in float (names, patterns, types)
+    target_device: Literal["ANY", "CPU"] = "ANY"  # NNCF target device (CPU: its CPU-specific rules)
+    accuracy_control: AccuracyControlOptions | None = None  # NNCF accuracy control: revert ops until top-1 holds
 
 
 class QuantizeStage(Stage):

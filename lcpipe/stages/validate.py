@@ -59,7 +59,7 @@ class ValidateOptions(StageOptions):
     compare_default_precision: bool = True  # also time FP32 at the plugin default when that is not f32
     top_k: int = Field(5, gt=0)  # capped at the number of classes
     groups: str | None = None  # TSV (header row) mapping image file name -> group; a path (relative to the YAML)
-    group_column: str = "script"
+    group_column: str = "script"  # the groups file's column that names each image's group
     progress: bool = True  # rich progress bars (silent anyway when stderr is not a terminal)
     # Paddle inference sources: also run Paddle Inference itself and OpenVINO on the raw paddle2onnx
     # ONNX, and compare both with lcpipe's FP32 IR (route check; needs paddle).
@@ -69,7 +69,7 @@ class ValidateOptions(StageOptions):
     # End-to-end (decoded image -> top-k) latency/throughput of the float and image-input routes
     # (lcpipe.measure.e2e); follows ``latency`` / ``throughput``; cycles over the first e2e_images eval images.
     e2e: bool = True
-    e2e_images: int = Field(64, gt=0)
+    e2e_images: int = Field(64, gt=0)  # end-to-end timing cycles over this many eval images
 
 
 class ValidateStage(Stage):
