@@ -21,6 +21,7 @@ from typing import Any
 # (min_latency_speedup, ...) are not fidelity: the plan search is about speed already.
 FIDELITY_GATES = ("max_top1_drop", "max_top1_flips", "min_agreement", "min_cosine", "max_rel_logit_error",
                   "min_int8_top1")
+LABELED_GATES = ("max_top1_drop", "max_top1_flips", "min_int8_top1")  # need labeled tune images
 KEEP_FLOAT_LAYERS = ("stem", "fc")
 
 

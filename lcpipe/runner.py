@@ -73,8 +73,15 @@ class RunResult:
 
     @property
     def failed_gates(self) -> list[dict[str, Any]]:
+        return self._gates("fail")
+
+    @property
+    def inconclusive_gates(self) -> list[dict[str, Any]]:
+        return self._gates("inconclusive")
+
+    def _gates(self, verdict: str) -> list[dict[str, Any]]:
         gates = (self.metrics or {}).get("gates") or []
-        return [g for g in gates if not g.get("passed")]
+        return [g for g in gates if (g.get("verdict") or ("pass" if g.get("passed") else "fail")) == verdict]
 
 
 def load_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> PipelineConfig:
@@ -148,6 +155,8 @@ def _run(config: PipelineConfig, names: list[str], run_dir: Path, cache_root: Pa
     start_idx = names.index(from_stage) if from_stage else 0
     stop_idx = names.index(until) if until else len(names) - 1
     check_artifact_flow(config)
+    for entry in config.stages[start_idx:stop_idx + 1]:  # before anything is written
+        get_stage(entry.name)().precheck(config)
 
     artifacts: dict[str, Path] = {}
     records: list[StageRecord] = []

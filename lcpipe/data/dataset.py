@@ -174,15 +174,23 @@ def check_disjoint(calib: list[Sample], eval: list[Sample]) -> None:
 def load_split(data: DataConfig, split: Literal["calib", "eval"], pre: PreprocessConfig,
                cache_dir: Path | None, progress: bool = True) -> Split:
     """Preprocessed arrays of one split; cached under ``cache_dir/data/`` when enabled."""
-    samples = _split_samples(data, split)
+    return load_samples(_split_samples(data, split), pre, cache_dir if data.cache_preprocessed else None,
+                        progress=progress, what=f"data.{split}")
+
+
+def load_samples(samples: list[Sample], pre: PreprocessConfig, cache_dir: Path | None, *, progress: bool = True,
+                 what: str = "data") -> Split:
+    """Preprocessed arrays of ``samples`` (e.g. the tune or verdict images of lcpipe.data.roles);
+    cached under ``cache_dir/data/`` unless ``cache_dir`` is None."""
+    samples = list(samples)
     labels = _labels_array(samples)
     key = _cache_key(samples, pre)
-    cache = Path(cache_dir) / "data" if cache_dir is not None and data.cache_preprocessed else None
+    cache = Path(cache_dir) / "data" if cache_dir is not None else None
     x = _read_cache(cache, key, len(samples), pre) if cache else None
     if x is None:
-        x = _decode_all(samples, pre, progress, f"preprocessing data.{split}")
+        x = _decode_all(samples, pre, progress, f"preprocessing {what}")
         if cache:
-            _write_cache(cache, key, x, samples, pre, split)
+            _write_cache(cache, key, x, samples, pre, what)
     return Split(x=x, labels=labels, samples=samples)
 
 
@@ -195,7 +203,7 @@ def _split_samples(data: DataConfig, split: str) -> list[Sample]:
     samples = list_samples(ds, f"data.{split}")
     other = "eval" if split == "calib" else "calib"
     other_ds = getattr(data, other)
-    if other_ds is not None:
+    if other_ds is not None and not data.allow_calibration_overlap:  # by content: lcpipe.data.roles
         other_samples = list_samples(other_ds, f"data.{other}")
         calib, ev = (samples, other_samples) if split == "calib" else (other_samples, samples)
         check_disjoint(calib, ev)
@@ -278,6 +286,14 @@ def _write_cache(cache: Path, key: str, x: np.ndarray, samples: list[Sample],
         "format": CACHE_FORMAT, "split": split, "shape": list(x.shape), "preprocess": _pre.preprocess_dict(pre),
         "count": len(samples), "first": str(samples[0].path) if samples else None, "sha256": digest,
     })
+
+
+def samples_fingerprint(samples: Iterable[Sample], pre: PreprocessConfig) -> str:
+    """Stable hash of what ``load_samples`` would read (files, sizes, mtimes, labels, rotations,
+    preprocessing): a cache-key part for a stage that reads these samples."""
+    samples = list(samples)
+    desc = [[*d, s.label] for d, s in zip(_samples_desc(samples), samples, strict=True)]
+    return sha256_json({"format": CACHE_FORMAT, "preprocess": _pre.preprocess_dict(pre), "samples": desc})
 
 
 def fingerprint(data: DataConfig, pre: PreprocessConfig, split: str | None = None) -> str:
