@@ -35,3 +35,11 @@ class GateFailedError(LcpipeError):
     """At least one quality/speed gate failed (distinct exit code so CI can tell)."""
 
     exit_code = 3
+
+
+class GateInconclusiveError(LcpipeError):
+    """No gate failed, but at least one could not be decided (its interval straddles the limit): more
+    images, more rounds or a quieter machine can decide it. Its own exit code, so CI can retry it or
+    treat it as a failure."""
+
+    exit_code = 4

@@ -34,8 +34,15 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
     spec = info.get("spec") or {}
     e2e = v.get("e2e") or {}
     from lcpipe.measure.e2e import e2e_speedups  # the one definition, shared with bench
+    from lcpipe.measure.intervals import accuracy_ci95
+    from lcpipe.measure.speedups import speedups_with_intervals
 
-    speedup = {**_speedups(lat, thr, sizes), **e2e_speedups(e2e)}
+    for key, interval in accuracy_ci95(v.get("evidence")).items():
+        _set_path(accuracy, key.removeprefix("accuracy."), interval)
+    # from the rounds when there are any (the centre of the interval), else the pooled p50 ratio
+    speedup = {**_speedups(lat, thr, sizes), **e2e_speedups(e2e), **speedups_with_intervals(v)}
+    for name in [k for k, value in speedup.items() if value is not None and k != "size" and not k.endswith("_ci95")]:
+        speedup.setdefault(f"{name}_ci95", None)  # measured without per-round figures: no interval
     latency_ms = {**(lat or {}), "e2e": e2e["latency_ms"]} if e2e.get("latency_ms") else lat
     throughput_ips = {n: t["images_per_s"] for n, t in thr.items()} if thr else None
     if e2e.get("throughput"):
@@ -44,10 +51,12 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
         "schema": SCHEMA,
         "pipeline": name,
         "model": {"arch": spec.get("arch"), "classes": v["classes"], "source_sha256": info.get("sha256")},
+        **({"data": v["data"]} if v.get("data") else {}),
         "accuracy": accuracy,
         "latency_ms": latency_ms,
         "throughput_ips": throughput_ips,
         "speedup": speedup,
+        **({"timing": v["timing"]} if v.get("timing") else {}),
         "decode_ms": e2e.get("decode_ms"),
         "size_mb": {n: round(b / 1e6, 3) for n, b in sizes.items()},
         "quantize": _quantize_summary(quant),
@@ -88,6 +97,14 @@ def _quantize_summary(q: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        d[part] = dict(d.get(part) or {})
+        d = d[part]
+    d[last] = value
+
+
 def get_path(d: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         if not isinstance(d, dict):
@@ -113,5 +130,7 @@ def plan_metrics(plan: dict[str, Any]) -> dict[str, Any] | None:
         chosen=chosen["name"], int8=chosen["int8"], description=chosen["description"],
         inference_precision=chosen["inference_precision"], runtime_config=chosen["runtime_config"],
         why=chosen["why"], speedup_vs_fp32_f32=plan.get("speedup_vs_fp32_f32"),
+        speedup_vs_fp32_f32_ci95=plan.get("speedup_vs_fp32_f32_ci95"),
+        tune_images=(plan.get("tune") or {}).get("tune_images"),
         search_seconds=plan["seconds"]["total"], eval_images=plan["eval_images"],
         gates_checked=plan["gates_checked"], candidates=rows).to_dict()

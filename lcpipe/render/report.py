@@ -6,9 +6,18 @@ from typing import Any
 
 from lcpipe.metrics import model_latency
 from lcpipe.render.charts import report_chart
-from lcpipe.render.format import num, pct, times
+from lcpipe.render.format import MISSING, num, pct, times
 from lcpipe.render.html import png_base64, render_template
 from lcpipe.render.plan import plan_headline, plan_rows
+from lcpipe.render.summary import (
+    ci,
+    gate_verdict,
+    interval_cell,
+    overall_verdict,
+    p_value,
+    timing_lines,
+    verdict_line,
+)
 from lcpipe.render.tables import md_table
 
 
@@ -43,26 +52,37 @@ def report_tables(m: dict[str, Any]) -> dict[str, list[list[str]]]:
     acc = m["accuracy"]
     models = [n for n in ("fp32", "int8", "int8_ptq", "onnxruntime") if n in acc]
     tables: dict[str, list[list[str]]] = {}
-    tables["gates"] = [["gate", "value", "limit", "ISA key", "result"]] + [
-        [g["name"], num(g["value"]), num(g["threshold"]), str(g["isa_key"]),
-         ("PASS" if g["passed"] else "FAIL") + (f" ({g['note']})" if g["note"] else "")] for g in m["gates"]]
-    tables["accuracy"] = [["model", "top-1", f"top-{acc['top_k']}"]] + [
-        [display_name(n, m), pct(acc[n]["top1"]), pct(acc[n]["topk"])] for n in models]
+    tables["gates"] = [["gate", "value", "interval (confidence)", "limit", "ISA key", "verdict"]] + [
+        [g["name"], num(g["value"]), interval_cell(g), num(g["threshold"]), str(g["isa_key"]),
+         gate_verdict(g).upper() + (f" ({g['note']})" if g["note"] else "")] for g in m["gates"]]
+    tables["accuracy"] = [["model", "top-1", "95 % interval", f"top-{acc['top_k']}"]] + [
+        [display_name(n, m), pct(acc[n]["top1"]), ci(acc[n].get("top1_ci95"), 100, 2, " %").strip() or MISSING,
+         pct(acc[n]["topk"])] for n in models]
     flips = acc.get("flips") or {}
-    tables["fidelity"] = [["INT8 vs FP32", "value"],
-                          ["top-1 agreement", pct(acc["agreement"])],
-                          ["top-1 drop", pct(acc["top1_drop"])],
+
+    def band(key: str, scale: float = 100, digits: int = 2, suffix: str = " %") -> str:
+        return ci(acc.get(key), scale, digits, suffix).strip() or MISSING
+
+    p = flips.get("mcnemar_p")
+    tables["fidelity"] = [["INT8 vs FP32", "value", "95 % interval"],
+                          ["top-1 agreement", pct(acc["agreement"]), band("agreement_ci95")],
+                          ["top-1 drop", pct(acc["top1_drop"]), band("top1_drop_ci95")],
                           ["flips right->wrong / wrong->right",
-                           f"{num(flips.get('lost'))} / {num(flips.get('gained'))}"],
-                          ["cosine (mean / min)", f"{acc['cosine']:.5f} / {acc['cosine_min']:.5f}"],
+                           f"{num(flips.get('lost'))} / {num(flips.get('gained'))}",
+                           MISSING if p is None else f"McNemar p = {p_value(p)}"],
+                          ["cosine (mean / min)", f"{acc['cosine']:.5f} / {acc['cosine_min']:.5f}",
+                           band("cosine_ci95", 1, 5, "")],
                           ["max / mean abs logit diff",
-                           f"{acc['max_abs_logit_diff']:.4g} / {acc['mean_abs_logit_diff']:.4g}"],
-                          ["relative logit error", f"{acc['rel_logit_error']:.4g}"]]
+                           f"{acc['max_abs_logit_diff']:.4g} / {acc['mean_abs_logit_diff']:.4g}", ""],
+                          ["relative logit error", f"{acc['rel_logit_error']:.4g}", "worst image (exact)"]]
     if model_latency(m):
         ips = m.get("throughput_ips") or {}
-        tables["speed"] = [["model", "p50 ms", "p90 ms", "mean ms", "images/s"]] + [
-            [display_name(n, m), num(s["p50"]), num(s["p90"]), num(s["mean"]), num(ips.get(n))]
+        tables["speed"] = [["model", "p50 ms", "p90 ms", "mean ms", "images/s", "timed at (load average)"]] + [
+            [display_name(n, m), num(s["p50"]), num(s["p90"]), num(s["mean"]), num(ips.get(n)), _when(s)]
             for n, s in model_latency(m).items()]
+    speedups = speedup_rows(m)
+    if speedups:
+        tables["speedups"] = speedups
     e2e = e2e_rows(m)
     if e2e:
         tables["e2e"] = e2e
@@ -83,6 +103,33 @@ def report_tables(m: dict[str, Any]) -> dict[str, list[list[str]]]:
             [k, acc["routes"]["compared_on"], f"{r['max_abs_diff']:.3g}", pct(r["argmax_agreement"])]
             for k, r in routes.items()]
     return tables
+
+
+def _when(stats: dict[str, Any]) -> str:
+    load = stats.get("load_avg") or {}
+    before, after = (load.get("before") or [None])[0], (load.get("after") or [None])[0]
+    at = stats.get("measured_at") or MISSING
+    return at if before is None or after is None else f"{at} ({before} -> {after})"
+
+
+SPEEDUP_LABELS = {"latency_p50": "latency p50, INT8 vs FP32", "throughput": "throughput, INT8 vs FP32",
+                  "latency_p50_vs_default": "latency p50, INT8 vs FP32 at the plugin default",
+                  "latency_p50_ptq": "latency p50, plain PTQ vs FP32",
+                  "e2e_latency_p50": "end-to-end latency, INT8 image-input vs FP32 + Python",
+                  "e2e_throughput": "end-to-end throughput, INT8 image-input vs FP32 + Python", "size": "size"}
+
+
+def speedup_rows(m: dict[str, Any]) -> list[list[str]]:
+    """Every speed-up with its 95 % interval from the interleaved rounds (first row: header)."""
+    sp = m.get("speedup") or {}
+    names = [k for k, v in sp.items() if not k.endswith("_ci95") and v is not None]
+    if not names:
+        return []
+    rows = [["speed-up", "value", "95 % interval"]]
+    for k in names:
+        band = ci(sp.get(f"{k}_ci95"), 1, 3, "").strip()
+        rows.append([SPEEDUP_LABELS.get(k, k), times(sp[k]), band or ("exact" if k == "size" else MISSING)])
+    return rows
 
 
 E2E_LABELS = {"fp32_py": "FP32 IR + Python float preprocessing", "int8_py": "INT8 IR + Python float preprocessing",
@@ -130,7 +177,9 @@ def headline(m: dict[str, Any]) -> dict[str, str]:
         "quantize": (f"preset {q.get('preset')} ({q.get('preset_reason')}), {q.get('subset_size')} calibration "
                      f"images, {q.get('quantized_ops')}/{q.get('quantizable_ops')} convs+matmuls INT8, "
                      f"{q.get('fake_quantize_ops')} FakeQuantize, PTQ {q.get('seconds')} s") if q else "n/a",
-        "verdict": "PASS" if m["passed"] else "FAIL",
+        "verdict": overall_verdict(m).upper(),
+        "rests_on": verdict_line(m),
+        "timing": "; ".join(timing_lines(m)),
         **({"plan": plan_headline(m["plan"])} if m.get("plan") else {}),
     }
 
@@ -138,11 +187,14 @@ def headline(m: dict[str, Any]) -> dict[str, str]:
 def render_markdown(m: dict[str, Any]) -> str:
     h = headline(m)
     parts = [f"# lcpipe report: {m['pipeline']} - {h['verdict']}", "",
+             f"**{h['rests_on']}**", "", *_overlap_warning(m),
              f"- CPU: {h['cpu']}", f"- threads: {h['threads']}; {h['precision']}", f"- versions: {h['versions']}",
              f"- speed-up: {h['speedup']}", f"- quantization: {h['quantize']}",
              f"- images: {m['accuracy']['images']}{'' if m['accuracy']['labeled'] else ' (unlabeled)'}",
+             *([f"- {h['timing']}"] if h["timing"] else []),
              *([f"- plan: {h['plan']}"] if h.get("plan") else []), ""]
     titles = {"gates": "Gates", "accuracy": "Accuracy", "fidelity": "INT8 fidelity", "speed": "Speed (batch 1)",
+              "speedups": "Speed-ups (95 % intervals from the interleaved rounds)",
               "groups": "Per-group top-1", "routes": "Other conversion routes",
               "e2e": "End to end (decoded image -> top-k, batch 1)", "image_input": "Image-input IRs",
               "plan": "Precision plan (candidates measured on this CPU)"}
@@ -158,7 +210,24 @@ def render_markdown(m: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _overlap_warning(m: dict[str, Any]) -> list[str]:
+    text = overlap_warning(m)
+    return [f"> **Warning:** {text}", ""] if text else []
+
+
+def overlap_warning(m: dict[str, Any]) -> str:
+    """The opt-in overlap of calibration and verdict images, said plainly (empty when there is none)."""
+    data = m.get("data") or {}
+    if not data.get("overlap"):
+        return ""
+    files = ", ".join(data.get("overlap_files") or [])
+    return (f"{data['overlap']} verdict image(s) are also calibration images (data.allow_calibration_overlap: true): "
+            f"the INT8 model was calibrated on images it is judged on, so its accuracy figures may be optimistic. "
+            f"{files}")
+
+
 def render_html(m: dict[str, Any]) -> str:
     """report.html: self-contained (the chart is an inline PNG)."""
     return render_template("report.html.j2", m=m, h=headline(m), tables=report_tables(m),
-                           chart=png_base64(report_chart(m)), ac=(m.get("quantize") or {}).get("accuracy_control"))
+                           chart=png_base64(report_chart(m)), ac=(m.get("quantize") or {}).get("accuracy_control"),
+                           overlap=overlap_warning(m))

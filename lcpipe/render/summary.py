@@ -7,25 +7,121 @@ from __future__ import annotations
 
 from typing import Any
 
-from lcpipe.render.format import fixed, num, pct
+from lcpipe.render.format import MISSING, fixed, num, pct
 
 NAN = float("nan")
 
 
 def render_summary(metrics: dict[str, Any]) -> str:
-    lines = [*_accuracy_lines(metrics), *_speed_lines(metrics), *_e2e_lines(metrics), *_quantize_lines(metrics),
-             *_plan_lines(metrics)]
+    lines = [*_accuracy_lines(metrics), *_speed_lines(metrics), *_e2e_lines(metrics), *timing_lines(metrics),
+             *_quantize_lines(metrics), *_plan_lines(metrics)]
     cpu = metrics.get("cpu") or {}
     if cpu:
         lines.append(f"cpu: {cpu.get('model')} ({cpu.get('isa')}), threads {metrics.get('threads')}")
+    lines.append(verdict_line(metrics))
     gates = metrics.get("gates") or []
     if gates:
-        lines.append(f"{'gate':<24} {'value':>10} {'limit':>10} {'isa key':>12}  result")
+        lines.append(f"{'gate':<26} {'value':>8} {'interval':>20} {'limit':>7} {'isa key':>8}  verdict")
         for g in gates:
             note = f"  ({g['note']})" if g.get("note") else ""
-            lines.append(f"{g['name']:<24} {num(g['value']):>10} {num(g['threshold']):>10} "
-                         f"{str(g.get('isa_key')):>12}  {'PASS' if g['passed'] else 'FAIL'}{note}")
+            lines.append(f"{g['name']:<26} {num(g['value']):>8} {interval_cell(g):>20} {num(g['threshold']):>7} "
+                         f"{str(g.get('isa_key')):>8}  {gate_verdict(g).upper()}{note}")
+        lines.append(f"verdict: {overall_verdict(metrics).upper()}")
     return "\n".join(lines)
+
+
+def gate_verdict(g: dict[str, Any]) -> str:
+    """pass / fail / inconclusive (a row written before verdicts existed: from ``passed``)."""
+    return g.get("verdict") or ("pass" if g.get("passed") else "fail")
+
+
+def overall_verdict(m: dict[str, Any]) -> str:
+    """The run's verdict: metrics.json's, else from its gate rows (fail > inconclusive > pass)."""
+    from lcpipe.gates import overall
+
+    if m.get("verdict"):
+        return m["verdict"]
+    if not m.get("gates") and m.get("passed") is False:
+        return "fail"
+    return overall(m.get("gates") or [])
+
+
+def interval_cell(g: dict[str, Any]) -> str:
+    """A gate's interval and its confidence ("[0.93, 1] @95%"), or why the value decides alone."""
+    iv = g.get("interval")
+    if iv is None:
+        method = g.get("method") or ""
+        return "exact" if "exact" in method else "point" if "point" in method else MISSING
+    return f"[{iv[0]:.4g}, {iv[1]:.4g}] @{100 * (g.get('confidence') or 0):.3g}%"
+
+
+def ci(v: Any, scale: float = 1.0, digits: int = 2, suffix: str = "") -> str:
+    """" [low, high]" of an interval (scaled: 100 for percentages), or "" when there is none."""
+    if not v:
+        return ""
+    return f" [{scale * v[0]:.{digits}f}, {scale * v[1]:.{digits}f}]{suffix}"
+
+
+def data_line(data: dict[str, Any]) -> str:
+    """What the verdict images are, from metrics.json's ``data`` record (lcpipe.data.roles)."""
+    tune = data.get("tune_images") or 0
+    calib = data.get("calib_images") or 0
+    if data.get("overlap"):
+        disjoint = (f"{data['overlap']} verdict image(s) ALSO CALIBRATION IMAGES, "
+                    "allowed by data.allow_calibration_overlap")
+    else:
+        disjoint = "disjoint"
+    how = ""
+    if data.get("tune_from") == "data.eval split":
+        split = data.get("split") or {}
+        how = f", split from data.eval: tune_fraction {split.get('tune_fraction')}, seed {split.get('seed')}"
+    elif data.get("tune_from") == "data.tune":
+        how = ", tune images from data.tune"
+    return f"verdict on {data.get('verdict_images')} images ({tune} tune, {calib} calibration, {disjoint}{how})"
+
+
+def p_value(p: float) -> str:
+    """Two significant digits, "1.0" rather than "1"."""
+    text = f"{p:.2g}"
+    return text if "." in text or "e" in text else f"{text}.0"
+
+
+def verdict_line(m: dict[str, Any]) -> str:
+    """What the verdict rests on, in one line: the images, the INT8-vs-FP32 flips, the latency speed-up."""
+    data = m.get("data") or {}
+    acc = m.get("accuracy") or {}
+    if data:
+        parts = [data_line(data)]
+    else:
+        parts = [f"verdict on {acc.get('images')} images"]
+    flips = acc.get("flips") or {}
+    if flips.get("lost") is not None:
+        p = flips.get("mcnemar_p")
+        parts.append(f"INT8 vs FP32: {flips['lost']} lost, {flips['gained']} gained"
+                     + ("" if p is None else f", McNemar p = {p_value(p)}"))
+    elif acc:
+        parts.append(f"INT8 vs FP32 (unlabeled): agreement {pct(acc.get('agreement'))}"
+                     + ci(acc.get("agreement_ci95"), 100, 1, " %"))
+    sp = m.get("speedup") or {}
+    if sp.get("latency_p50") is not None:
+        parts.append(f"latency speed-up {sp['latency_p50']:.2f}x" + ci(sp.get("latency_p50_ci95")))
+    return "; ".join(parts)
+
+
+def timing_lines(metrics: dict[str, Any]) -> list[str]:
+    t = metrics.get("timing")
+    if not t:
+        return []
+    load = ((metrics.get("latency_ms") or {}).get("fp32") or {}).get("load_avg") or {}
+    before, after = (load.get("before") or [None])[0], (load.get("after") or [None])[0]
+    why = {"decided": "every speed-up gate decided", "budget": "time budget reached",
+           "max_rounds": "maximum rounds"}.get(t.get("stop_reason") or "", t.get("stop_reason"))
+    line = f"timing: {t['rounds']} interleaved rounds ({t['mode']}) in {t['seconds']} s, stopped: {why}"
+    if before is not None and after is not None:
+        line += f"; load average {before} -> {after}"
+    if t.get("undecided"):
+        line += f"; undecided: {', '.join(t['undecided'])}"
+    return [line]
 
 
 def _accuracy_lines(metrics: dict[str, Any]) -> list[str]:
@@ -35,8 +131,10 @@ def _accuracy_lines(metrics: dict[str, Any]) -> list[str]:
     f, i = acc.get("fp32", {}), acc.get("int8", {})
     n = acc.get("images")
     cos = acc.get("cosine")
-    return [f"accuracy ({n} images): FP32 top-1 {pct(f.get('top1'))}, INT8 top-1 {pct(i.get('top1'))}, "
-            f"agreement {pct(acc.get('agreement'))}, cosine {NAN if cos is None else cos:.5f}"]
+    return [f"accuracy ({n} images): FP32 top-1 {pct(f.get('top1'))}{ci(f.get('top1_ci95'), 100, 1)}, "
+            f"INT8 top-1 {pct(i.get('top1'))}{ci(i.get('top1_ci95'), 100, 1)}, "
+            f"agreement {pct(acc.get('agreement'))}{ci(acc.get('agreement_ci95'), 100, 1)}, "
+            f"cosine {NAN if cos is None else cos:.5f}{ci(acc.get('cosine_ci95'), 1, 5)}"]
 
 
 def _speed_lines(metrics: dict[str, Any]) -> list[str]:
@@ -45,12 +143,14 @@ def _speed_lines(metrics: dict[str, Any]) -> list[str]:
     if not lat:
         return []
     line = (f"latency p50 (batch 1): FP32 {_ms(lat, 'fp32')} ms, INT8 {_ms(lat, 'int8')} ms, "
-            f"speedup {fixed(sp.get('latency_p50'), 2, 'x')}; throughput speedup {fixed(sp.get('throughput'), 2, 'x')}")
+            f"speedup {fixed(sp.get('latency_p50'), 2, 'x')}{ci(sp.get('latency_p50_ci95'))}; "
+            f"throughput speedup {fixed(sp.get('throughput'), 2, 'x')}{ci(sp.get('throughput_ci95'))}")
     out = [line]
     if "fp32_default" in lat:
         speedup = fixed(sp.get("latency_p50_vs_default"), 2, "x")
         out.append(f"  FP32 at the plugin default precision ({metrics.get('default_precision')}): "
-                   f"{_ms(lat, 'fp32_default')} ms, INT8 speedup over it {speedup}")
+                   f"{_ms(lat, 'fp32_default')} ms, INT8 speedup over it {speedup}"
+                   f"{ci(sp.get('latency_p50_vs_default_ci95'))}")
     return out
 
 
@@ -64,6 +164,8 @@ def _e2e_lines(metrics: dict[str, Any]) -> list[str]:
            + ", ".join(f"{r} {_ms(lat, r)} ms" + (f" / {ips[r]:.0f} img/s" if r in ips else "") for r in lat or ips)]
     dec = (metrics.get("decode_ms") or {}).get("p50")
     lat_x, ips_x = fixed(sp.get("e2e_latency_p50"), 2, "x"), fixed(sp.get("e2e_throughput"), 2, "x")
+    lat_x += ci(sp.get("e2e_latency_p50_ci95"))
+    ips_x += ci(sp.get("e2e_throughput_ci95"))
     out.append(f"  INT8 image-input vs FP32 + Python preprocessing: latency {lat_x}, throughput {ips_x}"
                + ("" if dec is None else f"; decode {dec:.2f} ms apart"))
     for tag, c in ((metrics.get("accuracy") or {}).get("image_input") or {}).items():
