@@ -41,8 +41,8 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
         _set_path(accuracy, key.removeprefix("accuracy."), interval)
     # from the rounds when there are any (the centre of the interval), else the pooled p50 ratio
     speedup = {**_speedups(lat, thr, sizes), **e2e_speedups(e2e), **speedups_with_intervals(v)}
-    for name in [k for k, value in speedup.items() if value is not None and k != "size" and not k.endswith("_ci95")]:
-        speedup.setdefault(f"{name}_ci95", None)  # measured without per-round figures: no interval
+    for key in [k for k, value in speedup.items() if value is not None and k != "size" and not k.endswith("_ci95")]:
+        speedup.setdefault(f"{key}_ci95", None)  # measured without per-round figures: no interval
     latency_ms = {**(lat or {}), "e2e": e2e["latency_ms"]} if e2e.get("latency_ms") else lat
     throughput_ips = {n: t["images_per_s"] for n, t in thr.items()} if thr else None
     if e2e.get("throughput"):

@@ -81,6 +81,7 @@ def test_metrics_layout_has_documented_keys():
     m = _metrics()
     missing = [k for k in METRIC_KEYS if get_path(m, k) is None]
     assert not missing
+    assert m["pipeline"] == "t"
     assert m["accuracy"]["top1_drop"] == pytest.approx(0.02)
     assert m["speedup"]["latency_p50"] == pytest.approx(1.6)
     assert m["speedup"]["throughput"] == pytest.approx(1.6)

@@ -27,7 +27,12 @@ SMALL = ("data.calib.count=32", "data.eval.count=64", "stages.validate.rounds=2"
          "stages.validate.warmup=5", "stages.validate.throughput_seconds=0.3", "stages.validate.progress=false")
 METRIC_KEYS = ("accuracy.fp32.top1", "accuracy.int8.top1", "accuracy.top1_drop", "accuracy.agreement",
                "accuracy.cosine", "accuracy.images", "latency_ms.fp32.p50", "latency_ms.int8.p50",
-               "speedup.latency_p50", "speedup.throughput", "cpu.model", "cpu.isa", "threads", "versions", "gates")
+               "speedup.latency_p50", "speedup.throughput", "cpu.model", "cpu.isa", "threads", "versions", "gates",
+               # the verdict's uncertainty and what it rests on (issue 16)
+               "accuracy.fp32.top1_ci95", "accuracy.int8.top1_ci95", "accuracy.agreement_ci95",
+               "accuracy.top1_drop_ci95", "accuracy.flips.mcnemar_p", "speedup.latency_p50_ci95",
+               "speedup.throughput_ci95", "data.calib_images", "data.tune_images", "data.verdict_images",
+               "data.overlap", "timing.rounds", "verdict")
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +110,11 @@ def test_v2_base_int8_pipeline_end_to_end(checkpoints: dict[str, Path], tmp_path
     assert metrics["quantize"]["preset"] == "performance"  # V2 is a ReLU net
     assert metrics["quantize"]["quantized_ops"] >= 30
     assert {g["name"] for g in metrics["gates"]} == {"min_cosine", "max_top1_drop", "min_latency_speedup"}
+    assert {g["verdict"] for g in metrics["gates"]} <= {"pass", "fail", "inconclusive"}
+    assert (metrics["data"]["calib_images"], metrics["data"]["tune_images"], metrics["data"]["verdict_images"],
+            metrics["data"]["overlap"]) == (32, 0, 64, 0)  # no selecting step: every eval image gives the verdict
+    ci = metrics["speedup"]["latency_p50_ci95"]
+    assert ci[0] <= metrics["speedup"]["latency_p50"] <= ci[1]
     assert metrics["size_mb"]["int8"] < 0.5 * metrics["size_mb"]["fp32"]
 
     # a rerun is fully cached
@@ -119,7 +129,7 @@ def test_v2_base_int8_pipeline_end_to_end(checkpoints: dict[str, Path], tmp_path
     res = CliRunner().invoke(cli, [*cli_args, "--set", "gates.min_cosine=1.01"])
     assert res.exit_code == 3, res.output
     assert "min_cosine" in res.output and "FAIL" in res.output
-    failed = [g for g in json.loads((out / "metrics.json").read_text())["gates"] if not g["passed"]]
+    failed = [g for g in json.loads((out / "metrics.json").read_text())["gates"] if g["verdict"] == "fail"]
     assert [g["name"] for g in failed] == ["min_cosine"]
 
     # lcpipe predict reads preprocessing + labels from the IR's rt_info
@@ -171,6 +181,8 @@ def test_accuracy_control_records_reverted_ops(checkpoints: dict[str, Path], tmp
                   "stages.quantize.accuracy_control.max_drop=0.02")
     q = json.loads((out / "quantize" / "quantize.json").read_text())
     ac = q["accuracy_control"]
+    assert ac["validation_images"] == result.metrics["data"]["tune_images"] > 0  # it chose on the tune images
+    assert result.metrics["data"]["verdict_images"] + ac["validation_images"] == 64  # the verdict on the rest
     assert ac["ptq_quantized_ops"] >= 25 and ac["reverted_ops"] == ac["ptq_quantized_ops"] - q["int8"]["quantized"]
     assert ac["reverted_fraction"] == pytest.approx(ac["reverted_ops"] / ac["ptq_quantized_ops"], abs=1e-4)
     _assert_ir(out / "quantize" / "ptq" / "model.xml")

@@ -175,13 +175,14 @@ def load_split(data: DataConfig, split: Literal["calib", "eval"], pre: Preproces
                cache_dir: Path | None, progress: bool = True) -> Split:
     """Preprocessed arrays of one split; cached under ``cache_dir/data/`` when enabled."""
     return load_samples(_split_samples(data, split), pre, cache_dir if data.cache_preprocessed else None,
-                        progress=progress, what=f"data.{split}")
+                        progress=progress, what=f"data.{split}", split=split)
 
 
 def load_samples(samples: list[Sample], pre: PreprocessConfig, cache_dir: Path | None, *, progress: bool = True,
-                 what: str = "data") -> Split:
+                 what: str = "data", split: str | None = None) -> Split:
     """Preprocessed arrays of ``samples`` (e.g. the tune or verdict images of lcpipe.data.roles);
-    cached under ``cache_dir/data/`` unless ``cache_dir`` is None."""
+    cached under ``cache_dir/data/`` unless ``cache_dir`` is None (``split`` names them in the
+    cache's sidecar file; ``what`` in the progress bar)."""
     samples = list(samples)
     labels = _labels_array(samples)
     key = _cache_key(samples, pre)
@@ -190,7 +191,7 @@ def load_samples(samples: list[Sample], pre: PreprocessConfig, cache_dir: Path |
     if x is None:
         x = _decode_all(samples, pre, progress, f"preprocessing {what}")
         if cache:
-            _write_cache(cache, key, x, samples, pre, what)
+            _write_cache(cache, key, x, samples, pre, split or what)
     return Split(x=x, labels=labels, samples=samples)
 
 

@@ -195,8 +195,11 @@ def _plan_lines(metrics: dict[str, Any]) -> list[str]:
     from lcpipe.render.plan import plan_headline
 
     n = len(p.get("candidates") or [])
+    speedup = p.get("speedup_vs_fp32_f32")
+    versus = "" if speedup is None else f"; {speedup:.2f}x{ci(p.get('speedup_vs_fp32_f32_ci95'))} vs FP32 at f32"
     out = [f"plan: {plan_headline(p)}",
-           f"  {n} candidates measured in {p.get('search_seconds')} s; the INT8 figures above are this plan's"]
+           f"  {n} candidates measured in {p.get('search_seconds')} s, fidelity checked on {p.get('eval_images')} "
+           f"tune images{versus}; the INT8 figures above are this plan's (judged on the verdict images)"]
     return out
 
 
