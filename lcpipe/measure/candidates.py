@@ -61,9 +61,9 @@ def check_fidelity(rows: list[dict[str, Any]], compiled: dict[str, Any], x: np.n
                    screen_images: int | None, show: bool) -> None:
     """The configured fidelity gates against the FP32 IR at f32, fastest candidate first.
 
-    ``until_winner``: each candidate is first screened on the first ``screen_images`` eval images; one
-    that passes the screen is judged on the whole eval set, and the first that passes there wins (the
-    slower ones are listed as not checked). The winner is always judged on every eval image; a
+    ``until_winner``: each candidate is first screened on the first ``screen_images`` tune images; one
+    that passes the screen is judged on all of them, and the first that passes there wins (the
+    slower ones are listed as not checked). The winner is always judged on every tune image; a
     screen can only reject a candidate, never pass one. Otherwise: every candidate on every image."""
     from lcpipe.ir import ov_config
     from lcpipe.measure.runtime import infer_ov

@@ -31,7 +31,7 @@ class ReportStage(Stage):
     produces = ("metrics", "report_md", "report_html")
     uses_config = ("gates",)  # thresholds, confidence and mode: a changed gate re-renders
     publish = ("metrics.json", "report.md", "report.html")
-    summary = "metrics.json + gates (per-ISA thresholds), report.md/html with chart"
+    summary = "metrics.json + gates (pass / fail / inconclusive, per-ISA thresholds), report.md/html with chart"
 
     def cache_salt(self, config: Any) -> str:
         return config.name

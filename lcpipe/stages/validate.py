@@ -92,7 +92,8 @@ class ValidateStage(Stage):
     produces = ("validation",)
     uses_config = ("preprocess", "runtime")
     cacheable = True
-    summary = "top-1/top-k, INT8-vs-FP32 logit fidelity, interleaved batch-1 latency, throughput, sizes"
+    summary = ("on the verdict images: top-1/top-k, INT8-vs-FP32 fidelity with the counts their intervals need; "
+               "latency, throughput, end to end in adaptive interleaved rounds; sizes")
 
     def precheck(self, config: Any) -> None:
         from lcpipe.data.roles import resolve_roles
