@@ -320,3 +320,31 @@ def test_rounds_go_on_only_for_the_gated_track_until_decided_or_out_of_rounds_or
     slow = tracks(seconds=0.05)
     rec = _rounds(slow, 2.0, RoundsBudget(4, 32, 0.3))  # 0.05 s a round: the 0.3 s budget ends it
     assert rec["stop_reason"] == "budget" and 4 <= rec["rounds"] < 8 and rec["seconds"] <= 0.3 + 0.05
+
+
+# ------------------------------------------------------------------ comparable timings in sweeps
+
+def test_a_sweep_compares_only_latencies_timed_in_this_run() -> None:
+    """A point whose validate came from the cache (or that was resumed) was timed under another load:
+    it is marked and left out of the Pareto fronts, not compared as if it were not."""
+    from lcpipe.render.sweep import format_fleet, format_table, fronts, render_html
+    from lcpipe.sweep.fleet import fleet_row
+    from lcpipe.sweep.point import timed_earlier
+
+    fresh = {"point": "p00", "status": "ok", "agreement": 0.99, "latency_p50_int8_ms": 2.0,
+             "cached_stages": ["import", "fuse"], "computed_stages": ["validate", "report"]}
+    cached = {"point": "p01", "status": "ok", "agreement": 0.99, "latency_p50_int8_ms": 1.5,  # faster, but old
+              "cached_stages": ["import", "validate"], "computed_stages": ["report"]}
+    resumed = {"point": "p02", "status": "ok", "agreement": 0.999, "latency_p50_int8_ms": 1.0, "resumed": True}
+    assert [timed_earlier(r) for r in (fresh, cached, resumed)] == [False, True, True]
+    rows = [{**r, "timed_earlier": timed_earlier(r)} for r in (fresh, cached, resumed)]
+    node = {"cpu_kind": "k"}
+    fleet = [fleet_row(r, node, source="point", timed_earlier=r["timed_earlier"]) for r in rows]
+    assert fronts(fleet, rows) == {"k": ["p00"]}  # the two faster ones were timed earlier
+    assert "earlier run, not compared" in format_fleet(fleet)
+    assert "p01, p02: latency timed in an earlier run" in format_table(rows, [])
+    machine = {"model": "m", "isa": "avx2", "flags": [], "cores": 2, "executor": {"kind": "local"}, "seconds": 1}
+    html = render_html({"sweep": "s", "source": "x", "base": "b", "swept": [], "machine": machine,
+                        "finished": "now", "points": [{**r, "index": i, "overrides": {}} for i, r in enumerate(rows)],
+                        "fleet": []})
+    assert "p01, p02 were timed in an earlier run" in html
