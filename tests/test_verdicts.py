@@ -105,6 +105,12 @@ def test_an_opted_in_overlap_is_counted_and_said_prominently(tmp_path: Path) -> 
     assert rec["overlap"] == 1 and rec["verdict_images"] == 80 and "renamed_" in rec["overlap_files"][0]
     assert "ALSO CALIBRATION IMAGES" in rec["description"]
     assert "also calibration images" in overlap_warning({"data": rec})
+    from lcpipe.render.report import render_html, render_markdown
+
+    golden = {**json.loads((GOLDEN / "metrics.json").read_text()), "data": rec}
+    md = render_markdown(golden)
+    assert md.splitlines()[4].startswith("> **Warning:** 1 verdict image(s) are also calibration images")
+    assert '<p class="warn"><strong>Warning:</strong> 1 verdict image(s) are also calibration' in render_html(golden)
 
 
 def test_an_explicit_tune_set_sharing_files_with_eval_is_refused_and_may_be_unlabeled(tmp_path: Path) -> None:

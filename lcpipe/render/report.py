@@ -167,12 +167,12 @@ def headline(m: dict[str, Any]) -> dict[str, str]:
         "threads": str(m["threads"]),
         "precision": precision_sentence(m),
         "versions": versions,
-        "speedup": f"latency p50 {times(sp['latency_p50'])}, throughput {times(sp['throughput'])}, "
+        "speedup": f"latency p50 {_x(sp, 'latency_p50')}, throughput {_x(sp, 'throughput')}, "
                    f"size {times(sp['size'])}" + (f", vs FP32 at plugin default precision "
-                                                  f"{times(sp['latency_p50_vs_default'])}"
+                                                  f"{_x(sp, 'latency_p50_vs_default')}"
                                                   if sp.get("latency_p50_vs_default") else "")
                    + (f"; end to end (INT8 image-input IR vs FP32 IR + Python preprocessing): latency p50 "
-                      f"{times(sp.get('e2e_latency_p50'))}, throughput {times(sp.get('e2e_throughput'))}"
+                      f"{_x(sp, 'e2e_latency_p50')}, throughput {_x(sp, 'e2e_throughput')}"
                       if sp.get("e2e_latency_p50") or sp.get("e2e_throughput") else ""),
         "quantize": (f"preset {q.get('preset')} ({q.get('preset_reason')}), {q.get('subset_size')} calibration "
                      f"images, {q.get('quantized_ops')}/{q.get('quantizable_ops')} convs+matmuls INT8, "
@@ -182,6 +182,11 @@ def headline(m: dict[str, Any]) -> dict[str, str]:
         "timing": "; ".join(timing_lines(m)),
         **({"plan": plan_headline(m["plan"])} if m.get("plan") else {}),
     }
+
+
+def _x(sp: dict[str, Any], name: str) -> str:
+    """A speed-up and its 95 % interval: "1.1x [1.04, 1.16]"."""
+    return times(sp.get(name)) + ci(sp.get(f"{name}_ci95"))
 
 
 def render_markdown(m: dict[str, Any]) -> str:
