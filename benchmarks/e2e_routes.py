@@ -57,16 +57,15 @@ def measure(yaml: Path, overrides: list[str], out: Path, threads: int, args: arg
     config = lcpipe.load_config(yaml, overrides=overrides)
     run = lcpipe.run_pipeline(config, out=out, until="quantize")
     ev = load_split(config.data, "eval", config.preprocess, None, progress=False)
-    from lcpipe.ir import compile_ir
-    from lcpipe.measure.runtime import compiled_precision
+    from lcpipe.measure.engines import plugin_default_precision
 
-    r = measure_e2e_samples(run.artifacts["ir_fp32"], run.artifacts["ir_int8"], ev.samples[: args.images],
-                            config.preprocess, threads, "f32", rounds=args.rounds, iterations=args.iterations,
-                            warmup=20, throughput_seconds=args.seconds, default_precision_route=not capped, show=False)
     # with oneDNN capped (ONEDNN_MAX_CPU_ISA=AVX2 stand-in) the plugin still picks bf16 from the CPU flags and
     # then fails to compile ("object is not initialized"): the capped run times f32 only
-    r["default_precision"] = "f32 (oneDNN capped)" if capped else compiled_precision(
-        compile_ir(run.artifacts["ir_fp32"], "LATENCY", threads, None))
+    default = None if capped else plugin_default_precision(run.artifacts["ir_fp32"], threads)
+    r = measure_e2e_samples(run.artifacts["ir_fp32"], run.artifacts["ir_int8"], ev.samples[: args.images],
+                            config.preprocess, threads, "f32", rounds=args.rounds, iterations=args.iterations,
+                            warmup=20, throughput_seconds=args.seconds, default_precision=default, show=False)
+    r["default_precision"] = "f32 (oneDNN capped)" if capped else default
     return r
 
 
@@ -102,20 +101,26 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64, help="eval images cycled through")
     ap.add_argument("--models", nargs="+", default=["textline", "v2_base"], choices=["textline", "v1_x1_0", "v2_base"])
     args = ap.parse_args()
-    from lcpipe.sysinfo import cpu_info, versions
-
     args.out.mkdir(parents=True, exist_ok=True)
     load_before = [round(v, 2) for v in os.getloadavg()]
     results: dict[str, Any] = {}
     for i, (name, (yaml, overrides)) in enumerate(models(args.out, args.models).items()):
         results[name] = measure(yaml, overrides, args.out / f"model{i}", args.threads, args)
-    default_precision = next(iter(results.values()))["default_precision"]
+    write_results(args, "e2e_routes", results, load_before, markdown)
+
+
+def write_results(args: argparse.Namespace, stem: str, results: dict[str, Any], load_before: list[float],
+                  render: Any) -> None:
+    """<stem>.json (results + the machine: CPU, plugin default precision, threads, rounds, load average
+    before/after, versions) and <stem>.md (``render(results, meta)``) into args.out; the table printed."""
+    from lcpipe.sysinfo import cpu_info, versions
+
     meta = {"cpu": cpu_info(), "threads": args.threads, "rounds": args.rounds, "iterations": args.iterations,
-            "default_precision": default_precision, "load_before": load_before,
+            "default_precision": next(iter(results.values()))["default_precision"], "load_before": load_before,
             "load_after": [round(v, 2) for v in os.getloadavg()], "versions": versions()}
-    (args.out / "e2e_routes.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    md = markdown(results, meta)
-    (args.out / "e2e_routes.md").write_text(md)
+    (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    md = render(results, meta)
+    (args.out / f"{stem}.md").write_text(md)
     print(md)
 
 

@@ -136,15 +136,18 @@ def prepare(model: MatrixModel, root: Path, paddle: bool) -> tuple[Any, dict[str
     """The pipeline config for a matrix entry (weights written once) and extra bench options.
 
     With paddleclas: BN-calibrated weights + a Paddle inference export of the same network.
-    Without: plain random weights (input-insensitive), no Paddle rows."""
+    Without: plain random weights (input-insensitive), no Paddle rows. The pipeline's ``plan`` stage is
+    left out: the matrix compares the quantize stage's INT8 IR with the other engines (its ov_int8 row);
+    the shipped plan against the user's baseline is benchmarks/shipped_goals.py's."""
     from lcpipe.runner import load_config
 
     yaml = PIPELINES / model.yaml
     if not model.synthetic:
-        return load_config(yaml, [f"name=bench_{model.key}"]), {}
+        return _without_plan(load_config(yaml, [f"name=bench_{model.key}"])), {}
     weights = root / "weights" / f"{model.arch}.pdparams"
     folder = root / "paddle" / model.key
-    config = load_config(yaml, [f"model.arch={model.arch}", f"model.source.path={weights}", f"name=bench_{model.key}"])
+    config = _without_plan(load_config(yaml, [f"model.arch={model.arch}", f"model.source.path={weights}",
+                                              f"name=bench_{model.key}"]))
     pc = _paddleclas() if paddle else "disabled (--no-paddle)"
     if not weights.is_file() or (not isinstance(pc, str) and not (folder / "inference.json").is_file()):
         tensors = synthetic_tensors(model_spec(model, config))
@@ -157,6 +160,10 @@ def prepare(model: MatrixModel, root: Path, paddle: bool) -> tuple[Any, dict[str
             export_paddle_inference(net, config.preprocess.input_hw, folder)
     extra = {"paddle_model": str(folder)} if (folder / "inference.json").is_file() else {}
     return config, extra
+
+
+def _without_plan(config: Any) -> Any:
+    return config.model_copy(update={"stages": [s for s in config.stages if s.name != "plan"]})
 
 
 def run_one(model: MatrixModel, root: Path, updates: dict[str, Any], paddle: bool, cache_dir: Path | None,

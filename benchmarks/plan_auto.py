@@ -4,7 +4,7 @@
 
 Random weights in PaddleClas's layout with BN statistics from 16 real images (the matrix's
 models: latency does not depend on the values; fidelity figures only rank candidates). Runs the
-full pipelines/v{1,2}_plan.yaml (quantize, plan, validate, report) and prints, per model, the
+full pipelines/v{1,2}_int8.yaml (quantize, plan, validate, report) and prints, per model, the
 candidate table, the winner and the seconds the plan stage added (and its parts).
 """
 
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-YAMLS = {"v1_x1_0": "v1_plan.yaml", "v2_base": "v2_plan.yaml"}
+YAMLS = {"v1_x1_0": "v1_int8.yaml", "v2_base": "v2_int8.yaml"}
 
 
 def run(key: str, root: Path, extra: list[str]) -> dict:

@@ -25,7 +25,9 @@ from lcpipe.fileio import remove_stale_temps, temp_prefix
 log = logging.getLogger("lcpipe")
 
 # 2: stage.json lists every file's sha256 ("files"); IR inputs are keyed on .xml and .bin
-CACHE_FORMAT = 2
+# 3: import refuses non-finite weights and validate leaves figures of non-finite outputs null (strict
+#    JSON, non_finite_outputs): an older entry may hold a NaN model's results or NaN in its JSON
+CACHE_FORMAT = 3
 # What lcpipe keeps under a cache root: stage results, downloads, unpacked archives, preprocessed
 # data. `clean` removes exactly these, never the root itself (it may be a user-chosen directory).
 CACHE_SUBDIRS = ("stages", "downloads", "extracted", "data")

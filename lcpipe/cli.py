@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 import tempfile
@@ -14,6 +13,7 @@ from typing import Any
 import click
 
 from lcpipe.errors import LcpipeError
+from lcpipe.fileio import strict_json
 from lcpipe.version import __version__
 
 
@@ -168,27 +168,28 @@ def inspect(path: Path, fmt: str, arch: str, input_size: str | None, as_json: bo
         hw = (h, w)
     info = inspect_path(path, fmt, arch, hw)
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(strict_json(info))
     else:
         for k, v in info.items():
             click.echo(f"{k:>18}: {v}")
 
 
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads [all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | None, as_json: bool) -> None:
-    """Classify IMAGES with MODEL.xml (preprocessing + labels from its rt_info or files beside it)."""
+    """Classify IMAGES with MODEL.xml or a deploy bundle folder (preprocessing + labels from its rt_info
+    or files beside it)."""
     from lcpipe.predict import format_predictions
     from lcpipe.predict import predict as run_predict
 
     preds = run_predict(model, list(images), top_k=top_k, threads=threads)
     if as_json:
-        click.echo(json.dumps([{"image": str(p.image), "top": [{"index": i, "label": lab, "probability": pr}
-                                                                for i, lab, pr in p.top]} for p in preds], indent=2))
+        click.echo(strict_json([{"image": str(p.image), "top": [{"index": i, "label": lab, "probability": pr}
+                                                               for i, lab, pr in p.top]} for p in preds]))
     else:
         click.echo(format_predictions(preds))
 
@@ -211,9 +212,11 @@ def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | No
 @click.option("--storage", metavar="URI",
               help="Location every node can read (file:///shared/..., s3://...) for big inputs/run dirs "
                    "[the sweep file's storage].")
+@click.option("--max-points", type=click.IntRange(min=1),
+              help="Refuse a sweep with more points than this, counted before the grid is expanded [1000].")
 def sweep(sweep_file: Path, out: Path | None, overrides: tuple[str, ...], local: bool, address: str | None,
           num_cpus: int | None, force: bool, cache_dir: Path | None, no_cache: bool, per_cpu_kind: bool,
-          storage: str | None) -> None:
+          storage: str | None, max_points: int | None) -> None:
     """Run SWEEP.yaml: a base pipeline over a grid/list of overrides, one run per point (on Ray).
 
     Writes sweep.json, sweep.csv and sweep.html. Exit 0 all points ok, 3 only gates failed,
@@ -222,7 +225,7 @@ def sweep(sweep_file: Path, out: Path | None, overrides: tuple[str, ...], local:
     from lcpipe.render.sweep import format_fleet, format_table
     from lcpipe.sweep import SweepFailedError, load_sweep, run_sweep
 
-    spec = load_sweep(sweep_file, overrides)
+    spec = load_sweep(sweep_file, overrides, *([max_points] if max_points else []))
     result = run_sweep(spec, out=out, local=local, address=address, cache_dir=cache_dir, force=force,
                        no_cache=no_cache, num_cpus=num_cpus, per_cpu_kind=per_cpu_kind, storage=storage)
     click.echo(format_table(result.rows, list(dict.fromkeys(k for p in spec.points for k in p.overrides))))
@@ -335,7 +338,7 @@ def bench(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], t
 
     result = BenchRecord.load(outputs["bench"]).to_dict()
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
+        click.echo(strict_json(result))
     else:
         from rich.console import Console
 
@@ -348,6 +351,7 @@ def _run_matrix(models: str | None, out: Path | None, docs: Path | None, updates
     """``python -m benchmarks.matrix`` of the source checkout (developer tooling, not in the wheel: next
     to this lcpipe package, else in the current directory), run in that checkout; its output is
     passed through. Returns its exit code."""
+    import json
     import subprocess
 
     from lcpipe.errors import ConfigError

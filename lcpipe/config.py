@@ -14,14 +14,14 @@ options model), which lcpipe.runner does with the stage registry (``lcpipe.runne
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lcpipe.errors import ConfigError
+from lcpipe.errors import ConfigError, clip, shown
 
 
 class Strict(BaseModel):
@@ -81,6 +81,10 @@ class ModelOptionsConfig(Strict):
     def _five(cls, v: list[StrideEntry] | None) -> list[StrideEntry] | None:
         if v is not None and len(v) != 5:
             raise ValueError(f"needs 5 entries (stem, blocks3..blocks6), got {len(v)}")
+        for i, entry in enumerate(v or ()):
+            if not all(1 <= s <= 4 for s in (entry if isinstance(entry, tuple) else (entry,))):
+                # PP-LCNet strides are 1 or 2; a stride of 0 kills ONNX Runtime with SIGFPE
+                raise ValueError(f"entry {i} ({list(entry) if isinstance(entry, tuple) else entry}): strides are 1..4")
         return v
 
 
@@ -101,6 +105,12 @@ class ModelConfig(Strict):
         return v
 
 
+# Image sides lcpipe resizes to: 8 px is below any classifier's input, 4096 px above any PP-LCNet's;
+# the bound keeps a typo (0, 100000) from reaching ONNX Runtime or a 447 GiB allocation.
+MIN_SIDE, MAX_SIDE = 8, 4096
+Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)]
+
+
 class PreprocessConfig(Strict):
     """How an image becomes the network input (declared once; used by data, export metadata, deploy).
 
@@ -111,10 +121,10 @@ class PreprocessConfig(Strict):
     """
 
     mode: Literal["paddleclas", "timm", "resize"] = "paddleclas"
-    resize_short: int = Field(256, gt=0)
-    crop: int = Field(224, gt=0)
+    resize_short: Side = 256
+    crop: Side = 224
     crop_pct: float = Field(0.875, gt=0, le=1)
-    size: tuple[int, int] | None = None
+    size: tuple[Side, Side] | None = None
     interpolation: Literal["bilinear", "bicubic"] | None = None
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -123,6 +133,11 @@ class PreprocessConfig(Strict):
     def _size_for_resize(self) -> PreprocessConfig:
         if self.mode == "resize" and self.size is None:
             raise ValueError("mode 'resize' needs size: [height, width]")
+        if self.mode == "timm" and self.crop / self.crop_pct > MAX_SIDE:
+            raise ValueError(f"crop / crop_pct = {self.crop / self.crop_pct:.0f}: timm would resize the short side "
+                             f"past {MAX_SIDE} px")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)) or not all(self.std):
+            raise ValueError("mean and std must be finite numbers, std non-zero")
         return self
 
     @property
@@ -259,12 +274,9 @@ class PipelineConfig(Strict):
 
 def read_yaml_mapping(path: Path, kind: str, keys_hint: str = "") -> dict[str, Any]:
     """A YAML file whose top level is a mapping; ConfigError naming the file otherwise."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such {kind} file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    from lcpipe.safe_yaml import load_yaml_file
+
+    raw = load_yaml_file(path, kind)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping{f' ({keys_hint})' if keys_hint else ''}")
     return raw
@@ -321,7 +333,7 @@ def validate_config(raw: dict[str, Any], where: str = "<config>", *, options_of:
         except ConfigError as exc:
             raise ConfigError(f"{where}: stages[{i}]: {exc}") from None
         if name in seen:
-            raise ConfigError(f"{where}: stages[{i}]: stage {name!r} listed twice")
+            raise ConfigError(f"{where}: stages[{i}]: stage {shown(name)} listed twice")
         seen.add(name)
         try:
             options = model.model_validate(opts or {})
@@ -350,7 +362,7 @@ def format_errors(exc: ValidationError, where: str, prefix: str, model: type[Bas
         else:
             msg = err["msg"].removeprefix("Value error, ")
             if "input" in err and not isinstance(err["input"], dict):
-                msg += f", got {err['input']!r}"
+                msg += f", got {shown(err['input'])}"
         lines.append(f"{where}: {loc}: {msg}")
     return "\n".join(dict.fromkeys(lines))
 
@@ -405,21 +417,27 @@ def resolve_paths(raw: Any, model: type[BaseModel] | None, base: Path) -> Any:
     return out
 
 
+MAX_KEY_DEPTH = 16  # stages.<stage>.<option>.<sub-option> is the deepest real key path
+
+
 def apply_override(raw: dict[str, Any], override: str, where: str = "--set", *,
                    options_of: OptionsOf) -> dict[str, Any]:
     """``a.b.c=value``; value parsed as YAML; ``stages.<name>.key`` addresses a stage's options. A path
     (a key some model or stage options list in ``path_fields``) is made absolute against the current
     directory."""
+    from lcpipe.safe_yaml import load_yaml_text
+
     if "=" not in override:
-        raise ConfigError(f"--set {override!r}: expected key.path=value")
+        raise ConfigError(f"--set {shown(override)}: expected key.path=value")
     key, _, text = override.partition("=")
     keys = [k for k in key.strip().split(".") if k]
     if not keys:
-        raise ConfigError(f"--set {override!r}: empty key path")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {override!r}: value is not valid YAML: {exc}") from None
+        raise ConfigError(f"--set {shown(override)}: empty key path")
+    if len(keys) > MAX_KEY_DEPTH:
+        raise ConfigError(f"--set {clip(key, 80)}: a key path of {len(keys)} parts (lcpipe's keys are at most "
+                          f"{MAX_KEY_DEPTH} deep)")
+    value = load_yaml_text(text, f"--set {clip(key.strip(), 80)}") if text.strip() else ""
+    override = clip(override, 120)  # for the messages below
     if isinstance(value, str) and is_path_key(keys, options_of):
         value = str(Path(value).expanduser().resolve())
     raw = _deep_copy(raw)
@@ -434,7 +452,7 @@ def apply_override(raw: dict[str, Any], override: str, where: str = "--set", *,
                 _set_in(opts, keys[2:], value)
                 stages[i] = {name: opts}
                 return raw
-        raise ConfigError(f"--set {override!r}: no stage named {keys[1]!r} in {where} "
+        raise ConfigError(f"--set {override!r}: no stage named {shown(keys[1])} in {where} "
                           f"(stages: {', '.join(str(s if isinstance(s, str) else next(iter(s))) for s in stages)})")
     _set_in(raw, keys, value)
     return raw

@@ -43,3 +43,16 @@ class GateInconclusiveError(LcpipeError):
     treat it as a failure."""
 
     exit_code = 4
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters (saying how long it was): messages quote user input,
+    and user input may be a 10 MB string."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: max(limit - 40, 10)]}... ({len(text):,} characters)"
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """repr of a user-given value for a message, clipped."""
+    return clip(repr(value), limit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -55,9 +56,52 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def read_text(path: str | Path, what: str, max_bytes: int, error: type[Exception]) -> str:
+    """A user's text file (YAML, labels, lists) as str: refused with ``error`` naming the file when it
+    is missing, a folder, over ``max_bytes`` (checked before reading) or not UTF-8 (line named).
+    A UTF-8 byte-order mark is dropped, so the first line reads like any other."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a folder, not a {what} file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what} file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what} file: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise error(f"{path}: {what} file is larger than the {max_bytes:,} bytes lcpipe reads")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise error(f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                    f"save the {what} file as UTF-8") from None
+
+
+def strict_json(obj: Any, indent: int | None = 2) -> str:
+    """JSON text that strict parsers accept: a NaN or infinite figure (a figure that does not exist)
+    becomes null, numpy scalars become numbers; ``allow_nan=False`` guards what slips through."""
+    return json.dumps(finite_or_none(obj), indent=indent, allow_nan=False, default=str)
+
+
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (dicts, lists, tuples walked)."""
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    if hasattr(obj, "dtype") and getattr(obj, "shape", None) == ():  # numpy scalar
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(dest: str | Path, obj: Any) -> None:
     with atomic_path(dest) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.write_text(strict_json(obj) + "\n")
 
 
 @contextmanager

@@ -80,6 +80,7 @@ def declared_input_hw(meta: dict[str, Any]) -> tuple[tuple[int, int], str] | Non
 
 def _inspect_onnx(path: Path) -> dict[str, Any]:
     from lcpipe.deps import require
+    from lcpipe.importers.onnx_read import opset
 
     onnx = require("onnx")
     try:
@@ -93,4 +94,4 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
     meta = {p.key: p.value for p in m.metadata_props}
     return {"path": str(path), "format": "onnx", "arch": meta.get("arch", "unknown"),
             "inputs": [i.name for i in m.graph.input], "outputs": [o.name for o in m.graph.output],
-            "params": params, "ops": ops, "opset": m.opset_import[0].version}
+            "params": params, "ops": ops, "opset": opset(m)}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.deps import require
+from lcpipe.errors import InputError, clip
 from lcpipe.fileio import sha256_file
 
 RT_SECTION = "lcpipe"  # our rt_info keys live under <rt_info><lcpipe>...
@@ -35,6 +36,42 @@ RT_KEYS = ("preprocess", "labels", "precision", "source_onnx_sha256", "pipeline"
 def read_ir(xml: str | Path) -> Any:
     """The ov.Model of an IR file."""
     return require("openvino").Core().read_model(str(xml))
+
+
+MAX_IR_XML_BYTES = 256 << 20  # an IR's .xml holds the graph, not the weights: a few MB
+
+
+def read_user_ir(xml: Path, core: Any | None = None) -> Any:
+    """The ov.Model of an IR a user names (``lcpipe predict``): a garbage .xml or a truncated .bin is an
+    InputError naming it, not OpenVINO's traceback."""
+    _check_ir_xml(xml)
+    weights = xml.with_suffix(".bin")
+    try:
+        return (core or require("openvino").Core()).read_model(str(xml))
+    except RuntimeError as exc:
+        hint = f"; is {weights.name} complete and from the same model?" if weights.is_file() else ""
+        raise InputError(f"{xml}: not a readable OpenVINO IR ({ov_error_line(exc)}){hint}") from None
+
+
+def _check_ir_xml(xml: Path) -> None:
+    """Parse the .xml before OpenVINO does: on anything that is not an IR, OpenVINO tries each of its
+    frontends in turn (TensorFlow's logs to stderr) and fails with a long message."""
+    import xml.etree.ElementTree as ET
+
+    if xml.stat().st_size > MAX_IR_XML_BYTES:
+        raise InputError(f"{xml}: {xml.stat().st_size:,} bytes, too large for an OpenVINO IR .xml")
+    try:
+        root = ET.parse(xml).getroot()
+    except (ET.ParseError, OSError, ValueError) as exc:
+        raise InputError(f"{xml}: not an OpenVINO IR (not valid XML: {clip(str(exc), 120)})") from None
+    if root.tag != "net":
+        raise InputError(f"{xml}: not an OpenVINO IR (its root element is <{clip(root.tag, 40)}>, not <net>)")
+
+
+def ov_error_line(exc: Exception) -> str:
+    """The line of an OpenVINO RuntimeError that says what is wrong (its first lines name C++ sources)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("Exception from")]
+    return clip(lines[0] if lines else type(exc).__name__, 200)
 
 
 def save_ir(model: Any, out: Path, *, compress_to_fp16: bool = False) -> Path:

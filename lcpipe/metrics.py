@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from lcpipe.measure.goals import ratio
-from lcpipe.records import MetricsRecord, PlanSection
+from lcpipe.records import MetricsRecord, PlanSection, ShippedSection
 
 SCHEMA = 1
 
@@ -19,9 +19,10 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
     accuracy = {
         "images": v["images"], "labeled": v["labeled"], "classes": v["classes"], "top_k": v["top_k"],
         **{n: a for n, a in acc.items()},
-        "top1_drop": None if fp32_top1 is None else fp32_top1 - int8_top1,
+        "top1_drop": None if fp32_top1 is None or int8_top1 is None else fp32_top1 - int8_top1,
         **fid,
         "groups": v.get("groups"),
+        "non_finite_outputs": v.get("non_finite_outputs"),  # images with a NaN/inf logit, per model
     }
     if "onnxruntime_vs_fp32" in v["fidelity"]:
         accuracy["onnxruntime_vs_fp32"] = v["fidelity"]["onnxruntime_vs_fp32"]
@@ -134,3 +135,53 @@ def plan_metrics(plan: dict[str, Any]) -> dict[str, Any] | None:
         tune_images=(plan.get("tune") or {}).get("tune_images"),
         search_seconds=plan["seconds"]["total"], eval_images=plan["eval_images"],
         gates_checked=plan["gates_checked"], candidates=rows).to_dict()
+
+
+def shipped_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's ``shipped`` section from the rest of it (plan included): what the deploy bundle's
+    model.xml / model_image.xml hold, and its speed against the baseline. In the older keys the shipped
+    model is ``int8`` (``accuracy.int8``, ``latency_ms.int8``, route ``int8_image``), whatever its precision."""
+    from lcpipe.plan import CandidateSpec
+
+    plan, prec = m.get("plan"), m.get("inference_precision") or {}
+    if plan:
+        name, int8, precision = plan["chosen"], plan["int8"], plan["inference_precision"]
+        description, runtime_config, chosen_by = plan["description"], plan["runtime_config"], "plan"
+    else:  # no plan stage: the quantize stage's INT8 IR, at the precision validate ran it
+        from lcpipe.plan import runtime_config as config_for
+
+        precision = prec.get("int8")
+        spec = CandidateSpec((m.get("quantize") or {}).get("preset") or "unknown", (), precision or "f32")
+        name, int8, description, chosen_by = spec.name, True, spec.describe(), "quantize"
+        runtime_config = config_for(precision) if precision not in (None, "unknown") else None
+    lat = model_latency(m)
+    e2e_lat = (m.get("latency_ms") or {}).get("e2e") or {}
+    e2e_ips = (m.get("throughput_ips") or {}).get("e2e") or {}
+    default = m.get("default_precision")
+    # the FP32 IR at the plugin default: timed apart where validate pinned another precision
+    base_model = "fp32_default" if "fp32_default" in lat else "fp32" if prec.get("fp32") == default else None
+    base_route = "fp32_py_default" if "fp32_py_default" in e2e_lat else "fp32_py" if prec.get("fp32") == default \
+        else None
+    sp = m.get("speedup") or {}
+    # every figure is a speed-up row (lcpipe.measure.speedups.SPEEDUPS), so it comes with its interval
+    model_vs_default = {"fp32_default": "latency_p50_vs_default", "fp32": "latency_p50"}.get(base_model or "")
+    rows = {"speedup_vs_default_e2e_p50": "e2e_latency_p50_vs_default",
+            "speedup_vs_default_e2e_throughput": "e2e_throughput_vs_default",
+            "speedup_vs_default_latency_p50": model_vs_default,
+            "speedup_vs_f32_e2e_p50": "e2e_latency_p50", "speedup_vs_f32_latency_p50": "latency_p50"}
+    speedups: dict[str, Any] = {}
+    for key, row in rows.items():
+        speedups[key] = sp.get(row) if row else None
+        speedups[f"{key}_ci95"] = sp.get(f"{row}_ci95") if row else None
+
+    def p50(d: dict[str, Any], key: str | None) -> Any:
+        return (d.get(key) or {}).get("p50") if key else None
+
+    return ShippedSection.build(
+        plan=name, int8=int8, precision=precision, description=description, chosen_by=chosen_by,
+        runtime_config=runtime_config, latency_p50_ms=p50(lat, "int8"), e2e_p50_ms=p50(e2e_lat, "int8_image"),
+        e2e_images_per_s=e2e_ips.get("int8_image"),
+        baseline=f"FP32 IR at {default or 'the plugin default precision'} (the plugin's default) + Python float "
+                 "preprocessing",
+        baseline_precision=default, baseline_e2e_p50_ms=p50(e2e_lat, base_route), **speedups,
+    ).to_dict()

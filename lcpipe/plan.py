@@ -21,8 +21,15 @@ from typing import Any
 # (min_latency_speedup, ...) are not fidelity: the plan search is about speed already.
 FIDELITY_GATES = ("max_top1_drop", "max_top1_flips", "min_agreement", "min_cosine", "max_rel_logit_error",
                   "min_int8_top1")
-LABELED_GATES = ("max_top1_drop", "max_top1_flips", "min_int8_top1")  # need labeled tune images
+LABEL_GATES = ("max_top1_drop", "max_top1_flips", "min_int8_top1")  # their figures need labeled tune images
 KEEP_FLOAT_LAYERS = ("stem", "fc")
+
+
+def plan_gates(gates: dict[str, Any], labeled: bool) -> dict[str, Any]:
+    """The configured fidelity gates the plan judges candidates by, in FIDELITY_GATES order. On unlabeled
+    tune images the label gates cannot be measured for any candidate (the FP32 reference included), so they
+    are left to the report's verdict (on labeled verdict images; "not measured", a failure, without labels)."""
+    return {g: gates[g] for g in FIDELITY_GATES if g in gates and (labeled or g not in LABEL_GATES)}
 
 
 @dataclass(frozen=True)
@@ -50,9 +57,14 @@ class CandidateSpec:
 
     def describe(self) -> str:
         if self.preset is None:
-            return f"FP32 IR, float ops in {self.precision} (no INT8)"
+            return f"FP32 IR, float ops in {self.precision} (not quantized)"
         kept = f", {' + '.join(self.keep_float)} kept in float" if self.keep_float else ""
         return f"INT8 ({self.preset} preset{kept}), float ops in {self.precision}"
+
+
+def is_int8_plan(name: str) -> bool:
+    """Whether a plan name (CandidateSpec.name, e.g. "int8_mixed@bf16", "fp32@bf16") is an INT8 model."""
+    return not name.split("@")[0] == "fp32"
 
 
 def candidate_grid(presets: list[str], keep_float: list[list[str]], precisions: list[str],

@@ -70,7 +70,8 @@ class ValidationRecord(Record):
     threads: int
     inference_precision: dict[str, str] | None = None
     default_precision: str | None = None
-    accuracy: dict[str, dict[str, Any]]  # model -> {top1, topk}
+    non_finite_outputs: dict[str, int] | None = None  # model -> eval images with a NaN/inf logit
+    accuracy: dict[str, dict[str, Any]]  # model -> {top1, topk} (null figures for a non-finite model)
     fidelity: dict[str, dict[str, Any]]  # "<model>_vs_fp32" -> lcpipe.measure.accuracy.compare_logits
     groups: dict[str, Any] | None = None
     routes: dict[str, Any] | None = None
@@ -193,16 +194,18 @@ class AccuracySection(Record):
     onnxruntime: TopK | None = None
     top1_drop: Number | None
     top1_drop_ci95: list[Number] | None = None
-    agreement: Number
+    # INT8 vs FP32 fidelity; null when either model's outputs are not finite (see non_finite_outputs)
+    agreement: Number | None
     agreement_ci95: list[Number] | None = None
-    max_abs_logit_diff: Number
-    mean_abs_logit_diff: Number
-    rel_logit_error: Number
-    cosine: Number
+    max_abs_logit_diff: Number | None
+    mean_abs_logit_diff: Number | None
+    rel_logit_error: Number | None
+    cosine: Number | None
     cosine_ci95: list[Number] | None = None
-    cosine_min: Number
+    cosine_min: Number | None
     flips: Flips
     groups: dict[str, Any] | None
+    non_finite_outputs: dict[str, int] | None = None  # model -> eval images with a NaN/inf logit (gate finite_outputs)
     onnxruntime_vs_fp32: dict[str, Any] | None = None
     routes: dict[str, Any] | None = None
     image_input: dict[str, Any] | None = None
@@ -225,6 +228,11 @@ class SpeedupSection(Record):
     e2e_latency_p50_ci95: list[Number] | None = None
     e2e_throughput: Number | None
     e2e_throughput_ci95: list[Number] | None = None
+    # the headline: the shipped image-input route vs the baseline (see ShippedSection)
+    e2e_latency_p50_vs_default: Number | None = None
+    e2e_latency_p50_vs_default_ci95: list[Number] | None = None
+    e2e_throughput_vs_default: Number | None = None
+    e2e_throughput_vs_default_ci95: list[Number] | None = None
 
 
 class QuantizeSection(Record):
@@ -274,6 +282,36 @@ class PlanSection(Record):
     candidates: list[PlanCandidate]
 
 
+class ShippedSection(Record):
+    """What the deploy bundle ships (model.xml / model_image.xml), whatever its precision, and the
+    headline speed-ups: its image-input route against the baseline, what a user gets without lcpipe
+    (the FP32 IR at the plugin's default float precision + Python float preprocessing)."""
+
+    plan: str  # e.g. int8_mixed@bf16, fp32@bf16 (lcpipe.plan.CandidateSpec.name)
+    int8: bool
+    precision: str | None  # INFERENCE_PRECISION_HINT of its float ops
+    description: str
+    chosen_by: str  # "plan" (measured on this CPU) | "quantize" (no plan stage: the INT8 IR as quantized)
+    runtime_config: dict[str, Any] | None  # the compile properties its figures were measured with
+    latency_p50_ms: Number | None  # model only, batch 1
+    e2e_p50_ms: Number | None  # image-input route: decoded image -> top-k, batch 1
+    e2e_images_per_s: Number | None
+    baseline: str  # in words
+    baseline_precision: str | None
+    baseline_e2e_p50_ms: Number | None
+    # each speed-up with its 95 % interval from the interleaved rounds (speedup.*_ci95; null: no rounds)
+    speedup_vs_default_e2e_p50: Number | None  # the headline
+    speedup_vs_default_e2e_p50_ci95: list[Number] | None = None
+    speedup_vs_default_e2e_throughput: Number | None
+    speedup_vs_default_e2e_throughput_ci95: list[Number] | None = None
+    speedup_vs_default_latency_p50: Number | None  # model only: vs the FP32 IR at the plugin default
+    speedup_vs_default_latency_p50_ci95: list[Number] | None = None
+    speedup_vs_f32_e2e_p50: Number | None  # secondary: vs the FP32 IR at f32 + Python preprocessing
+    speedup_vs_f32_e2e_p50_ci95: list[Number] | None = None
+    speedup_vs_f32_latency_p50: Number | None
+    speedup_vs_f32_latency_p50_ci95: list[Number] | None = None
+
+
 class Gate(Record):
     """One configured gate: the figure, the threshold picked for the CPU's ISA, the verdict."""
 
@@ -287,6 +325,7 @@ class Gate(Record):
     method: str | None = None  # how the interval was computed, or why the value decides alone
     isa_key: str | None
     metric: str | None
+    baseline: str | None = None  # what the figure compares the shipped model with (lcpipe.gates.gate_baseline)
     note: str
 
 
@@ -296,6 +335,7 @@ class MetricsRecord(Record):
     schema_: int = Field(alias="schema")
     pipeline: str
     model: ModelFacts
+    shipped: ShippedSection | None = None  # written by every report since the `shipped` section exists
     data: DataSection | None = None  # which images the verdict rests on
     accuracy: AccuracySection
     latency_ms: dict[str, Any] | None  # model -> stats, and "e2e": route -> stats

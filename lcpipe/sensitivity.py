@@ -33,7 +33,7 @@ from lcpipe.errors import ConfigError
 from lcpipe.fileio import write_json
 from lcpipe.ir import compile_ir, ov_config, read_ir
 from lcpipe.measure.accuracy import counts_from_logits
-from lcpipe.measure.runtime import infer_ov
+from lcpipe.measure.runtime import infer_ov, output_classes
 from lcpipe.quantization.graph import layer_ops, quantized_ops
 from lcpipe.quantization.ptq import quantize, quantize_with_accuracy_control
 from lcpipe.quantization.settings import choose_preset, nncf_params
@@ -202,6 +202,7 @@ def _prepare(config: PipelineConfig, out: Path, cache_dir: str | Path | None, im
     roles = resolve_roles(config, tune_needed=True)
     ev = load_samples(list(roles.tune), config.preprocess, cache_root if config.data.cache_preprocessed else None,
                       progress=False, what="tune images")
+    ev.check_classes(output_classes(fp32_model))
     x, labels = ev.x[:images], None if ev.labels is None else ev.labels[:images]
     log.info("sensitivity: ranking on %d tune images (%s)", len(x), roles.tune_from)
     if roles.tune_from == "data.eval split" and not roles.selecting and config.data.split is None:

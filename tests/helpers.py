@@ -49,6 +49,16 @@ def real_image_paths(n: int, offset: int = 0) -> list[Path]:
     return sorted(d.glob("*.JPEG"))[offset:offset + n]
 
 
+def copy_into(paths: list[Path], folder: Path) -> Path:
+    """Copies of ``paths`` in a new ``folder`` (a test may spoil them)."""
+    import shutil
+
+    folder.mkdir(parents=True)
+    for p in paths:
+        shutil.copy(p, folder / p.name)
+    return folder
+
+
 def load_batch(paths: list[Path], pre: Any) -> np.ndarray:
     """Images preprocessed per a PreprocessConfig, stacked NCHW float32."""
     from lcpipe.data import load_image

@@ -201,34 +201,68 @@ E2E_KEYS += ["speedup.e2e_latency_p50", "speedup.e2e_throughput", "decode_ms.p50
              "accuracy.image_input.fp32.max_abs_logit_diff", "accuracy.image_input.int8.top1_agreement"]
 
 
-def _with_e2e() -> dict[str, Any]:
+def _with_e2e(default: str = "bf16") -> dict[str, Any]:
+    """An AMX-like machine: the plugin's default precision is bf16, so validate timed the FP32 route at it
+    too (fp32_py_default, the baseline); with default f32, fp32_py is the baseline itself."""
+    from lcpipe.measure.e2e import baseline_route, e2e_speedups
+
     v = _validation()
+    v["default_precision"] = default
     p50 = {"fp32_py": 6.0, "int8_py": 4.5, "fp32_image": 4.0, "int8_image": 2.5}
+    if default != "f32":
+        p50 = {"fp32_py_default": 3.5, **p50}
     v["e2e"] = {"latency_ms": {r: {"p50": t, "p90": t * 1.1, "mean": t} for r, t in p50.items()},
                 "throughput": {r: {"images_per_s": 1000 / t} for r, t in p50.items()},
-                "decode_ms": {"p50": 0.5, "p90": 0.6, "mean": 0.5, "samples": 9}}
+                "decode_ms": {"p50": 0.5, "p90": 0.6, "mean": 0.5, "samples": 9},
+                "baseline_route": baseline_route("f32", default)}
+    v["e2e"]["speedup"] = e2e_speedups(v["e2e"])
     v["image_input"] = {t: {"images": 100, "top1_agreement": 1.0, "same_top1": True, "max_abs_logit_diff": 1e-5,
                             "rel_logit_diff": 1e-6, "top1": 0.8} for t in ("fp32", "int8")}
-    return build_metrics("t", v, _quantize(), {})
+    from lcpipe.metrics import shipped_metrics
+
+    m = build_metrics("t", v, _quantize(), {})
+    m["shipped"] = shipped_metrics(m)
+    return m
 
 
-def test_e2e_metrics_keys_speedups_and_gates():
+def test_e2e_speedups_against_the_baseline_and_f32_and_the_gates_say_which():
     m = _with_e2e()
     assert [k for k in E2E_KEYS if get_path(m, k) is None] == []
     assert m["speedup"]["e2e_latency_p50"] == pytest.approx(2.4)  # fp32_py / int8_image
     assert m["speedup"]["e2e_throughput"] == pytest.approx(2.4)
+    assert m["speedup"]["e2e_latency_p50_vs_default"] == pytest.approx(1.4)  # fp32_py_default / int8_image
+    assert m["speedup"]["e2e_throughput_vs_default"] == pytest.approx(1.4)
     assert m["speedup"]["latency_p50"] == pytest.approx(1.6)  # model-only figures unchanged by the e2e entry
-    rows = _by_name(evaluate_gates({"min_e2e_latency_speedup": 2.5, "min_e2e_throughput_speedup": 2.0}, m,
-                                   mode="point"))
+    shipped = m["shipped"]
+    assert (shipped["plan"], shipped["int8"], shipped["chosen_by"]) == ("int8_mixed@f32", True, "quantize")
+    assert shipped["speedup_vs_default_e2e_p50"] == pytest.approx(1.4) and shipped["baseline_e2e_p50_ms"] == 3.5
+    assert shipped["e2e_p50_ms"] == 2.5 and shipped["speedup_vs_f32_e2e_p50"] == pytest.approx(2.4)
+    assert shipped["speedup_vs_default_e2e_p50_ci95"] is None  # no per-round figures here: no interval
+    # the e2e gates use the headline baseline, the model-only ones the FP32 IR at f32; each row says so
+    # (point mode: these figures have no rounds, so the interval mode would say inconclusive)
+    rows = _by_name(evaluate_gates({"min_e2e_latency_speedup": 1.5, "min_e2e_throughput_speedup": 1.2,
+                                    "min_latency_speedup": 1.5, "min_fp32_top1": 0.5}, m, mode="point"))
+    assert rows["min_e2e_latency_speedup"]["value"] == pytest.approx(1.4)
     assert not rows["min_e2e_latency_speedup"]["passed"] and rows["min_e2e_throughput_speedup"]["passed"]
+    assert rows["min_e2e_latency_speedup"]["baseline"] == "FP32 IR at bf16 (plugin default) + Python preprocessing"
+    assert rows["min_latency_speedup"]["baseline"] == "FP32 IR at f32" and rows["min_fp32_top1"]["baseline"] is None
     rows = _by_name(evaluate_gates({"min_e2e_latency_speedup": 1.0}, _metrics()))
     assert not rows["min_e2e_latency_speedup"]["passed"]  # not measured fails
+    # where the plugin's default is f32, fp32_py is the baseline: the two speed-ups are one figure
+    f32 = _with_e2e("f32")
+    assert f32["speedup"]["e2e_latency_p50_vs_default"] == f32["speedup"]["e2e_latency_p50"] == pytest.approx(2.4)
     text = render_summary(m)
-    assert "int8_image 2.50 ms" in text and "latency 2.40x" in text
+    assert text.startswith("shipped: int8_mixed@f32 (the quantize stage's IR: no plan stage compared it with FP32): "
+                           "1.40x end to end vs FP32 IR at bf16 (plugin default) + Python preprocessing (p50 2.50 "
+                           "vs 3.50 ms, batch 1)")
+    assert "INT8 image-input 2.50 ms" in text and "FP32 bf16 + Python (baseline) 3.50 ms" in text
+    assert "latency 1.40x, throughput 1.40x vs the baseline; 2.40x, 2.40x vs FP32 f32 + Python" in text
     from lcpipe.render.report import render_html, render_markdown
 
     md = render_markdown({**m, "gates": [], "passed": True})
-    assert "INT8 image-input IR + uint8 resize/crop | 2.5 |" in md and "Image-input IRs" in md
+    assert "| INT8 image-input IR + uint8 resize/crop | 2.5 | 2.75 | 400 | 1.4x | 2.4x |" in md
+    assert "| FP32 IR (bf16, plugin default) + Python float preprocessing (baseline) | 3.5 |" in md
+    assert "Image-input IRs" in md and md.splitlines()[2].startswith("**shipped: int8_mixed@f32")
     html = render_html({**m, "gates": [], "passed": True})
     assert "<td>INT8 image-input IR + uint8 resize/crop</td><td>2.5</td>" in html and "Image-input IRs" in html
 

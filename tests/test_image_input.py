@@ -128,6 +128,92 @@ def test_saved_image_input_ir_records_its_preprocessing_and_predict_agrees(textl
         assert a.top[0][1] in ("0_degree", "180_degree")  # labels come along from rt_info
 
 
+@pytest.mark.parametrize("layout", ["new", "old"])
+def test_predict_serves_a_bundle_folder_in_either_file_layout(textline_irs: dict[str, Path], tmp_path: Path,
+                                                              layout: str) -> None:
+    """A bundle folder: its shipped image-input model, model_image.xml, or model_int8_image.xml in bundles
+    written before the files were named for what they are; an .xml path works in both layouts."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from lcpipe.cli import cli
+    from lcpipe.deploy.image_input import write_image_input_ir
+    from lcpipe.errors import InputError
+    from lcpipe.predict import predict
+
+    stem = {"new": "model", "old": "model_int8"}[layout]
+    bundle = tmp_path / "deploy"
+    bundle.mkdir()
+    for suffix in (".xml", ".bin"):
+        shutil.copyfile(textline_irs["fp32"].with_suffix(suffix), bundle / f"{stem}{suffix}")
+    write_image_input_ir(bundle / f"{stem}.xml", bundle / f"{stem}_image.xml")
+    lines = sorted((helpers.TEXT_LINES / "lines").glob("*"))[:3]
+    via_folder, via_float = predict(bundle, lines, top_k=2), predict(bundle / f"{stem}.xml", lines, top_k=2)
+    assert [p.top[0][0] for p in via_folder] == [p.top[0][0] for p in via_float]
+    res = CliRunner().invoke(cli, ["predict", str(bundle), str(lines[0]), "--top-k", "2"])
+    assert res.exit_code == 0 and res.output.count("%") == 2, res.output
+    (bundle / f"{stem}_image.xml").unlink()  # the float-input model is served when the image one is gone
+    assert [p.top[0][0] for p in predict(bundle, lines, top_k=2)] == [p.top[0][0] for p in via_float]
+    with pytest.raises(InputError, match="not a deploy bundle"):
+        predict(tmp_path, lines)
+
+
+@pytest.mark.parametrize("mode", ["paddleclas", "resize"])
+def test_resize_in_the_graph_is_cv2s_resize_within_one_pixel_level(mode: str) -> None:
+    """An identity network: the image-input IR with resize + crop in the graph outputs the pixels it would
+    feed the model. Against cv2's uint8 resize/crop on real images at many sizes: at most one level apart."""
+    import cv2
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from lcpipe.data.preprocess import preprocess_dict
+    from lcpipe.deploy.image_input import build_image_input_model
+
+    cfg = MODES[mode]
+    rng = np.random.default_rng(0)
+    images = [decode_image_bgr(p) for p in _real_images(8)]
+    images += [cv2.resize(img, (int(rng.integers(230, 700)), int(rng.integers(230, 700)))) for img in images]
+    h, w = cfg.input_hw
+    x = ops.parameter([1, 3, h, w], np.float32)
+    pre = {**preprocess_dict(cfg), "mean": [0.0] * 3, "std": [1 / 255] * 3}  # the graph's float = the pixel
+    model = build_image_input_model(ov.Model([ops.multiply(x, np.float32(1))], [x]), pre, resize_in_graph=True)
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for img in images:
+        want = resize_crop(img, cfg)[:, :, ::-1].astype(np.float32).transpose(2, 0, 1)
+        got = compiled(np.ascontiguousarray(img[None]))[0][0]
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1.0
+    assert len({img.shape for img in images}) > 8
+
+
+def test_resize_in_the_graph_keeps_every_top1_of_the_real_textline_model(textline_irs: dict[str, Path]) -> None:
+    import openvino as ov
+
+    import lcpipe
+    from lcpipe.data import load_split
+    from lcpipe.deploy.image_input import write_image_input_ir
+    from lcpipe.errors import ConfigError
+    from lcpipe.ir import read_lcpipe_rt_info
+    from lcpipe.measure.e2e import resize_in_graph_fidelity
+    from lcpipe.predict import predict
+
+    config = lcpipe.load_config(helpers.textline_yaml(textline_irs["root"] / "fid.yaml"))
+    samples = load_split(config.data, "eval", config.preprocess, None, progress=False).samples[:24]
+    fid = resize_in_graph_fidelity(textline_irs["fp32"], samples, config.preprocess, 2, "f32")
+    assert fid["same_top1"] and fid["distinct_input_sizes"] > 5
+    assert 0 < fid["max_abs_logit_diff"] < 0.5  # close (pixels one level apart), not bit-exact
+    xml = write_image_input_ir(textline_irs["fp32"], textline_irs["root"] / "rig" / "model_image.xml",
+                               resize_in_graph=True)
+    pre = read_lcpipe_rt_info(ov.Core().read_model(str(xml)))["preprocess"]
+    assert pre["resize_in_graph"] and pre["outside_graph"] == "decode (cv2); any image size"
+    lines = sorted((helpers.TEXT_LINES / "lines").glob("*"))[:4]
+    assert [p.top[0][0] for p in predict(xml, lines)] == [p.top[0][0] for p in predict(textline_irs["fp32"], lines)]
+    with pytest.raises(ConfigError, match="resize_in_graph: preprocess mode 'timm'"):
+        from lcpipe.deploy.resize_in_graph import resize_crop_step
+
+        resize_crop_step({"mode": "timm", "interpolation": "bicubic", "resize_short": 256, "crop": 224})
+
+
 def test_image_input_ir_needs_lcpipe_preprocessing(tmp_path: Path) -> None:
     import openvino as ov
     import openvino.opset13 as ops
@@ -168,14 +254,21 @@ def test_pipeline_reports_image_input_fidelity_and_e2e_routes(tmp_path: Path) ->
         assert m["throughput_ips"]["e2e"][route] > 0
     assert m["speedup"]["e2e_latency_p50"] > 0 and m["speedup"]["e2e_throughput"] > 0
     assert m["decode_ms"]["p50"] > 0 and m["decode_ms"]["samples"] > 0
+    # the baseline (FP32 IR at the plugin default + Python preprocessing) ran in the same rounds
+    base = "fp32_py_default" if m["default_precision"] != m["inference_precision"]["fp32"] else "fp32_py"
+    routes = m["latency_ms"]["e2e"]
+    assert m["shipped"]["baseline_e2e_p50_ms"] == routes[base]["p50"]
+    assert len(routes[base]["round_p50"]) == len(routes["int8_image"]["round_p50"]) == 2
+    assert m["speedup"]["e2e_latency_p50_vs_default"] == m["shipped"]["speedup_vs_default_e2e_p50"] > 0
     gates = {g["name"]: g for g in m["gates"]}
-    assert gates["min_e2e_latency_speedup"]["value"] == m["speedup"]["e2e_latency_p50"]
-    assert gates["min_e2e_throughput_speedup"]["value"] == m["speedup"]["e2e_throughput"]
+    assert gates["min_e2e_latency_speedup"]["value"] == m["speedup"]["e2e_latency_p50_vs_default"]
+    assert gates["min_e2e_throughput_speedup"]["value"] == m["speedup"]["e2e_throughput_vs_default"]
+    assert gates["min_e2e_latency_speedup"]["baseline"].startswith(f"FP32 IR at {m['default_precision']}")
     assert "End to end" in (run.run_dir / "report.md").read_text()
     deploy = run.run_dir / "deploy"
-    assert "model_int8_image.xml" in (deploy / "README.txt").read_text()
+    assert "model_image.xml" in (deploy / "README.txt").read_text()
     pre = json.loads((deploy / "preprocess.json").read_text())
     assert pre["dtype"] == "float32" and pre["image_input_ir"]["dtype"] == "uint8"
     lines = sorted((helpers.TEXT_LINES / "lines").glob("*"))[:4]
-    via_image, via_float = predict(deploy / "model_int8_image.xml", lines), predict(deploy / "model_int8.xml", lines)
+    via_image, via_float = predict(deploy / "model_image.xml", lines), predict(deploy / "model.xml", lines)
     assert [p.top[0][0] for p in via_image] == [p.top[0][0] for p in via_float]

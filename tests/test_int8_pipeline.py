@@ -1,5 +1,5 @@
 """End to end, offline: PaddleClas checkpoints with random weights and randomized BN -> the INT8
-pipelines (import .. report) on the shipped ImageNet images, with small counts.
+pipelines (import .. plan .. deploy) on the shipped ImageNet images, with small counts.
 
 Random 1000-class networks have nearly tied logits, so these tests check fidelity (cosine,
 relative logit error) and the artifacts, never top-1 agreement or accuracy.
@@ -24,7 +24,14 @@ V2_INT8 = helpers.PIPELINES / "v2_int8.yaml"
 IMAGENET = helpers.REPO / "calib_data" / "imagenet"
 # Small counts and short timing loops keep the whole file within a few minutes on 2 cores.
 SMALL = ("data.calib.count=32", "data.eval.count=64", "stages.validate.rounds=2", "stages.validate.iterations=20",
-         "stages.validate.warmup=5", "stages.validate.throughput_seconds=0.3", "stages.validate.progress=false")
+         "stages.validate.warmup=5", "stages.validate.throughput_seconds=0.3", "stages.validate.progress=false",
+         # the plan: the quantize stage's IR and the FP32 IR at f32 only (the full grid is test_plan.py's)
+         "stages.plan.keep_float=[[]]", "stages.plan.precisions=[f32]", "stages.plan.rounds=2",
+         "stages.plan.iterations=10", "stages.plan.progress=false")
+
+
+def _plan_presets(preset: str) -> str:
+    return f"stages.plan.presets=[{preset}]"
 METRIC_KEYS = ("accuracy.fp32.top1", "accuracy.int8.top1", "accuracy.top1_drop", "accuracy.agreement",
                "accuracy.cosine", "accuracy.images", "latency_ms.fp32.p50", "latency_ms.int8.p50",
                "speedup.latency_p50", "speedup.throughput", "cpu.model", "cpu.isa", "threads", "versions", "gates",
@@ -78,14 +85,16 @@ def _assert_ir(xml: Path) -> dict:
 
 def test_v2_base_int8_pipeline_end_to_end(checkpoints: dict[str, Path], tmp_path: Path):
     out = tmp_path / "run"
-    result = _run(V2_INT8, checkpoints["PPLCNetV2_base"], out)
+    result = _run(V2_INT8, checkpoints["PPLCNetV2_base"], out, _plan_presets("performance"))
 
-    # artifacts: FP32 + INT8 IRs, published report, deploy bundle
+    # artifacts: FP32 + INT8 IRs, the plan's choice, published report, deploy bundle
     rt = _assert_ir(out / "convert" / "model.xml")
     assert rt["precision"] == "fp32" and rt["preprocess"]["input_hw"] == [224, 224] and len(rt["labels"]) == 1000
     assert _assert_ir(out / "quantize" / "model.xml")["quantization"]["preset"] == "performance"
-    for name in ("model_int8.xml", "model_int8.bin", "model_fp32.xml", "model_fp32.bin", "preprocess.json",
-                 "metrics.json", "README.txt"):
+    shipped = result.metrics["shipped"]
+    assert _assert_ir(out / "plan" / "model.xml")["plan"]["name"] == shipped["plan"]
+    for name in ("model.xml", "model.bin", "model_image.xml", "reference_fp32.xml", "reference_fp32.bin",
+                 "plan.json", "preprocess.json", "metrics.json", "README.txt"):
         assert (out / "deploy" / name).is_file(), name
     labels = (out / "deploy" / "labels.txt").read_text().splitlines()
     assert len(labels) == 1000 and labels[0].startswith("tench")
@@ -109,32 +118,44 @@ def test_v2_base_int8_pipeline_end_to_end(checkpoints: dict[str, Path], tmp_path
     assert metrics["latency_ms"]["fp32"]["p50"] > 0 and metrics["latency_ms"]["int8"]["p50"] > 0
     assert metrics["quantize"]["preset"] == "performance"  # V2 is a ReLU net
     assert metrics["quantize"]["quantized_ops"] >= 30
-    assert {g["name"] for g in metrics["gates"]} == {"min_cosine", "max_top1_drop", "min_latency_speedup"}
+    assert {g["name"] for g in metrics["gates"]} == {"min_cosine", "max_top1_drop", "min_e2e_latency_speedup"}
     assert {g["verdict"] for g in metrics["gates"]} <= {"pass", "fail", "inconclusive"}
-    assert (metrics["data"]["calib_images"], metrics["data"]["tune_images"], metrics["data"]["verdict_images"],
-            metrics["data"]["overlap"]) == (32, 0, 64, 0)  # no selecting step: every eval image gives the verdict
-    ci = metrics["speedup"]["latency_p50_ci95"]
-    assert ci[0] <= metrics["speedup"]["latency_p50"] <= ci[1]
-    assert metrics["size_mb"]["int8"] < 0.5 * metrics["size_mb"]["fp32"]
+    data = metrics["data"]  # the plan chose on tune images split from data.eval; the verdict rests on the rest
+    assert (data["calib_images"], data["overlap"], data["tune_from"]) == (32, 0, "data.eval split")
+    assert data["tune_images"] > 0 and data["tune_images"] + data["verdict_images"] == 64
+    assert acc["images"] == data["verdict_images"]
+    for key in ("latency_p50", "e2e_latency_p50_vs_default"):
+        ci = metrics["speedup"][f"{key}_ci95"]
+        assert ci[0] <= metrics["speedup"][key] <= ci[1], key
+    sp = metrics["speedup"]
+    assert shipped["speedup_vs_default_e2e_p50_ci95"] == sp["e2e_latency_p50_vs_default_ci95"]
+    # random weights may fail min_cosine in INT8: then the plan ships the FP32 IR, and says so
+    assert shipped["plan"] in ("int8_performance@f32", "fp32@f32")
+    if shipped["int8"]:
+        assert metrics["size_mb"]["int8"] < 0.5 * metrics["size_mb"]["fp32"]
+    else:
+        assert metrics["size_mb"]["int8"] == pytest.approx(metrics["size_mb"]["fp32"], rel=0.01)
+        assert "no INT8 candidate was faster within the gates" in (out / "deploy" / "README.txt").read_text()
 
     # a rerun is fully cached
-    again = _run(V2_INT8, checkpoints["PPLCNetV2_base"], out)
+    again = _run(V2_INT8, checkpoints["PPLCNetV2_base"], out, _plan_presets("performance"))
     assert [r.name for r in again.records if not r.cached] == []
     assert again.metrics["latency_ms"] == metrics["latency_ms"]
 
-    # an impossible gate makes `lcpipe run` exit 3 (only the report stage reruns)
+    # an impossible speed gate (the plan does not check speed gates) makes `lcpipe run` exit 3; the plan and
+    # the stages before it are reused (validate re-times: its rounds stop on the speed gates)
     cli_args = ["run", str(V2_INT8), "--out", str(out), "--set", f"model.source.path={checkpoints['PPLCNetV2_base']}"]
-    for s in SMALL:
+    for s in (*SMALL, _plan_presets("performance")):
         cli_args += ["--set", s]
-    res = CliRunner().invoke(cli, [*cli_args, "--set", "gates.min_cosine=1.01"])
+    res = CliRunner().invoke(cli, [*cli_args, "--set", "gates.min_latency_speedup=100"])
     assert res.exit_code == 3, res.output
-    assert "min_cosine" in res.output and "FAIL" in res.output
+    assert "min_latency_speedup" in res.output and "FAIL" in res.output
     failed = [g for g in json.loads((out / "metrics.json").read_text())["gates"] if g["verdict"] == "fail"]
-    assert [g["name"] for g in failed] == ["min_cosine"]
+    assert "min_latency_speedup" in [g["name"] for g in failed]
 
     # lcpipe predict reads preprocessing + labels from the IR's rt_info
     image = helpers.real_image_paths(1)[0]
-    res = CliRunner().invoke(cli, ["predict", str(out / "deploy" / "model_int8.xml"), str(image), "--top-k", "3"])
+    res = CliRunner().invoke(cli, ["predict", str(out / "deploy" / "model.xml"), str(image), "--top-k", "3"])
     assert res.exit_code == 0, res.output
     assert res.output.count("%") == 3 and any(name in res.output for name in labels)
 
@@ -146,7 +167,7 @@ def test_v1_int8_pipeline_unlabeled_eval_dynamic_batch_onnxruntime(checkpoints: 
     unlabeled.write_text("\n".join(names) + "\n")
     out = tmp_path / "run"
     result = _run(V1_INT8, checkpoints["PPLCNet_x1_0"], out, f"data.eval.labels={unlabeled}",
-                  "stages.convert.batch=null", "stages.validate.onnxruntime=true")
+                  "stages.convert.batch=null", "stages.validate.onnxruntime=true", _plan_presets("mixed"))
     m = result.metrics
     assert m["quantize"]["preset"] == "mixed"
     acc = m["accuracy"]
@@ -169,7 +190,8 @@ def test_accuracy_control_records_reverted_ops(checkpoints: dict[str, Path], tmp
     from lcpipe.measure.runtime import infer_ov
 
     weights, out = checkpoints["PPLCNet_x0_25"], tmp_path / "run"
-    small = ["model.arch=auto", "stages.validate.latency=false", "stages.validate.throughput=false"]
+    small = ["model.arch=auto", "stages.validate.latency=false", "stages.validate.throughput=false",
+             _plan_presets("mixed")]
     first = _run(V1_INT8, weights, out, *small, until="convert")
     cfg = lcpipe.load_config(V1_INT8, [f"model.source.path={weights}", *SMALL, *small])
     ev = load_split(cfg.data, "eval", cfg.preprocess, None, progress=False)

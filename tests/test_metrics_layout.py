@@ -2,7 +2,7 @@
 
 tests/golden/textline_ori_int8/ holds what a real run of the embedded default (`lcpipe run
 textline_ori_int8`, Intel Xeon with AMX) gave the report stage (validation.json, quantize.json,
-model_info.json), the metrics.json it wrote, and that file's key paths in document order
+model_info.json, plan.json), the metrics.json it wrote, and that file's key paths in document order
 (metrics_keys.txt; lists as ``[]``). A change to the layout must change those files in the same
 commit, where a reviewer sees it. Adding an optional key is one line in lcpipe.records.MetricsRecord
 plus its line(s) in metrics_keys.txt.
@@ -55,7 +55,8 @@ def test_report_writes_the_golden_metrics_json_from_the_same_inputs(tmp_path: Pa
 
     config = load_config(EXAMPLES_DIR / "textline_ori_int8" / "pipeline.yaml")
     inputs = {"validation": GOLDEN / "validation.json", "quantize_report": GOLDEN / "quantize.json",
-              "model_info": GOLDEN / "model_info.json", "ir_fp32": tmp_path / "unread.xml",
+              "model_info": GOLDEN / "model_info.json", "plan_report": GOLDEN / "plan.json",
+              "ir_fp32": tmp_path / "unread.xml",
               "ir_int8": tmp_path / "unread.xml"}
     ctx = StageContext(config=config, workdir=tmp_path, run_dir=tmp_path, cache_dir=None,
                        log=logging.getLogger("lcpipe"))
@@ -70,8 +71,8 @@ def test_metrics_record_keeps_unknown_keys_and_refuses_misspelled_ones() -> None
     newer = {**doc, "from_a_newer_lcpipe": {"x": 1}}
     assert MetricsRecord.model_validate(newer).to_dict() == newer  # read, kept, written back last
     assert list(MetricsRecord.model_validate(newer).to_dict())[-1] == "from_a_newer_lcpipe"
-    without_plan = MetricsRecord.model_validate(doc).to_dict()
-    assert "plan" not in without_plan and without_plan == doc  # an optional key not set is not written as null
+    older = {k: v for k, v in doc.items() if k not in ("plan", "shipped")}  # before the plan / shipped sections
+    assert MetricsRecord.model_validate(older).to_dict() == older  # an optional key not set is not written as null
     with pytest.raises(TypeError, match="unknown key.*pased"):
         MetricsRecord.build(**{k: v for k, v in doc.items() if k != "passed"}, pased=True)
 
@@ -79,9 +80,9 @@ def test_metrics_record_keeps_unknown_keys_and_refuses_misspelled_ones() -> None
 @pytest.mark.slow
 def test_a_real_run_of_the_embedded_default_has_the_golden_layout(tmp_path: Path) -> None:
     """The figures differ per run and machine; the keys must not. Left out on both sides: what the
-    machine decides, ``fp32_default`` (the FP32 IR at the plugin's own precision, only where that is not
-    f32: bf16 on AMX), and the entries of ``versions`` (the packages installed) and ``cpu`` (an ISA cap
-    adds keys)."""
+    machine decides, ``fp32_default`` and ``fp32_py_default`` (the FP32 IR at the plugin's own precision,
+    model only and end to end, only where that is not f32: bf16 on AMX), and the entries of ``versions``
+    (the packages installed) and ``cpu`` (an ISA cap adds keys)."""
     import lcpipe
     from lcpipe.examples import EXAMPLES_DIR
 
@@ -90,6 +91,7 @@ def test_a_real_run_of_the_embedded_default_has_the_golden_layout(tmp_path: Path
     produced = key_paths(json.loads((result.run_dir / "metrics.json").read_text()))
 
     def machine_free(paths: list[str]) -> list[str]:
-        return [p for p in paths if "fp32_default" not in p.split(".") and not p.startswith(("versions.", "cpu."))]
+        return [p for p in paths if not {"fp32_default", "fp32_py_default"} & set(p.split("."))
+                and not p.startswith(("versions.", "cpu."))]
 
     assert machine_free(produced) == machine_free(golden_keys())

@@ -10,7 +10,7 @@ import helpers
 import pytest
 
 import lcpipe
-from lcpipe.plan import CandidateSpec, candidate_grid, select_plan
+from lcpipe.plan import CandidateSpec, candidate_grid, is_int8_plan, select_plan
 from lcpipe.render.plan import plan_headline
 
 
@@ -53,10 +53,23 @@ def test_candidate_grid_names_and_dedup() -> None:
     names = [c.name for c in grid]
     assert len(names) == len(set(names)) == 2 * 3 * 2 + 2
     assert "int8_performance_stem_float_fc_float@bf16" in names and names[-2:] == ["fp32@f32", "fp32@bf16"]
-    assert CandidateSpec(None, (), "bf16").describe() == "FP32 IR, float ops in bf16 (no INT8)"
-    p = {"chosen": "fp32@f32", "int8": False, "description": "FP32 IR, float ops in f32 (no INT8)",
-         "inference_precision": "f32"}
-    assert plan_headline(p).startswith("A non-INT8 plan won")
+    assert CandidateSpec(None, (), "bf16").describe() == "FP32 IR, float ops in bf16 (not quantized)"
+    p = {"chosen": "fp32@f32", "int8": False, "description": "FP32 IR, float ops in f32 (not quantized)",
+         "inference_precision": "f32", "candidates": [{"name": "int8_mixed@f32", "int8": True}]}
+    assert plan_headline(p) == ("shipped plan fp32@f32: FP32 IR, float ops in f32 (not quantized); no INT8 candidate "
+                                "was faster within the gates (compile with INFERENCE_PRECISION_HINT=f32).")
+    assert "only float candidates were measured" in plan_headline({**p, "candidates": [{"int8": False}]})
+    assert is_int8_plan("int8_mixed_stem_float@bf16") and not is_int8_plan("fp32@bf16")
+
+
+def test_on_unlabeled_data_the_plan_leaves_the_label_gates_to_the_report() -> None:
+    """Without labels no candidate (not even the FP32 reference) has a top-1 drop or flips: judging by
+    them would reject every candidate; the report marks them failed as "not measured" instead."""
+    from lcpipe.plan import plan_gates
+
+    gates = {"min_latency_speedup": 1.0, "min_cosine": 0.98, "max_top1_drop": 0.02, "max_top1_flips": 2}
+    assert list(plan_gates(gates, labeled=True)) == ["max_top1_drop", "max_top1_flips", "min_cosine"]
+    assert list(plan_gates(gates, labeled=False)) == ["min_cosine"]
 
 
 def _plan_yaml(tmp_path: Path, plan: str, gates: str) -> Path:
@@ -101,7 +114,7 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
     assert plan["winner_vs_best_passing"] == 1.0 and plan["chosen"]["name"] == winner[0]["name"]
 
     # the deploy bundle serves the winner: its plan in rt_info, its graph (FakeQuantize count), its config
-    deployed = tmp_path / "run" / "deploy" / "model_int8.xml"
+    deployed = tmp_path / "run" / "deploy" / "model.xml"
     model = ov.Core().read_model(str(deployed))
     record = json.loads(model.get_rt_info(["lcpipe", "plan"]).astype(str))
     assert record["name"] == winner[0]["name"]
@@ -122,7 +135,7 @@ def test_plan_auto_on_textline_ships_the_fastest_passing_candidate(tmp_path: Pat
     validation = json.loads((tmp_path / "run" / "validate" / "validation.json").read_text())
     assert validation["inference_precision"]["int8"] == winner[0]["precision"]
     # (read before lcpipe bench reruns the pipeline up to plan in this run dir, which drops report + deploy)
-    image_ir = ov.Core().read_model(str(deployed.with_name("model_int8_image.xml")))  # keeps the plan's rt_info
+    image_ir = ov.Core().read_model(str(deployed.with_name("model_image.xml")))  # keeps the plan's rt_info
     # lcpipe bench times the shipped plan (not the quantize IR) at its precision, model-only and end to end
     from lcpipe.predict import compile_properties
     from lcpipe.runner import run_stage_after
@@ -160,8 +173,11 @@ def test_plan_ships_fp32_when_no_int8_candidate_passes_and_says_so(tmp_path: Pat
         assert r["fidelity_images"] in ((images,) if r["chosen"] else (20, None))
     for r in plan["candidates"]:  # until_winner: only candidates slower than the winner go unchecked
         assert r["failed_gates"] is not None or r["p50"] >= next(c["p50"] for c in plan["candidates"] if c["chosen"])
-    assert "A non-INT8 plan won" in (tmp_path / "run" / "report.md").read_text()
-    assert "A non-INT8 plan won" in (tmp_path / "run" / "deploy" / "README.txt").read_text()
+    for out in ("report.md", "deploy/README.txt"):  # said first, and the INT8 candidates it beat only as such
+        text = (tmp_path / "run" / out).read_text()
+        assert "shipped: FP32 IR at f32 (no INT8 candidate was faster within the gates)" in text.splitlines()[2] + \
+            text.splitlines()[1], out
+        assert "no INT8 candidate was faster within the gates (compile with INFERENCE_PRECISION_HINT=f32)" in text
     assert result.metrics["accuracy"]["max_abs_logit_diff"] == 0.0  # validate compared the FP32 IR with itself
 
 
@@ -186,18 +202,26 @@ def test_a_stage_before_a_later_producer_of_its_input_is_a_config_error(tmp_path
 def _plan_section(chosen: str, int8: bool, precision: str) -> dict:
     from lcpipe.plan import runtime_config
 
-    desc = "FP32 IR, float ops in f32 (no INT8)" if not int8 else f"INT8 (performance preset), float ops in {precision}"
+    desc = (f"FP32 IR, float ops in {precision} (not quantized)" if not int8
+            else f"INT8 (performance preset), float ops in {precision}")
+    candidates = [{"name": n, "int8": n.startswith("int8"), "precision": precision, "p50": 1.0, "p90": 1.1,
+                   "passed": n == chosen, "failed_gates": [] if n == chosen else ["min_agreement"],
+                   "chosen": n == chosen, "why": "", "top1": None, "top1_drop": None, "agreement": None,
+                   "cosine": None, "rel_logit_error": None, "flips_lost": None, "fidelity_images": 100}
+                  for n in dict.fromkeys([chosen, f"int8_performance@{precision}"])]
     return {"chosen": chosen, "int8": int8, "description": desc, "inference_precision": precision,
             "runtime_config": runtime_config(precision), "why": "fastest candidate that passes every fidelity gate",
-            "search_seconds": 12.5, "eval_images": 100, "gates_checked": [], "candidates": []}
+            "search_seconds": 12.5, "eval_images": 100, "gates_checked": [], "candidates": candidates}
 
 
 def _rendered(m: dict) -> dict[str, str]:
     from lcpipe.deploy.bundle import deploy_readme
+    from lcpipe.metrics import shipped_metrics
     from lcpipe.render.report import render_markdown
     from lcpipe.render.summary import render_summary
 
     m = {**m, "gates": [], "passed": True, "pipeline": "t"}
+    m["shipped"] = shipped_metrics(m)
     return {"md": render_markdown(m), "summary": render_summary(m),
             "readme": deploy_readme(m, {"mode": "resize", "size": [80, 160]}, False)}
 
@@ -226,14 +250,20 @@ def test_reports_name_the_shipped_plan_and_its_precision() -> None:
     out = _rendered(m)
     assert "the FP32 IR's in f32, the shipped plan's IR (int8_performance@bf16) in bf16" in out["md"]
     assert "plan: shipped plan int8_performance@bf16" in out["summary"]
-    assert "It holds plan int8_performance@bf16: INT8 (performance preset)" in out["readme"]
-    assert "'INFERENCE_PRECISION_HINT': 'bf16'" in out["readme"]
+    for text in out.values():  # every output starts with what ships
+        assert "shipped: int8_performance@bf16: " in text.splitlines()[0] + text.splitlines()[1] + \
+            text.splitlines()[2], text[:300]
+    assert "model_image.xml/.bin   the shipped model (INT8 (performance preset), float ops in bf16)" in out["readme"]
+    assert 'compile_model("model_image.xml", "CPU", {\'PERFORMANCE_HINT\': \'LATENCY\', ' \
+           "'INFERENCE_PRECISION_HINT': 'bf16'})" in out["readme"]
 
-    m["inference_precision"] = {"fp32": "f32", "int8": "f32"}
-    m["plan"] = _plan_section("fp32@f32", False, "f32")
+    m["inference_precision"] = {"fp32": "f32", "int8": "bf16"}
+    m["plan"] = _plan_section("fp32@bf16", False, "bf16")
     out = _rendered(m)
-    assert "A non-INT8 plan won" in out["summary"]
-    assert "INT8 IR taking images" not in out["readme"] and "NOT INT8" in out["readme"]
+    for name, text in out.items():  # INT8 is said only of the candidate it beat
+        assert "shipped: FP32 IR at bf16 (no INT8 candidate was faster within the gates)" in text, name
+        assert [line for line in text.splitlines() if "INT8" in line and "no INT8 candidate" not in line] == [], name
+    assert "shipped FP32 (bf16) top-1" in out["summary"] and "convs+matmuls quantized" in out["summary"]
 
 
 def test_without_a_plan_the_serving_snippet_compiles_at_the_measured_precision() -> None:
@@ -242,7 +272,8 @@ def test_without_a_plan_the_serving_snippet_compiles_at_the_measured_precision()
     m = _metrics()
     m["inference_precision"] = {"fp32": "f32", "int8": "f32"}
     out = _rendered(m)
-    assert "INT8 IR taking images" in out["readme"]
+    assert "the shipped model (INT8 (mixed preset), float ops in f32) taking images" in out["readme"]
+    assert out["summary"].startswith("shipped: int8_mixed@f32 (the quantize stage's IR: no plan stage compared it")
     assert "{'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'}" in out["readme"]
     assert "plan:" not in out["summary"]
     m["inference_precision"] = None  # not recorded: the README says the snippet runs at the plugin default
@@ -319,3 +350,85 @@ def test_shared_statistics_candidates_equal_plain_nncf_quantize(tmp_path: Path) 
         helpers.assert_logits_close(want, got, f"shared-statistics {name} vs nncf.quantize")
     assert count_quantization(shared["mixed_stem_float"][0])["quantized"] \
         == count_quantization(shared["performance"][0])["quantized"] - 1  # the stem conv stayed float
+
+
+# ---------------------------------------------------------------- honest names, through the CLI
+
+BUNDLE_FILES = ("model.xml", "model.bin", "model_image.xml", "model_image.bin", "reference_fp32.xml",
+                "reference_fp32.bin", "reference_fp32_image.xml", "reference_fp32_image.bin", "plan.json",
+                "labels.txt", "preprocess.json", "metrics.json", "README.txt")
+FORCED = {  # plan options that leave only float candidates, or only INT8 ones
+    "float": ["stages.plan.presets=[]"],
+    "int8": ["stages.plan.fp32=false", "stages.plan.presets=[performance]", "stages.plan.keep_float=[[]]"],
+}
+
+
+def _human_lines(run: Path, stdout: str, stderr: str) -> dict[str, list[str]]:
+    """Every human-readable line a run writes: the terminal summary, lcpipe's stage log lines, report.md,
+    report.html (as text, the inline chart dropped), the bundle's README."""
+    import re
+
+    html = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", (run / "report.html").read_text())
+    stages = ("plan:", "validate:", "report:", "deploy:")
+    return {"summary": stdout.splitlines(), "log": [s for s in stderr.splitlines() if s.startswith(stages)],
+            "report.md": (run / "report.md").read_text().splitlines(), "report.html": html.splitlines(),
+            "README.txt": (run / "deploy" / "README.txt").read_text().splitlines()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("win", list(FORCED))
+def test_the_bundle_and_every_output_name_the_shipped_model_for_what_it_is(tmp_path: Path, win: str) -> None:
+    """A forced float win and a forced INT8 win through `lcpipe run`: the bundle's files, metrics.json
+    ``shipped``, plan.json and the first line of every output agree on what ships; a float model is never
+    called INT8 (INT8 appears only as "no INT8 candidate"), and `lcpipe predict` serves the bundle."""
+    import re
+    import subprocess
+    import sys
+
+    import openvino as ov
+
+    from lcpipe.quantization.graph import count_quantization
+
+    pytest.importorskip("nncf")
+    yaml = _plan_yaml(tmp_path, "{rounds: 2, iterations: 10, progress: false}",
+                      "gates: {max_top1_flips: 3, min_agreement: 0.9}\n")
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "lcpipe", "run", str(yaml), "--out", str(run)]
+    for s in FORCED[win]:
+        args += ["--set", s]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    bundle = run / "deploy"
+    assert sorted(p.name for p in bundle.iterdir() if p.name != "stage.json") == sorted(BUNDLE_FILES)
+    metrics = json.loads((run / "metrics.json").read_text())
+    shipped, plan = metrics["shipped"], json.loads((bundle / "plan.json").read_text())
+    assert shipped["int8"] is (win == "int8") and plan["chosen"] == shipped["plan"] and plan["int8"] is shipped["int8"]
+    assert shipped["chosen_by"] == "plan" and shipped["precision"] == plan["inference_precision"]
+    assert shipped["runtime_config"]["INFERENCE_PRECISION_HINT"] == shipped["precision"]
+    assert shipped["speedup_vs_default_e2e_p50"] > 0 and shipped["baseline_precision"] == metrics["default_precision"]
+    fq = count_quantization(ov.Core().read_model(str(bundle / "model.xml")))["fake_quantize"]
+    assert (fq > 0) is (win == "int8")  # the file holds what the name and the records say
+    assert count_quantization(ov.Core().read_model(str(bundle / "reference_fp32.xml")))["fake_quantize"] == 0
+
+    lines = _human_lines(run, res.stdout, res.stderr)
+    if win == "float":
+        first = f"shipped: FP32 IR at {shipped['precision']} (no INT8 candidate was tried): "
+        for name, text in lines.items():
+            said = [s for s in text if re.search(r"\bint8", s.replace("no INT8 candidate", ""), re.IGNORECASE)]
+            assert said == [], f"{name} calls a float model INT8: {said}"
+    else:
+        first = f"shipped: {shipped['plan']}: "
+        assert shipped["plan"].startswith("int8_performance@")
+        assert any(s.startswith("model_image.xml/.bin   the shipped model (INT8 (performance preset)")
+                   for s in lines["README.txt"])
+    assert lines["summary"][0].startswith(first) and "end to end vs FP32 IR at" in lines["summary"][0]
+    assert lines["README.txt"][1].startswith(first) and lines["report.md"][2].startswith(f"**{first}")
+    assert any(f"<b>{first.rstrip(': ')}</b>" in s for s in lines["report.html"])
+    precision = f"'INFERENCE_PRECISION_HINT': '{shipped['precision']}'"
+    assert any('compile_model("model_image.xml"' in s and precision in s for s in lines["README.txt"])
+
+    line = sorted((helpers.TEXT_LINES / "lines").glob("*"))[0]
+    served = subprocess.run([sys.executable, "-m", "lcpipe", "predict", str(bundle), str(line), "--top-k", "2"],
+                            capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0 and served.stdout.count("%") == 2, served.stderr[-2000:]

@@ -173,7 +173,7 @@ def test_int8_sweep_on_ray_reports_failures_and_resumes_from_cache(tmp_path: Pat
         assert r["latency_p50_fp32_ms"] > 0 and r["latency_p50_int8_ms"] > 0 and r["throughput_int8"] > 0
         assert 0.9 < r["cosine"] <= 1.0 and r["images"] == 32 and r["size_int8"] < r["size_fp32"]
         assert (Path(r["run_dir"]) / "metrics.json").is_file() and (Path(r["run_dir"]) / "point.log").is_file()
-        assert not list(Path(r["run_dir"]).rglob("model_int8_image.xml"))  # no deploy stage: no bundle anywhere
+        assert not list(Path(r["run_dir"]).rglob("model_image.xml"))  # no deploy stage: no bundle anywhere
         # eval_shards: the same eval set again in 2 Ray tasks, merged: the validate stage's figures exactly
         assert r["sharded_images"] == 32 and r["sharded_agreement"] == r["agreement"]
         assert r["sharded_int8_top1"] == r["int8_top1"] and r["sharded_fp32_top1"] == r["fp32_top1"]
@@ -314,8 +314,9 @@ def test_sweep_on_ray_refuses_url_source_without_sha256(tmp_path: Path, scales) 
 
 def test_sweep_with_unpinned_urls_is_refused_before_submitting(tmp_path: Path, scales) -> None:
     """Not one failed row per point after Ray started: exit 2 before anything runs, saying the fix."""
-    path = _shipped_sweep(tmp_path, scales, "sources:\n  PPLCNet_x0_25: {format: pdparams, "
-                                            "url: 'http://127.0.0.1:1/w.pdparams'}\n")
+    path = _shipped_sweep(tmp_path, scales)  # its sources table replaced (a second `sources:` is a duplicate key)
+    path.write_text(re.sub(r"sources:\n(?:  .*\n)+", "sources:\n  PPLCNet_x0_25: {format: pdparams, "
+                                                     "url: 'http://127.0.0.1:1/w.pdparams'}\n", path.read_text()))
     with pytest.raises(ConfigError) as err:
         run_sweep(path, address="127.0.0.1:1")  # no cluster there: the refusal must come first
     assert "model.source.url without sha256" in str(err.value) and "point p00" in str(err.value)

@@ -239,8 +239,8 @@ def run_sweep(path: Path, **kw: object) -> SimpleNamespace:
 def _assert_home(row: dict, d: Path, nodes: dict[str, Node]) -> None:
     home = Path(row["run_dir"])
     assert home.parent == d / "out" / "points", row["run_dir"]
-    for f in ("point.json", "metrics.json", "manifest.json", "deploy/model_int8.xml", "deploy/model_int8.bin",
-              "deploy/model_fp32.xml", "deploy/model_fp32.bin", "deploy/preprocess.json"):
+    for f in ("point.json", "metrics.json", "manifest.json", "deploy/model.xml", "deploy/model.bin",
+              "deploy/reference_fp32.xml", "deploy/reference_fp32.bin", "deploy/plan.json", "deploy/preprocess.json"):
         assert (home / f).is_file(), f"{row['point']}: {f} did not come home"
     # the point read the shipped copies, unpacked on its node, not the driver's files
     src = json.loads((home / "manifest.json").read_text())

@@ -27,37 +27,56 @@ def _digests(samples) -> set[str]:
 
 # ------------------------------------------------------------------ tune / verdict / calibration images
 
-def test_without_a_selecting_step_every_eval_image_gives_the_verdict() -> None:
+def _without_plan(tmp_path: Path) -> Path:
+    """The embedded default without its plan stage (its one selecting step), paths made absolute."""
+    yaml = tmp_path / "no_plan.yaml"
+    text = _absolute(EMBEDDED.read_text())
+    yaml.write_text("".join(line for line in text.splitlines(keepends=True) if not line.startswith("  - plan:")))
+    return yaml
+
+
+def test_the_embedded_default_plans_on_tune_images_and_gives_its_verdict_on_the_other_54() -> None:
     roles = resolve_roles(lcpipe.load_config(EMBEDDED))
+    rec = roles.record()
+    assert (rec["calib_images"], rec["tune_images"], rec["verdict_images"], rec["overlap"]) == (40, 24, 54, 0)
+    assert rec["tune_from"] == "data.eval split" and rec["selecting"] == ["plan"]
+    assert rec["description"].startswith("verdict on 54 images (24 tune, 40 calibration, disjoint, split from")
+
+
+def test_without_a_selecting_step_every_eval_image_gives_the_verdict(tmp_path: Path) -> None:
+    roles = resolve_roles(lcpipe.load_config(_without_plan(tmp_path)))
     rec = roles.record()
     assert (rec["calib_images"], rec["tune_images"], rec["verdict_images"], rec["overlap"]) == (40, 0, 78, 0)
     assert rec["tune_from"] is None and rec["selecting"] == []
     assert rec["description"] == "verdict on 78 images (0 tune, 40 calibration, disjoint)"
 
 
-def test_a_selecting_step_splits_eval_by_content_and_the_verdict_sees_no_tune_or_calibration_image() -> None:
-    config = lcpipe.load_config(EMBEDDED, ["stages.quantize.accuracy_control.max_drop=0.01"])
+def test_a_selecting_step_splits_eval_by_content_and_the_verdict_sees_no_tune_or_calibration_image(
+        tmp_path: Path) -> None:
+    no_plan = _without_plan(tmp_path)
+    config = lcpipe.load_config(no_plan, ["stages.quantize.accuracy_control.max_drop=0.01"])
     roles = resolve_roles(config)
     assert roles.selecting == ("quantize",) and roles.tune_from == "data.eval split"
     assert (len(roles.tune), len(roles.verdict)) == (24, 54)  # 12 / 27 crops x 2 rotations
     assert _digests(roles.tune).isdisjoint(_digests(roles.verdict))
     assert _digests(roles.calib).isdisjoint(_digests(roles.verdict))
     assert "verdict on 54 images (24 tune, 40 calibration, disjoint" in roles.describe()
+    # with the plan too, both choose on the same tune images
+    both = resolve_roles(lcpipe.load_config(EMBEDDED, ["stages.quantize.accuracy_control.max_drop=0.01"]))
+    assert set(both.selecting) == {"quantize", "plan"} and _digests(both.tune) == _digests(roles.tune)
     # the fraction and seed are the pipeline's to choose; both sides stay whole files
-    other = resolve_roles(lcpipe.load_config(EMBEDDED, ["stages.quantize.accuracy_control.max_drop=0.01",
-                                                        "data.split.tune_fraction=0.5", "data.split.seed=3"]))
+    other = resolve_roles(lcpipe.load_config(EMBEDDED, ["data.split.tune_fraction=0.5", "data.split.seed=3"]))
     assert len(other.tune) == 40 and len(other.verdict) == 38 and other.record()["split"]["seed"] == 3
     # an explicit data.split applies without a selecting step (e.g. after lcpipe sensitivity)
-    assert len(resolve_roles(lcpipe.load_config(EMBEDDED, ["data.split={}"])).verdict) == 54
+    assert len(resolve_roles(lcpipe.load_config(no_plan, ["data.split={}"])).verdict) == 54
 
 
-def test_tune_and_verdict_images_change_the_stage_cache_keys() -> None:
+def test_tune_and_verdict_images_change_the_stage_cache_keys(tmp_path: Path) -> None:
     from lcpipe.stages.validate import ValidateStage
 
-    base = lcpipe.load_config(EMBEDDED)
-    split = lcpipe.load_config(EMBEDDED, ["data.split={}"])
-    reseeded = lcpipe.load_config(EMBEDDED, ["data.split.seed=1"])
-    salts = {ValidateStage().cache_salt(c) for c in (base, split, reseeded)}
+    configs = [lcpipe.load_config(_without_plan(tmp_path)), lcpipe.load_config(EMBEDDED),
+               lcpipe.load_config(EMBEDDED, ["data.split.seed=1"])]
+    salts = {ValidateStage().cache_salt(c) for c in configs}
     assert len(salts) == 3
 
 
@@ -69,7 +88,8 @@ def _copied_lines(tmp_path: Path) -> Path:
 
 
 def _overlapping_pipeline(tmp_path: Path, *extra: str) -> Path:
-    """The embedded default whose eval list also names a renamed byte copy of a calibration image."""
+    """The embedded default, without its plan stage so every eval image gives the verdict, whose eval list
+    also names a renamed byte copy of a calibration image."""
     lines = _copied_lines(tmp_path)
     text_lines = EXAMPLES_DIR / "textline_ori_int8" / "text_lines"
     first_calib = (text_lines / "calib.txt").read_text().split()[0]
@@ -79,6 +99,7 @@ def _overlapping_pipeline(tmp_path: Path, *extra: str) -> Path:
     raw = (EMBEDDED.read_text().replace("images: text_lines/lines", f"images: {lines}")
            .replace("labels: text_lines/eval.txt", f"labels: {eval_list}")
            .replace("text_lines/", f"{text_lines}/").replace("path: models/", f"path: {EMBEDDED.parent}/models/"))
+    raw = "".join(line for line in raw.splitlines(keepends=True) if not line.startswith("  - plan:"))
     yaml = tmp_path / "pipeline.yaml"
     yaml.write_text(raw + "".join(f"{line}\n" for line in extra))
     return yaml
@@ -109,7 +130,8 @@ def test_an_opted_in_overlap_is_counted_and_said_prominently(tmp_path: Path) -> 
 
     golden = {**json.loads((GOLDEN / "metrics.json").read_text()), "data": rec}
     md = render_markdown(golden)
-    assert md.splitlines()[4].startswith("> **Warning:** 1 verdict image(s) are also calibration images")
+    # after the two head lines: what ships, and what the verdict rests on
+    assert md.splitlines()[6].startswith("> **Warning:** 1 verdict image(s) are also calibration images")
     assert '<p class="warn"><strong>Warning:</strong> 1 verdict image(s) are also calibration' in render_html(golden)
 
 
@@ -137,8 +159,9 @@ def _run_dir_from_golden(tmp_path: Path) -> Path:
     outputs = {"import": {"model_info": "model_info.json"}, "fuse": {}, "export": {},
                "convert": {"ir_fp32": "model.xml"},
                "quantize": {"ir_int8": "model.xml", "quantize_report": "quantize.json"},
+               "plan": {"ir_int8": "model.xml", "plan_report": "plan.json"},
                "validate": {"validation": "validation.json"}}
-    sources = {"model_info.json": "model_info.json", "quantize.json": "quantize.json",
+    sources = {"model_info.json": "model_info.json", "quantize.json": "quantize.json", "plan.json": "plan.json",
                "validation.json": "validation.json"}
     for stage, kinds in outputs.items():
         (run / stage).mkdir(parents=True)
@@ -166,19 +189,19 @@ def test_gate_verdicts_exit_0_3_or_4_through_the_cli_and_name_the_gate(tmp_path:
     agree = golden["evidence"]["agree"] / golden["evidence"]["images"]
 
     # every gate passes: 0
-    code, out, m = _judge(run, "gates.min_latency_speedup=null", "gates.min_agreement=0.5")
+    code, out, m = _judge(run, "gates.min_e2e_latency_speedup=null", "gates.min_agreement=0.5")
     assert code == 0, out
     assert m["verdict"] == "pass" and m["passed"] and {g["verdict"] for g in m["gates"]} == {"pass"}
     assert "verdict: PASS" in out
 
     # a count that cannot be met: fail, 3, even with another gate inconclusive
-    code, out, m = _judge(run, "gates.min_latency_speedup=null", "gates.max_top1_flips=-1",
+    code, out, m = _judge(run, "gates.min_e2e_latency_speedup=null", "gates.max_top1_flips=-1",
                           f"gates.min_agreement={agree}")
     assert code == 3, out
     assert m["verdict"] == "fail" and "max_top1_flips fail" in out
 
     # the observed agreement as the limit: its interval straddles it, nothing fails: 4, naming gate and why
-    code, out, m = _judge(run, "gates.min_latency_speedup=null", f"gates.min_agreement={agree}")
+    code, out, m = _judge(run, "gates.min_e2e_latency_speedup=null", f"gates.min_agreement={agree}")
     assert code == 4, out
     assert m["verdict"] == "inconclusive" and not m["passed"]
     row = next(g for g in m["gates"] if g["name"] == "min_agreement")
@@ -186,7 +209,7 @@ def test_gate_verdicts_exit_0_3_or_4_through_the_cli_and_name_the_gate(tmp_path:
     assert "min_agreement inconclusive" in out and "straddles the limit" in out and "Wilson" in out
 
     # the opt-in point mode: the same figures pass or fail, never inconclusive
-    code, out, m = _judge(run, "gates.min_latency_speedup=null", f"gates.min_agreement={agree}", "gates.mode=point")
+    code, out, m = _judge(run, "gates.min_e2e_latency_speedup=null", f"gates.min_agreement={agree}", "gates.mode=point")
     assert code == 0 and {g["verdict"] for g in m["gates"]} == {"pass"}, out
 
 
@@ -236,14 +259,15 @@ def test_a_real_run_with_a_split_records_the_counts_and_intervals_matching_scipy
 
 @pytest.mark.slow
 def test_adaptive_rounds_stop_when_every_speed_gate_is_decided_or_the_budget_is_spent(tmp_path: Path) -> None:
-    """Real validate timings through the CLI. A limit far below the speed-up, and one far above it (an
-    INT8 IR judged against an impossible requirement), are decided at the first look (exit 0, exit 3).
-    Then the "INT8" IR is the FP32 IR itself (a plan stage allowed only the FP32 candidate): its speed-up
-    is 1.0, the limit 1.0, and two rounds (99 % per look) cannot tell them apart before the budget is
-    spent: inconclusive, exit 4."""
+    """Real validate timings through the CLI (model-only latency). A limit far below the speed-up, and one
+    far above it (the shipped model judged against an impossible requirement), are decided at the first
+    look (exit 0, exit 3). Then the shipped model is the FP32 IR at f32 itself (the plan stage allowed
+    only that candidate): its speed-up is 1.0, the limit 1.0, and two rounds (99 % per look) cannot tell
+    them apart before the budget is spent: inconclusive, exit 4."""
     cache = tmp_path / "cache"
     quick = ["stages.validate.e2e=false", "stages.validate.throughput=false", "stages.validate.paddle_reference=false",
-             "stages.validate.image_input=false", "stages.validate.iterations=30", "stages.validate.progress=false"]
+             "stages.validate.image_input=false", "stages.validate.iterations=30", "stages.validate.progress=false",
+             "stages.plan.progress=false", "gates.min_e2e_latency_speedup=null"]  # model-only timing here
 
     def run(yaml: Path, out: Path, *sets: str) -> tuple[int, dict, str]:
         args = ["run", str(yaml), "--out", str(out), "--cache-dir", str(cache), "--until", "report"]
@@ -262,8 +286,9 @@ def test_adaptive_rounds_stop_when_every_speed_gate_is_decided_or_the_budget_is_
     assert "min_latency_speedup fail" in output
 
     itself = tmp_path / "fp32_vs_itself.yaml"
-    itself.write_text(_absolute(EMBEDDED.read_text()).replace(
-        "  - validate:", "  - plan: {presets: [], precisions: [f32], progress: false}\n  - validate:"))
+    itself.write_text("".join("  - plan: {presets: [], precisions: [f32], progress: false}\n"
+                              if line.startswith("  - plan:") else line
+                              for line in _absolute(EMBEDDED.read_text()).splitlines(keepends=True)))
     code, m, output = run(itself, tmp_path / "itself", "gates.min_latency_speedup=1.0", "stages.validate.min_rounds=2",
                           "stages.validate.max_seconds=0.001")
     assert code == 4, output

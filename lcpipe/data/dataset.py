@@ -13,15 +13,15 @@ import os
 import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from lcpipe.data import preprocess as _pre
-from lcpipe.errors import ConfigError, InputError
-from lcpipe.fileio import atomic_path, sha256_file, sha256_json, write_json
+from lcpipe.errors import ConfigError, InputError, shown
+from lcpipe.fileio import atomic_path, read_text, sha256_file, sha256_json, write_json
 from lcpipe.render.progress import progress as show_progress
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 CACHE_FORMAT = 1  # bump when the cached array layout or preprocessing code changes meaning
 _MAX_LISTED = 5
+MAX_LIST_BYTES = 64 << 20  # a labels file for ImageNet's 50,000 validation images is ~2 MB
 _log = logging.getLogger("lcpipe")
 
 
@@ -38,6 +39,16 @@ class Sample:
     path: Path
     label: int | None
     rotate: int = 0  # degrees counter-clockwise, applied before resizing
+    origin: str = field(default="", compare=False)  # where the label came from, for messages
+
+
+def check_label_range(samples: list[Sample], classes: int) -> None:
+    """Every label must be a class of the model: a label file naming class 7 for a 2-class model
+    would otherwise count as a wrong answer on every such image and still yield a top-1 figure."""
+    for s in samples:
+        if s.label is not None and s.label >= classes:
+            raise InputError(f"{s.origin or s.path}: class index {s.label} is outside the model's {classes} "
+                             f"classes (0..{classes - 1})")
 
 
 @dataclass
@@ -45,6 +56,12 @@ class Split:
     x: np.ndarray  # [N, 3, H, W] float32
     labels: np.ndarray | None  # [N] int64, or None for unlabeled data
     samples: list[Sample]
+
+    def check_classes(self, classes: int | None) -> None:
+        """InputError naming the labels file and line when a label is not one of ``classes`` classes
+        (None: the model's class count is not known yet, nothing to check)."""
+        if classes is not None:
+            check_label_range(self.samples, classes)
 
 
 # ---------------------------------------------------------------- listing
@@ -57,15 +74,19 @@ def list_samples(ds: DatasetConfig, where: str = "data") -> list[Sample]:
         raise InputError(f"{_source_name(ds)}: no images found")
     entries = _subset(entries, ds.count, ds.seed, _source_name(ds))
     if not rotations:
-        return [Sample(p, label) for p, label in entries]
-    return [Sample(p, i, rot) for p, _ in entries for i, rot in enumerate(rotations)]
+        return [Sample(p, label, origin=origin) for p, label, origin in entries]
+    origin = f"{where}.rotations {rotations}"
+    return [Sample(p, i, rot, origin) for p, _, _ in entries for i, rot in enumerate(rotations)]
 
 
 def _source_name(ds: DatasetConfig) -> str:
     return str(ds.labels or ds.paddleclas_root or ds.images)
 
 
-def _list_entries(ds: DatasetConfig) -> list[tuple[Path, int | None]]:
+Entry = tuple[Path, int | None, str]  # image, label, origin ("<labels file>: line N")
+
+
+def _list_entries(ds: DatasetConfig) -> list[Entry]:
     if ds.paddleclas_root:
         root = _existing_dir(ds.paddleclas_root, "paddleclas_root")
         list_file = Path(ds.labels) if ds.labels else root / "val_list.txt"
@@ -73,7 +94,7 @@ def _list_entries(ds: DatasetConfig) -> list[tuple[Path, int | None]]:
     images = _existing_dir(ds.images, "images")  # type: ignore[arg-type]
     if ds.labels:
         return _read_labels_file(Path(ds.labels), images)
-    return [(p, None) for p in _image_files(images)]
+    return [(p, None, "") for p in _image_files(images)]
 
 
 def _existing_dir(path: str, what: str) -> Path:
@@ -88,21 +109,21 @@ def _image_files(folder: Path) -> list[Path]:
                   if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file())
 
 
-def _read_labels_file(path: Path, base: Path) -> list[tuple[Path, int | None]]:
-    if not path.is_file():
+def _read_labels_file(path: Path, base: Path) -> list[Entry]:
+    if not path.exists():
         raise InputError(f"{path}: labels file does not exist")
-    entries: list[tuple[Path, int | None]] = []
+    entries: list[Entry] = []
     with_label: bool | None = None
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path, "labels", MAX_LIST_BYTES, InputError).splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, label = _parse_label_line(line, path, lineno)
         if with_label is None:
             with_label = label is not None
         elif with_label != (label is not None):
-            raise InputError(f"{path}: line {lineno}: {line.strip()!r}: mixes '<file>' and "
+            raise InputError(f"{path}: line {lineno}: {shown(line.strip())}: mixes '<file>' and "
                              "'<file> <class_index>' lines")
-        entries.append((base / name, label))
+        entries.append((base / name, label, f"{path}: line {lineno}"))
     _check_unique(entries, path)
     _check_exist(entries, path)
     return entries
@@ -112,23 +133,23 @@ def _parse_label_line(line: str, path: Path, lineno: int) -> tuple[str, int | No
     parts = line.split()
     if len(parts) == 1:
         return parts[0], None
-    if len(parts) == 2 and re.fullmatch(r"\d+", parts[1]):
+    if len(parts) == 2 and re.fullmatch(r"\d{1,9}", parts[1]):
         return parts[0], int(parts[1])
-    raise InputError(f"{path}: line {lineno}: {line.strip()!r}: expected '<file> <class_index>' "
+    raise InputError(f"{path}: line {lineno}: {shown(line.strip())}: expected '<file> <class_index>' "
                      "(class_index a non-negative integer)")
 
 
-def _check_unique(entries: list[tuple[Path, int | None]], list_file: Path) -> None:
+def _check_unique(entries: list[Entry], list_file: Path) -> None:
     seen: set[Path] = set()
     dups: list[Path] = []
-    for p, _ in entries:
+    for p, _, _ in entries:
         (dups.append if p in seen else seen.add)(p)
     if dups:
         raise InputError(f"{list_file}: {len(dups)} file(s) listed more than once: {_names(dups)}")
 
 
-def _check_exist(entries: list[tuple[Path, int | None]], list_file: Path) -> None:
-    missing = [p for p, _ in entries if not p.is_file()]
+def _check_exist(entries: list[Entry], list_file: Path) -> None:
+    missing = [p for p, _, _ in entries if not p.is_file()]
     if missing:
         raise InputError(f"{list_file}: {len(missing)} listed image(s) missing, e.g. {_names(missing, full=True)}")
 
@@ -139,8 +160,7 @@ def _names(paths: Iterable[Path], full: bool = False) -> str:
     return shown + (f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
 
 
-def _subset(entries: list[tuple[Path, int | None]], count: int | None, seed: int,
-            source: str) -> list[tuple[Path, int | None]]:
+def _subset(entries: list[Entry], count: int | None, seed: int, source: str) -> list[Entry]:
     """Deterministic subset: sort, permute with ``seed``, take ``count``, sort again."""
     entries = sorted(entries, key=lambda e: str(e[0]))
     if count is None:
@@ -314,18 +334,28 @@ def fingerprint(data: DataConfig, pre: PreprocessConfig, split: str | None = Non
 
 
 def load_label_names(path: str | Path) -> list[str]:
-    """Class names from ``<index> <name>`` lines (PaddleClas label list) or one name per line."""
+    """Class names from ``<index> <name>`` lines (PaddleClas label list) or one name per line.
+
+    When every line starts with a number those are class indices: they must be 0..N-1, each once
+    (a gap, a repeat or an index past the end is an error naming the line)."""
     path = Path(path)
-    try:
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except FileNotFoundError:
-        raise InputError(f"{path}: label names file does not exist") from None
+    if not path.exists():
+        raise InputError(f"{path}: label names file does not exist")
+    text = read_text(path, "label names", MAX_LIST_BYTES, InputError)
+    lines = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), start=1) if ln.strip()]
     if not lines:
         raise InputError(f"{path}: label names file is empty")
-    indexed = [re.fullmatch(r"(\d+)\s+(.+)", ln) for ln in lines]
-    if all(indexed):
-        by_index = {int(m[1]): m[2].strip() for m in indexed if m}
-        # Only trust the numbers if they are exactly 0..N-1; otherwise they are part of the names.
-        if sorted(by_index) == list(range(len(lines))):
-            return [by_index[i] for i in range(len(lines))]
-    return lines
+    indexed = [re.fullmatch(r"(\d{1,9})\s+(.+)", ln) for _, ln in lines]
+    if not all(indexed):
+        return [ln for _, ln in lines]
+    seen: dict[int, int] = {}
+    for (lineno, _), m in zip(lines, indexed, strict=True):
+        index = int(m[1])  # type: ignore[index]
+        if index >= len(lines):
+            raise InputError(f"{path}: line {lineno}: class index {index} is outside 0..{len(lines) - 1} "
+                             f"({len(lines)} names)")
+        if index in seen:
+            raise InputError(f"{path}: line {lineno}: class index {index} already named on line {seen[index]}")
+        seen[index] = lineno
+    by_index = {int(m[1]): m[2].strip() for m in indexed if m}
+    return [by_index[i] for i in range(len(lines))]

@@ -9,6 +9,7 @@ resize:     PaddleClas/PaddleX ResizeImage(size=[w, h]) -> NormalizeImage -> ToC
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 # PaddleClas NormalizeImage keeps the scale as float32 and computes (x * scale - mean) / std.
 _SCALE = np.float32(1.0 / 255.0)
 ROTATIONS = (0, 90, 180, 270)
+# Largest image lcpipe decodes or resizes to: 8192 x 8192 (a 48 MP photo fits; decoded, 192 MiB of
+# RGB). Checked on the file's header before decoding, so a PNG declaring 60000 x 60000 costs nothing.
+MAX_IMAGE_PIXELS = 8192 * 8192
+MAX_IMAGE_FILE_BYTES = 256 << 20
 
 
 def _cv2() -> ModuleType:
@@ -39,6 +44,7 @@ def load_image(path: str | Path, cfg: PreprocessConfig, rotate: int = 0) -> np.n
     """Decode ``path`` and preprocess it per ``cfg``; ``rotate`` degrees counter-clockwise first."""
     img = decode_image(path)
     img = rotate_image(img, rotate)
+    check_resizable(img, cfg, str(path))
     return preprocess_array(img, cfg)
 
 
@@ -58,17 +64,50 @@ def decode_image_bgr(path: str | Path) -> np.ndarray:
 def _decode(path: Path) -> tuple[np.ndarray, bool]:
     """(uint8 HWC image, True if BGR from cv2 / False if RGB from PIL); InputError on a bad file."""
     try:
+        size = path.stat().st_size
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise InputError(f"{path}: image file of {size:,} bytes is larger than the {MAX_IMAGE_FILE_BYTES:,} "
+                             "lcpipe reads")
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"{path}: cannot read image file: {exc.strerror or exc}") from None
     if data.size == 0:
         raise InputError(f"{path}: image file is empty")
+    check_header_pixels(path)
     # imdecode on the bytes (not imread) = PaddleClas DecodeImage, and works for non-ASCII paths.
     cv2 = _cv2()
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:  # an image cv2 refuses outright (e.g. over its own size limit): let PIL say why
+        bgr = None
     if bgr is not None and bgr.ndim == 3 and bgr.shape[2] == 3:
         return bgr, True
     return _decode_with_pil(path), False
+
+
+def check_header_pixels(path: Path) -> None:
+    """Refuse an image whose header declares more than MAX_IMAGE_PIXELS, before anything decodes it
+    (PIL reads only the header here). A header PIL cannot read is left to the decoders."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as exc:  # PIL's own, larger limit: certainly over ours
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        w, h = (int(m[1]), 1) if m else (MAX_IMAGE_PIXELS + 1, 1)
+        size = f"{w:,} pixels"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        return
+    else:
+        size = f"{w}x{h} = {w * h:,} pixels"
+    if w * h > MAX_IMAGE_PIXELS:
+        raise InputError(f"{path}: image header declares {size}, more than the {MAX_IMAGE_PIXELS:,} "
+                         "(8192 x 8192) lcpipe decodes")
 
 
 def _decode_with_pil(path: Path) -> np.ndarray:
@@ -136,9 +175,26 @@ def _torchvision_size(w: int, h: int, short: int) -> tuple[int, int]:
     return int(short * w / h), short
 
 
-def _resize_short(img: np.ndarray, short: int, interp: int, size_fn: Any) -> np.ndarray:
+def check_resizable(img: np.ndarray, cfg: PreprocessConfig, where: str = "image") -> None:
+    """A very long, thin image (1 x 60000) resized to a 256 px short side would become billions of
+    pixels: InputError naming ``where`` instead."""
+    if cfg.mode == "paddleclas":
+        _resized(img, cfg.resize_short, _paddleclas_size, where)
+    elif cfg.mode == "timm":
+        _resized(img, timm_scale_size(cfg), _torchvision_size, where)
+
+
+def _resized(img: np.ndarray, short: int, size_fn: Any, where: str) -> tuple[int, int]:
     h, w = img.shape[:2]
     new_w, new_h = size_fn(w, h, short)
+    if new_w * new_h > MAX_IMAGE_PIXELS or min(new_w, new_h) < 1:
+        raise InputError(f"{where}: a {w}x{h} image with its short side resized to {short} px would be "
+                         f"{new_w}x{new_h}; lcpipe resizes to at most {MAX_IMAGE_PIXELS:,} pixels")
+    return new_w, new_h
+
+
+def _resize_short(img: np.ndarray, short: int, interp: int, size_fn: Any) -> np.ndarray:
+    new_w, new_h = _resized(img, short, size_fn, "image")
     return _cv2().resize(img, (new_w, new_h), interpolation=interp)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from lcpipe.errors import InputError
+from lcpipe.importers.finite import check_bn_variance, check_finite
 from lcpipe.importers.safe_pickle import load_pdparams
 from lcpipe.importers.torch_weights import (
     is_timm_lcnet,
@@ -39,7 +40,9 @@ def load_raw(path: Path, fmt: str) -> dict[str, np.ndarray]:
 def import_checkpoint(path: Path, fmt: str, arch: str = "auto",
                       options: dict[str, Any] | None = None) -> CanonicalModel:
     raw = load_raw(path, fmt)
+    check_finite(raw, str(path))
     tensors, flavor = to_paddle_names(raw, path)
+    check_bn_variance(tensors, str(path))
     spec = detect_spec(tensors, arch, options or {}, flavor=flavor, where=str(path))
     spec = spec.replace(source_format=fmt)
     return CanonicalModel(spec, {k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()})

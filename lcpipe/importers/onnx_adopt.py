@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.deps import require
-from lcpipe.errors import InputError
+from lcpipe.errors import InputError, clip
 from lcpipe.fileio import atomic_path
 from lcpipe.importers.onnx_read import (
+    check_classifier_output,
     check_image_input,
     data_input_index,
     initial_constants,
@@ -33,7 +34,9 @@ def adopt_onnx(path: Path, *, strip_softmax: bool = True, out_path: Path) -> dic
         onnx.checker.check_model(model, full_check=True)
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except Exception as exc:  # checker/shape-inference raise several unrelated types
-        raise InputError(f"{path}: ONNX model does not pass onnx.checker / shape inference: {exc}") from exc
+        raise InputError(f"{path}: ONNX model does not pass onnx.checker / shape inference: "
+                         f"{clip(' '.join(str(exc).split()), 300)}") from exc
+    check_classifier_output(model, str(path))
     meta["input_shape"] = tensor_dims(model.graph.input[data_input_index(model)])
     meta["output_names"] = [o.name for o in model.graph.output]
     with atomic_path(out_path) as tmp:

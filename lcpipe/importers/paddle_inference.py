@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -23,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.deps import require
-from lcpipe.errors import InputError
+from lcpipe.errors import InputError, clip, shown
 from lcpipe.fileio import atomic_ir, atomic_path
-from lcpipe.importers.onnx_read import load_onnx
+from lcpipe.importers.onnx_read import check_classifier_output, load_onnx
 from lcpipe.importers.onnx_rebuild import canonical_from_onnx
 from lcpipe.ir import write_model
 from lcpipe.models.spec import CanonicalModel
@@ -84,69 +85,130 @@ def read_inference_yml(path: Path) -> dict[str, Any]:
     """Preprocessing and labels from a PaddleClas/PaddleX ``inference.yml``.
 
     ``preprocess`` uses lcpipe's PreprocessConfig keys; ``ResizeImage.size`` is [w, h] in
-    PaddleClas and becomes ``size: [h, w]`` here."""
-    import yaml
+    PaddleClas and becomes ``size: [h, w]`` here. A value of the wrong type or out of range is an
+    InputError naming the key (the file comes with a downloaded model: it is input, not config)."""
+    from lcpipe.safe_yaml import load_yaml_file
 
-    try:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: unreadable inference.yml: {exc}") from exc
+    y = _Yml(Path(path))
+    doc = load_yaml_file(path, "inference.yml", InputError)
+    doc = {} if doc is None else y.mapping(doc, "<top level>")
     out: dict[str, Any] = {}
-    model_name = (doc.get("Global") or {}).get("model_name")
-    if model_name:
-        out["model_name"] = model_name
-    ops = ((doc.get("PreProcess") or {}).get("transform_ops")) or []
+    model_name = y.mapping(doc.get("Global"), "Global").get("model_name")
+    if model_name is not None:
+        out["model_name"] = y.text(model_name, "Global.model_name")
+    ops = y.sequence(y.mapping(doc.get("PreProcess"), "PreProcess").get("transform_ops"), "PreProcess.transform_ops")
     out["preprocess_ops"] = ops
-    pre, notes = _preprocess_from_ops(ops)
+    pre, notes = _preprocess_from_ops(ops, y)
     if pre:
         out["preprocess"] = pre
     if notes:
         out["preprocess_notes"] = notes
-    topk = ((doc.get("PostProcess") or {}).get("Topk")) or {}
-    if topk.get("label_list"):
-        out["label_names"] = [str(x) for x in topk["label_list"]]
+    topk = y.mapping(y.mapping(doc.get("PostProcess"), "PostProcess").get("Topk"), "PostProcess.Topk")
+    labels = y.sequence(topk.get("label_list"), "PostProcess.Topk.label_list")
+    if labels:
+        out["label_names"] = [y.text(x, f"PostProcess.Topk.label_list[{i}]") for i, x in enumerate(labels)]
     elif topk.get("class_id_map_file"):
-        out["class_id_map_file"] = str(topk["class_id_map_file"])
+        out["class_id_map_file"] = y.text(topk["class_id_map_file"], "PostProcess.Topk.class_id_map_file")
     return out
 
 
-def _preprocess_from_ops(ops: list[Any]) -> tuple[dict[str, Any], list[str]]:
+class _Yml:
+    """Typed reads from an inference.yml; each failure names the file and the key path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, expected: str, value: Any) -> InputError:
+        return InputError(f"{self.path}: {key}: expected {expected}, got {shown(value)}")
+
+    def mapping(self, value: Any, key: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "a mapping", value)
+        return value
+
+    def sequence(self, value: Any, key: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(key, "a list", value)
+        return value
+
+    def text(self, value: Any, key: str) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.fail(key, "a name", value)
+        return clip(str(value), 200)
+
+    def number(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self.fail(key, "a finite number", value)
+        return float(value)
+
+    def side(self, value: Any, key: str) -> int:
+        """An image side in pixels, within the bounds lcpipe's preprocess config accepts."""
+        from lcpipe.config import MAX_SIDE, MIN_SIDE
+
+        if isinstance(value, bool) or not isinstance(value, int) or not MIN_SIDE <= value <= MAX_SIDE:
+            raise self.fail(key, f"a size in pixels ({MIN_SIDE}..{MAX_SIDE})", value)
+        return value
+
+    def sides(self, value: Any, key: str) -> tuple[int, int]:
+        """``size``: one int, or [w, h]."""
+        if isinstance(value, list):
+            if len(value) != 2:
+                raise self.fail(key, "a size or [width, height]", value)
+            return self.side(value[0], f"{key}[0]"), self.side(value[1], f"{key}[1]")
+        s = self.side(value, key)
+        return s, s
+
+    def triple(self, value: Any, key: str) -> list[float]:
+        if not isinstance(value, list) or len(value) != 3:
+            raise self.fail(key, "3 numbers (one per channel)", value)
+        return [self.number(v, f"{key}[{i}]") for i, v in enumerate(value)]
+
+
+def _preprocess_from_ops(ops: list[Any], y: _Yml) -> tuple[dict[str, Any], list[str]]:
     pre: dict[str, Any] = {}
     notes: list[str] = []
-    for item in ops:
+    for i, item in enumerate(ops):
+        key = f"PreProcess.transform_ops[{i}]"
         if not isinstance(item, dict) or len(item) != 1:
-            continue
+            raise y.fail(key, "a one-key mapping {OpName: {arguments}}", item)
         ((name, args),) = item.items()
-        args = args or {}
+        key = f"{key}.{clip(str(name), 40)}"
+        args = y.mapping(args, key)
         if name == "ResizeImage":
-            if args.get("resize_short"):
-                pre.update(mode="paddleclas", resize_short=int(args["resize_short"]))
+            if args.get("resize_short") is not None:
+                pre.update(mode="paddleclas", resize_short=y.side(args["resize_short"], f"{key}.resize_short"))
             elif args.get("size") is not None:
-                size = args["size"]
-                w, h = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+                w, h = y.sides(args["size"], f"{key}.size")
                 pre.update(mode="resize", size=[h, w])
-            interp = str(args.get("interpolation") or "").lower()
+            interp = args.get("interpolation")
+            interp = "" if interp is None else y.text(interp, f"{key}.interpolation").lower()
             if interp in ("bilinear", "bicubic"):
                 pre["interpolation"] = interp
             elif interp:
                 notes.append(f"ResizeImage interpolation {interp!r} not representable")
         elif name == "CropImage":
-            size = args.get("size", 224)
-            pre["crop"] = int(size if isinstance(size, int) else size[0])
+            pre["crop"] = y.sides(args.get("size", 224), f"{key}.size")[0]
         elif name == "NormalizeImage":
             if "mean" in args:
-                pre["mean"] = [float(v) for v in args["mean"]]
+                pre["mean"] = y.triple(args["mean"], f"{key}.mean")
             if "std" in args:
-                pre["std"] = [float(v) for v in args["std"]]
+                pre["std"] = y.triple(args["std"], f"{key}.std")
+                if any(v == 0 for v in pre["std"]):
+                    raise y.fail(f"{key}.std", "non-zero numbers", args["std"])
             scale = args.get("scale", 1 / 255)
             if isinstance(scale, str):  # PaddleClas also writes "1.0/255.0"
-                notes.append(f"NormalizeImage scale given as text {scale!r}")
-            elif abs(float(scale) - 1 / 255) > 1e-9:
+                notes.append(f"NormalizeImage scale given as text {clip(scale, 40)!r}")
+            elif abs(y.number(scale, f"{key}.scale") - 1 / 255) > 1e-9:
                 notes.append(f"NormalizeImage scale {scale} is not 1/255")
-            if args.get("order", "") not in ("", "chw", "hwc"):
-                notes.append(f"NormalizeImage order {args.get('order')!r}")
+            order = args.get("order", "")
+            if order not in ("", "chw", "hwc"):
+                notes.append(f"NormalizeImage order {shown(order, 40)}")
         elif name not in ("ToCHWImage", "DecodeImage"):
-            notes.append(f"preprocessing op {name} is not modelled by lcpipe")
+            notes.append(f"preprocessing op {clip(str(name), 40)} is not modelled by lcpipe")
     return pre, notes
 
 
@@ -242,19 +304,28 @@ def import_paddle_inference(model_dir: Path, *, opset: int = 17, arch: str = "au
 
     ``None`` means "adopt the ONNX as is" and ``meta["adopted_reason"]`` says why."""
     files = locate_inference_files(Path(model_dir))
+    yml = read_inference_yml(files.yml) if files.yml is not None else {}  # a bad one fails before converting
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = paddle_to_onnx(files, work_dir / P2O_NAME, opset=opset)
     meta: dict[str, Any] = {"format": files.kind, "model_file": str(files.model), "params_file": str(files.params),
-                            "paddle2onnx_onnx": str(onnx_path), "opset": opset, "adopted_reason": None}
-    if files.yml is not None:
-        meta.update(read_inference_yml(files.yml))
-    proto = load_onnx(onnx_path)
+                            "paddle2onnx_onnx": str(onnx_path), "opset": opset, "adopted_reason": None, **yml}
+    proto = load_onnx(onnx_path, origin=files.folder)
     meta["input_shape"] = _input_shape(proto)
     meta["opset"] = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     canonical, info = canonical_from_onnx(proto, arch=arch, options=options, source_format="paddle_inference")
     meta.update(info)
+    if canonical is None:  # adopted as is: it must still be a classifier
+        check_classifier_output(_inferred(proto), str(files.folder))
     return canonical, onnx_path, meta
+
+
+def _inferred(proto: Any) -> Any:
+    onnx = require("onnx")
+    try:
+        return onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # inference is best effort here; the checker already passed
+        return proto
 
 
 def _input_shape(proto: Any) -> list[int | str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from lcpipe.deps import require
-from lcpipe.errors import InputError, UnsafePickleError
+from lcpipe.errors import InputError, UnsafePickleError, shown
 
 # timm stage index -> (Paddle stage, offset of first block)
 _TIMM_STAGE = {0: ("blocks2", 0), 1: ("blocks3", 0), 2: ("blocks4", 0), 3: ("blocks5", 0),
@@ -22,6 +22,7 @@ _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(\d+)\.(conv_dw|bn1|se\.conv_reduce|se\
 
 def load_torch_state_dict(path: Path) -> dict[str, np.ndarray]:
     torch = require("torch", "importing .pth weights")
+    _check_pickles(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types: UnpicklingError, RuntimeError, EOFError
@@ -38,10 +39,35 @@ def load_torch_state_dict(path: Path) -> dict[str, np.ndarray]:
     out = {}
     for k, v in obj.items():
         if not hasattr(v, "detach"):
-            raise InputError(f"{path}: entry {k!r} is {type(v).__name__}, not a tensor")
+            raise InputError(f"{path}: entry {shown(k)} is {type(v).__name__}, not a tensor")
         out[str(k).removeprefix("module.")] = v.detach().cpu().float().numpy() if v.is_floating_point() \
             else v.detach().cpu().numpy()
     return out
+
+
+_MAX_PICKLE_BYTES = 64 << 20  # a state dict's data.pkl is a few hundred KB; tensors are stored apart
+
+
+def _check_pickles(path: Path) -> None:
+    """torch's weights-only unpickler hashes dict keys as it builds them, so a few hundred bytes can
+    keep it busy for hours (a tuple key holding itself twice, many levels deep): scan the pickles
+    with lcpipe's bounded one first. A zip checkpoint keeps them in */data.pkl; a legacy file is up
+    to five pickles in a row."""
+    import zipfile
+
+    from lcpipe.importers.safe_pickle import check_pickle_work
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    if info.filename.endswith("data.pkl") and info.file_size <= _MAX_PICKLE_BYTES:
+                        check_pickle_work(zf.read(info), str(path))
+            return
+        with open(path, "rb") as f:
+            check_pickle_work(f.read(_MAX_PICKLE_BYTES), str(path), count=5)
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return  # unreadable: torch.load says why
 
 
 def _load_error_detail(exc: Exception) -> str:

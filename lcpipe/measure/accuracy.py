@@ -159,6 +159,22 @@ def counts_from_logits(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray | 
     return c
 
 
+def unmeasured_accuracy() -> dict[str, Any]:
+    """accuracy()'s keys, all None: what validate records for a model whose outputs are not finite."""
+    return {"top1": None, "topk": None}
+
+
+def unmeasured_fidelity() -> dict[str, Any]:
+    """compare_logits()'s keys, all None (same use)."""
+    return {"agreement": None, "max_abs_logit_diff": None, "mean_abs_logit_diff": None, "rel_logit_error": None,
+            "cosine": None, "cosine_min": None, "flips": {"lost": None, "gained": None}}
+
+
+def non_finite_rows(logits: np.ndarray) -> int:
+    """Images (rows) with a NaN or infinite logit."""
+    return int(np.count_nonzero(~np.isfinite(logits).all(axis=tuple(range(1, logits.ndim)))))
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray | None, k: int) -> dict[str, float | None]:
     if labels is None:
         return {"top1": None, "topk": None}

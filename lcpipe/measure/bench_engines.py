@@ -80,9 +80,18 @@ def int8_float_precision(xml: Path, precision: str | None) -> str:
 
 
 def _ov_int8(xml: Path, threads: int, hw: tuple[int, ...], precision: str | None) -> Any:
+    """The shipped IR (ov_int8: quantize's INT8 IR, or the plan's choice, which may be the FP32 IR: then
+    labelled so, never "INT8")."""
+    from lcpipe.ir import planned_plan
+
     precision = int8_float_precision(xml, precision)
-    engine = _ov(xml, "ov_int8", threads, hw, None if precision == "default" else precision, "int8")
+    plan = planned_plan(xml)
+    float_plan = plan is not None and not plan.get("int8", True)
+    engine = _ov(xml, "ov_int8", threads, hw, None if precision == "default" else precision,
+                 "fp32" if float_plan else "int8")
     engine.info["float_ops_precision"] = precision
+    if float_plan:
+        engine.info["label"] = f"OpenVINO shipped plan {plan.get('name')}: FP32 IR (lcpipe)"
     return engine
 
 

@@ -4,8 +4,12 @@ Routes (same threads, same images, interleaved rounds):
   fp32_py / int8_py        float-input IR + Python float32 preprocessing (cvtColor, resize/crop,
                            normalize, transpose): what the float IR asks of users
   fp32_image / int8_image  image-input IR (lcpipe.deploy.image_input) + uint8 resize/crop in cv2
-so the preprocessing gain and the INT8 gain show separately. Decoding (cv2.imdecode) is the same
-for every route; it is timed on its own and reported, not mixed into the routes.
+so the preprocessing gain and the INT8 gain show separately. The **baseline** is what a user gets
+without lcpipe: the FP32 IR at the plugin's own float precision (bf16 on AMX / avx512_bf16 CPUs, f32
+elsewhere) with Python float preprocessing. Where ``fp32_py`` runs at another precision (validate pins
+f32), that route is timed too, as ``fp32_py_default``, in the same rounds; else ``fp32_py`` is the
+baseline (``baseline_route`` says which). Decoding (cv2.imdecode) is the same for every route; it is
+timed on its own and reported, not mixed into the routes.
 
 Throughput keeps the plugin's optimal number of requests busy over the eval images while the
 main thread preprocesses the next image; requests are polled with wait(), never given a Python
@@ -26,6 +30,7 @@ from lcpipe.measure.accuracy import top_indices
 from lcpipe.measure.goals import ratio
 
 ROUTES = ("fp32_py", "int8_py", "fp32_image", "int8_image")
+DEFAULT_ROUTE = "fp32_py_default"  # the FP32 route at the plugin's own precision, when fp32_py runs at another
 Precision = str | None | dict[str, str | None]  # one float precision for both IRs, or per "fp32" / "int8"
 Prep = Callable[[np.ndarray], np.ndarray]  # decoded BGR uint8 HWC -> the IR's batch-1 input
 
@@ -43,6 +48,11 @@ def image_prep(pre: Any) -> Prep:
     from lcpipe.data.preprocess import resize_crop
 
     return lambda bgr: np.ascontiguousarray(resize_crop(bgr, pre)[None])
+
+
+def whole_image_prep() -> Prep:
+    """An image-input IR with resize + crop in the graph takes the decoded image as it is."""
+    return lambda bgr: np.ascontiguousarray(bgr[None])
 
 
 def route_models(fp32: Path, int8: Path) -> dict[str, tuple[Any, str]]:
@@ -69,7 +79,7 @@ def precision_of(precision: Precision, tag: str) -> str | None:
 def measure_e2e(fp32: Path, int8: Path, images: Sequence[np.ndarray], pre: Any, threads: int,
                 precision: Precision, *, k: int = 5, warmup: int = 10, rounds: int = 5, iterations: int = 100,
                 throughput_seconds: float = 1.0, latency: bool = True, throughput: bool = True,
-                default_precision_route: bool = False, show: bool = True) -> dict[str, Any]:
+                default_precision: str | None = None, show: bool = True) -> dict[str, Any]:
     """Per route: batch-1 latency (ms) and async throughput (images/s) from decoded BGR ``images``,
     ``rounds`` interleaved rounds (see e2e_tracks)."""
     from lcpipe.measure.rounds import run_fixed
@@ -78,34 +88,39 @@ def measure_e2e(fp32: Path, int8: Path, images: Sequence[np.ndarray], pre: Any, 
         return {"images": 0}
     head, tracks = e2e_tracks(fp32, int8, images, pre, threads, precision, k=k, warmup=warmup, iterations=iterations,
                               throughput_seconds=throughput_seconds, latency=latency, throughput=throughput,
-                              default_precision_route=default_precision_route)
+                              default_precision=default_precision)
     run_fixed(tracks, rounds, show=show)
     return e2e_result(head, tracks)
 
 
 def e2e_tracks(fp32: Path, int8: Path, images: Sequence[np.ndarray], pre: Any, threads: int, precision: Precision,
                *, k: int = 5, warmup: int = 10, iterations: int = 100, throughput_seconds: float = 1.0,
-               latency: bool = True, throughput: bool = True, default_precision_route: bool = False
+               latency: bool = True, throughput: bool = True, default_precision: str | None = None
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The routes compiled and ready to time, as tracks ("e2e_latency", "e2e_throughput") a caller runs
     round by round (validate interleaves them with the model-only tracks); and the result's head.
 
-    ``default_precision_route`` adds ``fp32_py_default``: the FP32 route at the plugin's own float
-    precision (bf16 on CPUs with avx512_bf16/AMX), what a user gets without setting a hint."""
+    ``default_precision``: the plugin's own float precision for the FP32 IR (what validate and bench
+    compiled without a hint); None: unknown, so no baseline route unless ``fp32_py`` runs at the
+    plugin default itself. The baseline (``DEFAULT_ROUTE`` or ``fp32_py``) is timed in the same
+    interleaved rounds as every other route."""
     from lcpipe.ir import ov_config as _cfg
     from lcpipe.measure.timing import LatencyTrack, ThroughputTrack, request_pool
 
     ov = require("openvino")
     core = ov.Core()
-    models = route_models(fp32, int8)
-    precisions = {r: precision_of(precision, r.split("_")[0]) for r in models}
-    if default_precision_route:
-        models["fp32_py_default"], precisions["fp32_py_default"] = models["fp32_py"], None
+    routes = route_models(fp32, int8)
+    precisions = {r: precision_of(precision, r.split("_")[0]) for r in routes}
+    baseline = baseline_route(precisions["fp32_py"], default_precision)
+    models = {DEFAULT_ROUTE: routes["fp32_py"]} if baseline == DEFAULT_ROUTE else {}  # the baseline first
+    models.update(routes)
+    precisions[DEFAULT_ROUTE] = None  # no hint: the plugin's own choice
     preps = {r: (float_prep(pre) if kind == "float" else image_prep(pre)) for r, (_, kind) in models.items()}
-    head: dict[str, Any] = {"images": len(images), "routes": list(models), "cv2_threads": _cv2_threads()}
+    head: dict[str, Any] = {"images": len(images), "routes": list(models), "baseline_route": baseline,
+                            "default_precision": default_precision, "cv2_threads": _cv2_threads()}
     tracks: dict[str, Any] = {}
     if latency:
-        runners = {r: _latency_runner(core.compile_model(m, "CPU", _cfg("LATENCY", threads, precisions[r])),
+        runners = {r: latency_runner(core.compile_model(m, "CPU", _cfg("LATENCY", threads, precisions[r])),
                                       preps[r], images, k) for r, (m, _) in models.items()}
         tracks["e2e_latency"] = LatencyTrack(runners, iterations=iterations, warmup=warmup)
     if throughput:
@@ -127,11 +142,20 @@ def e2e_result(head: dict[str, Any], tracks: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def baseline_route(fp32_precision: str | None, default_precision: str | None) -> str | None:
+    """The route that is "the FP32 IR at the plugin's default precision + Python preprocessing": fp32_py
+    when it runs at that precision (no hint, or the same one), else DEFAULT_ROUTE (timed for it); None
+    when the plugin's default is not known."""
+    if fp32_precision is None or fp32_precision == default_precision:
+        return "fp32_py"
+    return DEFAULT_ROUTE if default_precision else None
+
+
 def _cv2_threads() -> int:
     return int(require("cv2").getNumThreads())
 
 
-def _latency_runner(compiled: Any, prep: Prep, images: Sequence[np.ndarray], k: int) -> Callable[[], Any]:
+def latency_runner(compiled: Any, prep: Prep, images: Sequence[np.ndarray], k: int) -> Callable[[], Any]:
     """One call = the next image through prep -> infer -> top-k (cycling over ``images``)."""
     request = compiled.create_infer_request()
     state = {"i": 0}
@@ -176,11 +200,17 @@ def with_decode_and_speedups(out: dict[str, Any], samples: Sequence[Any]) -> dic
 
 
 def e2e_speedups(e2e: dict[str, Any]) -> dict[str, Any]:
-    """What a serving process gains end to end: INT8 image-input route vs FP32 IR + Python preprocessing."""
+    """What a serving process gains end to end: the shipped image-input route (``int8_image``: the IR
+    the plan shipped, INT8 or not) against the baseline, the FP32 IR at the plugin's default precision
+    + Python preprocessing (``*_vs_default``, the headline), and against the FP32 IR at f32 + Python
+    preprocessing (secondary)."""
     p50 = {n: s["p50"] for n, s in (e2e.get("latency_ms") or {}).items()}
     ips = {n: t["images_per_s"] for n, t in (e2e.get("throughput") or {}).items()}
+    base = e2e.get("baseline_route")
     return {"e2e_latency_p50": ratio(p50.get("fp32_py"), p50.get("int8_image")),
-            "e2e_throughput": ratio(ips.get("int8_image"), ips.get("fp32_py"))}
+            "e2e_throughput": ratio(ips.get("int8_image"), ips.get("fp32_py")),
+            "e2e_latency_p50_vs_default": ratio(p50.get(base), p50.get("int8_image")) if base else None,
+            "e2e_throughput_vs_default": ratio(ips.get("int8_image"), ips.get(base)) if base else None}
 
 
 def measure_decode(paths: Sequence[Path], repeats: int = 3) -> dict[str, Any]:
@@ -225,6 +255,35 @@ def image_input_logits(fp32: Path, int8: Path, samples: Sequence[Any], pre: Any,
             request.infer({0: prep(decoded_samples([s])[0])}, share_inputs=True)
             rows.append(request.get_output_tensor(0).data[0].copy())
         out[tag] = np.stack(rows)
+    return out
+
+
+def resize_in_graph_fidelity(xml: Path, samples: Sequence[Any], pre: Any, threads: int,
+                             precision: str | None) -> dict[str, Any]:
+    """The image-input IR with resize + crop in the graph (lcpipe.deploy.resize_in_graph) against the same
+    IR fed by cv2's uint8 resize/crop, on every sample: compare_image_input of the two (top-1 agreement,
+    max abs logit diff) and the input sizes seen."""
+    from lcpipe.deploy.image_input import build_image_input_model
+    from lcpipe.ir import ov_config, read_lcpipe_rt_info
+
+    ov = require("openvino")
+    core = ov.Core()
+    model = core.read_model(str(xml))
+    float_pre = read_lcpipe_rt_info(model)["preprocess"]
+    config = ov_config("LATENCY", threads, precision)
+    routes = {"cv2": (build_image_input_model(model, float_pre), image_prep(pre)),
+              "in_graph": (build_image_input_model(model, float_pre, resize_in_graph=True), whole_image_prep())}
+    requests = {k: core.compile_model(m, "CPU", config).create_infer_request() for k, (m, _) in routes.items()}
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in routes}
+    sizes = set()
+    for s in samples:
+        img = decoded_samples([s])[0]
+        sizes.add(img.shape[:2])
+        for k, (_, prep) in routes.items():
+            requests[k].infer({0: prep(img)}, share_inputs=True)
+            rows[k].append(requests[k].get_output_tensor(0).data[0].copy())
+    out = compare_image_input(np.stack(rows["cv2"]), np.stack(rows["in_graph"]))
+    out["distinct_input_sizes"] = len(sizes)
     return out
 
 

@@ -66,7 +66,7 @@ class Engine:
 
     @property
     def label(self) -> str:
-        return LABELS.get(self.name, self.name)
+        return self.info.get("label") or LABELS.get(self.name, self.name)
 
 
 def unavailable(name: str, runtime: str, precision: str, reason: str) -> Engine:

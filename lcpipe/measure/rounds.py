@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lcpipe.measure.speedups import BY_NAME
+from lcpipe.measure.speedups import BY_NAME, with_baseline
 from lcpipe.measure.stats import Kind
 from lcpipe.measure.stopping import GatedRatio, RoundsBudget, StopDecision, should_stop
 from lcpipe.render.progress import progress
@@ -59,13 +59,14 @@ def run_fixed(tracks: dict[str, Track], rounds: int, *, show: bool = True) -> di
 
 
 def run_adaptive(tracks: dict[str, Track], gated: list[GatedSpeedup], budget: RoundsBudget, *,
-                 confidence: float = 0.95, show: bool = True,
+                 confidence: float = 0.95, show: bool = True, baseline_route: str | None = None,
                  on_look: Callable[[int, StopDecision], None] | None = None) -> dict[str, Any]:
     """Rounds until should_stop; returns the timing record (validation.json ``timing``).
 
-    A gate whose models are not among the tracks (e.g. a latency gate with latency timing off) is left
-    out of the rule; the report fails it as not measured."""
-    usable = [g for g in gated if _timed(g, tracks)]
+    ``baseline_route``: the end-to-end route the ``*_vs_default`` speed-ups compare with
+    (lcpipe.measure.speedups.BASELINE). A gate whose models are not among the tracks (e.g. a latency
+    gate with latency timing off) is left out of the rule; the report fails it as not measured."""
+    usable = [g for g in gated if _timed(g, tracks, baseline_route)]
     gated_tracks = {BY_NAME[g.speedup].track for g in usable}
     for t in tracks.values():
         t.warm_up()
@@ -84,7 +85,7 @@ def run_adaptive(tracks: dict[str, Track], gated: list[GatedSpeedup], budget: Ro
             advance()
             # the next round times only the gated tracks: estimate it from their rounds so far
             next_s = sum(sum(round_seconds[n]) / len(round_seconds[n]) for n in gated_tracks) if gated_tracks else 0.0
-            decision = should_stop(_ratios(usable, tracks), rounds_done=done,
+            decision = should_stop(_ratios(usable, tracks, baseline_route), rounds_done=done,
                                    elapsed_s=time.perf_counter() - started, confidence=confidence, budget=budget,
                                    next_round_s=next_s)
             if decision.looked and on_look is not None:
@@ -98,16 +99,17 @@ def run_adaptive(tracks: dict[str, Track], gated: list[GatedSpeedup], budget: Ro
     }
 
 
-def _timed(g: GatedSpeedup, tracks: dict[str, Track]) -> bool:
+def _timed(g: GatedSpeedup, tracks: dict[str, Track], baseline_route: str | None) -> bool:
     s = BY_NAME.get(g.speedup)
-    return s is not None and s.track in tracks and set(s.pair()) <= set(tracks[s.track].per_round)
+    return (s is not None and s.track in tracks
+            and set(s.pair()) <= set(with_baseline(tracks[s.track].per_round, baseline_route)))
 
 
-def _ratios(gated: list[GatedSpeedup], tracks: dict[str, Track]) -> list[GatedRatio]:
+def _ratios(gated: list[GatedSpeedup], tracks: dict[str, Track], baseline_route: str | None) -> list[GatedRatio]:
     out = []
     for g in gated:
         s = BY_NAME[g.speedup]
         num, den = s.pair()
-        rounds = tracks[s.track].per_round
+        rounds = with_baseline(tracks[s.track].per_round, baseline_route)
         out.append(GatedRatio(g.gate, rounds[num], rounds[den], g.threshold, g.kind))
     return out

@@ -28,6 +28,12 @@ def static_batch(compiled: Any) -> int | None:
     return shape[0].get_length() if shape[0].is_static else None
 
 
+def output_classes(model: Any) -> int | None:
+    """Classes of a model's (or compiled model's) first output [batch, classes], None when dynamic."""
+    shape = model.outputs[0].get_partial_shape()
+    return shape[-1].get_length() if shape.rank.is_static and len(shape) and shape[-1].is_static else None
+
+
 def ir_size(xml: Path) -> int:
     """Bytes of an IR: the .xml plus its .bin."""
     xml = Path(xml)

@@ -12,6 +12,11 @@ is one interleaved round, so per-round ratios pair them):
 * ``latency``: batch-1 p50 ms per round, ``latency_ms.<model>.round_p50``;
 * ``throughput``: images/s per round, ``throughput.<model>.round_images_per_s``;
 * ``e2e_latency`` / ``e2e_throughput``: the same for the end-to-end routes, under ``e2e``.
+
+The end-to-end ``*_vs_default`` rows (the headline) compare the shipped image-input route with
+``BASELINE``: whichever route is the FP32 IR at the plugin's default precision + Python
+preprocessing on this CPU (``e2e.baseline_route``: ``fp32_py_default`` where validate pins another
+precision, else ``fp32_py`` itself; lcpipe.measure.e2e.baseline_route).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class Speedup:
         return (self.baseline, self.candidate) if self.lower_is_better else (self.candidate, self.baseline)
 
 
+BASELINE = "baseline"  # stands for the run's e2e baseline route (``e2e.baseline_route`` in validation.json)
+
 SPEEDUPS = (
     Speedup("latency_p50", "latency", "int8", "fp32"),
     Speedup("throughput", "throughput", "int8", "fp32"),
@@ -50,6 +57,8 @@ SPEEDUPS = (
     Speedup("latency_p50_ptq", "latency", "int8_ptq", "fp32"),
     Speedup("e2e_latency_p50", "e2e_latency", "int8_image", "fp32_py"),
     Speedup("e2e_throughput", "e2e_throughput", "int8_image", "fp32_py"),
+    Speedup("e2e_latency_p50_vs_default", "e2e_latency", "int8_image", BASELINE),
+    Speedup("e2e_throughput_vs_default", "e2e_throughput", "int8_image", BASELINE),
 )
 BY_NAME = {s.name: s for s in SPEEDUPS}
 
@@ -65,10 +74,19 @@ def track_section(validation: dict[str, Any], track: str) -> dict[str, Any]:
 
 
 def round_figures(validation: dict[str, Any], track: str) -> dict[str, list[float]]:
-    """model -> its per-round figures in one track (models without them are left out)."""
+    """model -> its per-round figures in one track (models without them are left out), with the
+    end-to-end baseline route also under BASELINE."""
     key = _ROUND_KEY[track]
-    return {m: list(s[key]) for m, s in track_section(validation, track).items()
-            if isinstance(s, dict) and s.get(key)}
+    rounds = {m: list(s[key]) for m, s in track_section(validation, track).items()
+              if isinstance(s, dict) and s.get(key)}
+    return with_baseline(rounds, (validation.get("e2e") or {}).get("baseline_route"))
+
+
+def with_baseline(rounds: dict[str, list[float]], baseline_route: str | None) -> dict[str, list[float]]:
+    """``rounds`` plus BASELINE naming the baseline route's rounds, when that route was timed here."""
+    if baseline_route and baseline_route in rounds:
+        return {**rounds, BASELINE: rounds[baseline_route]}
+    return rounds
 
 
 def estimate(s: Speedup, rounds: dict[str, list[float]], confidence: float = 0.95) -> RatioEstimate | None:

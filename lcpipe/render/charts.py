@@ -35,15 +35,16 @@ def report_chart(m: dict[str, Any]) -> bytes:
     panels = 1 + bool(lat) + bool(sp)
     fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.4), squeeze=False)
     ax = axes[0][0]
-    if acc["labeled"]:
-        names = [n for n in ("fp32", "int8", "int8_ptq", "onnxruntime") if n in acc]
+    if acc["labeled"]:  # a figure that was not measured (null: e.g. NaN outputs) gets no bar
+        names = [n for n in ("fp32", "int8", "int8_ptq", "onnxruntime") if n in acc and acc[n]["top1"] is not None]
         values = [100 * acc[n]["top1"] for n in names]
         _bars(ax, [short_name(n, m) for n in names], values, "top-1 (%), whisker: 95 % interval",
               _ci_err(values, [acc[n].get("top1_ci95") for n in names], 100))
     else:
-        values = [100 * acc["agreement"], 100 * acc["cosine"]]
-        _bars(ax, ["agreement", "cosine"], values, "INT8 vs FP32 (%), whisker: 95 % interval",
-              _ci_err(values, [acc.get("agreement_ci95"), acc.get("cosine_ci95")], 100))
+        names = [n for n in ("agreement", "cosine") if acc[n] is not None]
+        values = [100 * acc[n] for n in names]
+        _bars(ax, names, values, f"{short_name('int8', m)} vs FP32 (%), whisker: 95 % interval",
+              _ci_err(values, [acc.get(f"{n}_ci95") for n in names], 100))
     if lat:
         names = list(lat)
         p50 = [lat[n]["p50"] for n in names]
@@ -68,13 +69,16 @@ def _ci_err(values: list[float], intervals: list[Any], scale: float) -> list[lis
 
 
 def short_name(name: str, m: dict[str, Any]) -> str:
+    from lcpipe.render.shipped import model_label
+
     prec = m.get("inference_precision") or {}
-    return {"fp32": f"FP32 ({prec.get('fp32', '?')})", "int8": "INT8", "int8_ptq": "INT8 plain PTQ",
+    return {"fp32": f"FP32 ({prec.get('fp32', '?')})", "int8": model_label(m), "int8_ptq": "INT8 plain PTQ",
             "fp32_default": f"FP32 ({m.get('default_precision')})", "onnxruntime": "ORT FP32"}.get(name, name)
 
 
 def _bars(ax: Any, names: list[str], values: list[float], title: str, err: Any = None) -> None:
-    colors = ["#4c72b0" if n.startswith("FP32") else "#dd8452" if n.startswith("INT8") else "#8c8c8c" for n in names]
+    colors = ["#4c72b0" if n.startswith("FP32") else "#dd8452" if n.startswith(("INT8", "shipped")) else "#8c8c8c"
+              for n in names]
     bars = ax.bar(names, values, color=colors, yerr=err, capsize=4)
     ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], label_type="center", color="white", fontsize=9)
     ax.set_title(title, fontsize=10)

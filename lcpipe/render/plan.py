@@ -6,10 +6,13 @@ from typing import Any
 
 
 def plan_headline(p: dict[str, Any]) -> str:
-    """One plain sentence; says so when the shipped model is not INT8."""
+    """One plain sentence; says so when the shipped model is not INT8 (and then says INT8 only of the
+    candidates it beat)."""
     head = f"shipped plan {p['chosen']}: {p['description']}"
     if not p["int8"]:
-        head = f"A non-INT8 plan won: {head}; no INT8 candidate was both faster and within the gates"
+        tried = any(c.get("int8") for c in p.get("candidates") or [])
+        head += ("; no INT8 candidate was faster within the gates" if tried or "candidates" not in p
+                 else "; only float candidates were measured")
     return f"{head} (compile with INFERENCE_PRECISION_HINT={p['inference_precision']})."
 
 

@@ -9,9 +9,11 @@ from typing import Any
 from lcpipe.render.format import MISSING, fixed, num, pct
 
 # A point row's columns, in table/CSV order (lcpipe.sweep fills every row with all of them).
-COLUMNS = ("point", "status", "arch", "params", "flops", "preset", "fp32_top1", "int8_top1", "top1_drop",
-           "agreement", "cosine", "latency_p50_fp32_ms", "latency_p50_int8_ms", "latency_speedup", "timed_at",
-           "timed_earlier",
+# The shipped model's columns keep their int8_* names (they hold the plan's choice, INT8 or not; "shipped"
+# names it); the headline speed-up is e2e_speedup_vs_default (lcpipe.metrics.shipped_metrics).
+COLUMNS = ("point", "status", "arch", "params", "flops", "preset", "shipped", "fp32_top1", "int8_top1", "top1_drop",
+           "agreement", "cosine", "e2e_speedup_vs_default", "latency_p50_fp32_ms", "latency_p50_int8_ms",
+           "latency_speedup", "timed_at", "timed_earlier",
            "throughput_fp32", "throughput_int8", "size_fp32", "size_int8", "size_onnx", "images", "seconds",
            "error_class", "exit_code", "error", "run_dir", "cpu_kind", "cpu_model", "node_id")
 
@@ -43,11 +45,13 @@ def _text_table(lines: list[list[str]]) -> list[str]:
 
 def format_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
     """The points as plain text for the terminal, then one line per failed point."""
-    head = ["point", *keys, "status", "top1 fp32", "top1 int8", "agree", "p50 fp32", "p50 int8", "int8 MB"]
+    head = ["point", *keys, "status", "shipped", "x vs default e2e", "top1 fp32", "top1 shipped", "agree",
+            "p50 fp32", "p50 shipped", "shipped MB"]
     lines = [head]
     for r in rows:
         ov = r.get("overrides") or {}
-        lines.append([r["point"], *(str(ov.get(k, "")) for k in keys), r["status"], pct(r.get("fp32_top1")),
+        lines.append([r["point"], *(str(ov.get(k, "")) for k in keys), r["status"], r.get("shipped") or MISSING,
+                      fixed(r.get("e2e_speedup_vs_default"), 2, "x"), pct(r.get("fp32_top1")),
                       pct(r.get("int8_top1")), pct(r.get("agreement")), ms(r.get("latency_p50_fp32_ms")),
                       ms(r.get("latency_p50_int8_ms")), mb(r.get("size_int8"))])
     out = _text_table(lines)
@@ -66,7 +70,7 @@ EARLIER = ("latency timed in an earlier run (cached or resumed), under another l
 
 def format_fleet(fleet: list[dict[str, Any]]) -> str:
     """The fleet rows as plain text: point x CPU kind."""
-    lines = [["point", "CPU kind", "status", "p50 FP32", "p50 INT8", "speed-up", "img/s INT8", "from", "node"]]
+    lines = [["point", "CPU kind", "status", "p50 FP32", "p50 shipped", "speed-up", "img/s shipped", "from", "node"]]
     for f in sorted(fleet, key=lambda r: (r["point"], str(r["cpu_kind"]))):
         ok = f["status"] == "ok"
         status = ("ok (earlier run, not compared)" if f.get("timed_earlier") else "ok") if ok \
@@ -140,7 +144,7 @@ def fleet_doc(fleet: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[s
 # ---------------------------------------------------------------- sweep.html
 
 def scatter_png(rows: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
-    """Base64 PNG of accuracy vs INT8 latency with the Pareto front, and the front's point ids. Points
+    """Base64 PNG of accuracy vs the shipped model's latency with the Pareto front, and the front's point ids. Points
     timed in an earlier run (``timed_earlier``) are drawn apart, grey, and are not on the front."""
     timed = [r for r in rows if r["status"] != "failed" and r.get("latency_p50_int8_ms") is not None]
     yk = accuracy_axis(timed) if timed else None
@@ -162,12 +166,12 @@ def scatter_png(rows: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
             if r.get("latency_p50_fp32_ms") is not None and (yk != "int8_top1" or r.get("fp32_top1") is not None)]
     if fp32:
         ax.scatter(*zip(*fp32, strict=True), marker="o", facecolors="none", edgecolors="0.6", label="FP32")
-    ax.scatter([x for x, _ in xy], [y for _, y in xy], color="tab:blue", label="INT8", zorder=3)
+    ax.scatter([x for x, _ in xy], [y for _, y in xy], color="tab:blue", label="shipped", zorder=3)
     if old:
         ax.scatter([float(r[xk]) for r in old], [float(r[yk]) for r in old], marker="x", color="0.6",
-                   label="INT8, timed in an earlier run (not compared)", zorder=3)
+                   label="shipped, timed in an earlier run (not compared)", zorder=3)
     fx, fy = [xy[i][0] for i in front], [xy[i][1] for i in front]
-    ax.step(fx, fy, where="post", color="tab:red", lw=1.5, zorder=2, label="Pareto front (INT8)")
+    ax.step(fx, fy, where="post", color="tab:red", lw=1.5, zorder=2, label="Pareto front (shipped)")
     ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="tab:red", lw=1.5, zorder=4)
     for (x, y), r in zip([*xy, *((float(r[xk]), float(r[yk])) for r in old)], [*pts, *old], strict=True):
         ax.annotate(r["point"].split("-")[0], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)

@@ -8,7 +8,7 @@ import their heavy packages inside ``run``, so importing the registry stays chea
 from __future__ import annotations
 
 from lcpipe.config import StageOptions
-from lcpipe.errors import ConfigError
+from lcpipe.errors import ConfigError, shown
 from lcpipe.stages.base import Stage
 from lcpipe.stages.bench import BenchStage
 from lcpipe.stages.convert import ConvertStage
@@ -39,7 +39,7 @@ def get_stage(name: str) -> type[Stage]:
     try:
         return STAGES[name]
     except KeyError:
-        raise ConfigError(f"unknown stage {name!r}; known: {', '.join(STAGES)}") from None
+        raise ConfigError(f"unknown stage {shown(name)}; known: {', '.join(STAGES)}") from None
 
 
 def options_model(name: str) -> type[StageOptions]:

@@ -99,7 +99,7 @@ def run_bench(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path])
     threads = options.threads or ctx.config.runtime.threads or default_threads()
     hw = tuple(ctx.config.preprocess.input_hw)
     info = read_json(inputs.get("model_info"))
-    x, labels, n_eval = _eval_data(ctx, options, hw)
+    x, labels, n_eval = _eval_data(ctx, options, hw, inputs["ir_fp32"])
     load_before = _loadavg()
     engines = build_engines(ctx, options, inputs, info, threads, hw)
     measured = measure_engines(engines, x, labels, batch=options.batch, warmup=options.warmup,
@@ -168,14 +168,18 @@ def _model_desc(info: dict[str, Any], hw: tuple[int, ...]) -> dict[str, Any]:
             "classes": spec.get("class_num"), "source_format": info.get("format"), "source": info.get("source")}
 
 
-def _eval_data(ctx: StageContext, options: BenchOptions, hw: tuple[int, ...]) -> tuple[np.ndarray, Any, int]:
+def _eval_data(ctx: StageContext, options: BenchOptions, hw: tuple[int, ...],
+               fp32_xml: Path) -> tuple[np.ndarray, Any, int]:
     """First ``eval_images`` of data.eval, labels or None, count; one random image without eval data."""
     if ctx.config.data.eval is None:
         ctx.log.warning("bench: no data.eval; timing on a random input, no accuracy/agreement")
         return np.random.default_rng(0).standard_normal((1, 3, *hw), dtype=np.float32), None, 0
     from lcpipe.data import load_split
+    from lcpipe.ir import read_ir
+    from lcpipe.measure.runtime import output_classes
 
     ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir, progress=options.progress)
+    ev.check_classes(output_classes(read_ir(fp32_xml)))
     n = options.eval_images or len(ev.x)
     labels = ev.labels[:n] if ev.labels is not None else None
     return np.ascontiguousarray(ev.x[:n]), labels, int(min(n, len(ev.x)))
@@ -184,6 +188,7 @@ def _eval_data(ctx: StageContext, options: BenchOptions, hw: tuple[int, ...]) ->
 def _e2e(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path], threads: int) -> dict[str, Any]:
     from lcpipe.data import load_split
     from lcpipe.measure.e2e import measure_e2e_samples
+    from lcpipe.measure.engines import plugin_default_precision
 
     ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir, progress=False)
     int8 = options.int8_precision
@@ -191,6 +196,7 @@ def _e2e(ctx: StageContext, options: BenchOptions, inputs: dict[str, Path], thre
     return measure_e2e_samples(inputs["ir_fp32"], inputs["ir_int8"], ev.samples[: options.e2e_images],
                                ctx.config.preprocess, threads, precision, warmup=options.warmup, rounds=options.rounds,
                                iterations=options.iterations, throughput_seconds=options.throughput_seconds,
+                               default_precision=plugin_default_precision(inputs["ir_fp32"], threads),
                                show=options.progress)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lcpipe.errors import LcpipeError
+from lcpipe.errors import InputError, LcpipeError
 from lcpipe.fileio import write_json
 from lcpipe.stages.base import Stage, StageContext, StageOptions
 
@@ -28,6 +28,9 @@ class FuseStage(Stage):
         from lcpipe.fusion import fuse
         from lcpipe.models.spec import CanonicalModel
 
+        if "canonical" not in inputs:
+            raise InputError(f"fuse: {_adopted_reason(ctx.run_dir)}; it is adopted as is and there is nothing to fuse: "
+                             "remove the fuse stage (export, convert, quantize and validate take the adopted ONNX)")
         model = CanonicalModel.load(inputs["canonical"])
         fused = fuse(model)
         fused.save(ctx.workdir / "canonical")
@@ -41,6 +44,18 @@ class FuseStage(Stage):
                                   f"(> {options.check_tolerance} x max(1, {scale:.2f}))")
         write_json(ctx.workdir / "fusion.json", report)
         return {"canonical": ctx.workdir / "canonical", "fusion_report": ctx.workdir / "fusion.json"}
+
+
+def _adopted_reason(run_dir: Path) -> str:
+    """Why import adopted the model, from its model_info.json (read for the message only: not an input,
+    so fuse's cache key stays what it was)."""
+    from lcpipe.records import read_json
+
+    try:
+        info = read_json(Path(run_dir) / "import" / "model_info.json")
+        return f"{info['source']}: {info['adopted_reason']}"
+    except (KeyError, OSError, ValueError, TypeError):
+        return "the model is not a PP-LCNet lcpipe can rebuild"
 
 
 def _compare(before, after, input_hw: tuple[int, int]) -> tuple[float, float]:

@@ -17,6 +17,17 @@ class ImportOptions(StageOptions):
     strip_softmax: bool = True  # adopted ONNX / inference models: validate on logits
 
 
+def _check_model(model: Any, path: Path) -> None:
+    """What no importer may hand on: fewer than 2 classes (argmax always agrees), a negative BN variance."""
+    from lcpipe.errors import InputError
+    from lcpipe.importers.finite import check_bn_variance
+
+    if model.spec.class_num < 2:
+        raise InputError(f"{path}: the model has {model.spec.class_num} class; lcpipe validates classifiers by "
+                         f"argmax, which needs 2 classes or more")
+    check_bn_variance(model.tensors, str(path))
+
+
 def resolve_source(config: PipelineConfig, cache_dir: Path, log: logging.Logger | None = None) -> Path:
     """The model's local path: a checked local file or folder, a download, or an unpacked archive,
     all under ``cache_dir`` (a local path wins over url, so --set model.source.path=... works offline)."""
@@ -84,6 +95,7 @@ class ImportStage(Stage):
             else:
                 adopted.unlink()
         if model is not None:
+            _check_model(model, path)
             model.save(ctx.workdir / "canonical")
             out["canonical"] = ctx.workdir / "canonical"
             info["spec"] = model.spec.to_dict()

@@ -34,6 +34,7 @@ from pydantic import Field
 
 from lcpipe.errors import ConfigError
 from lcpipe.fileio import sha256_json
+from lcpipe.measure.runtime import output_classes
 from lcpipe.records import PlanRecord, read_json
 from lcpipe.stages.base import Stage, StageContext, StageOptions
 
@@ -98,8 +99,9 @@ class PlanStage(Stage):
         from lcpipe.data import load_samples
         from lcpipe.data.roles import resolve_roles
         from lcpipe.deps import require
+        from lcpipe.ir import read_ir
         from lcpipe.measure.candidates import check_fidelity, compile_candidates, time_candidates
-        from lcpipe.plan import FIDELITY_GATES, LABELED_GATES, candidate_grid, select_plan
+        from lcpipe.plan import LABEL_GATES, candidate_grid, plan_gates, select_plan
         from lcpipe.sysinfo import cpu_info, default_threads, versions
 
         ov = require("openvino")
@@ -112,6 +114,8 @@ class PlanStage(Stage):
             raise ConfigError("stages.plan.precisions: none of them runs on this CPU (no bf16 support)")
         specs = candidate_grid(list(options.presets), [list(k) for k in options.keep_float], precisions,
                                options.fp32)
+        if not specs:
+            raise ConfigError("stages.plan: no candidates (presets or keep_float empty, and fp32: false)")
         quant = read_json(inputs.get("quantize_report"))
         roles = resolve_roles(ctx.config)
         if not roles.tune:
@@ -121,6 +125,7 @@ class PlanStage(Stage):
         ctx.log.info("plan: fidelity checks on %d tune images (%s); %s", len(ev.x), roles.tune_from, roles.describe())
         x_eval = ev.x[: options.eval_images] if options.eval_images else ev.x
         labels = None if ev.labels is None else ev.labels[: len(x_eval)]
+        ev.check_classes(output_classes(read_ir(inputs["ir_fp32"])))
 
         t_build = time.perf_counter()
         irs, builds = _build_irs(ctx, options, specs, inputs, quant)
@@ -132,12 +137,12 @@ class PlanStage(Stage):
                         iterations=options.iterations, show=options.progress)
         time_seconds = round(time.perf_counter() - t_time, 2)
         t_check = time.perf_counter()
-        gates = {k: v for k, v in ctx.config.gates.thresholds().items() if k in FIDELITY_GATES}
-        if labels is None and any(g in gates for g in LABELED_GATES):
-            skipped = [g for g in gates if g in LABELED_GATES]
+        configured = ctx.config.gates.thresholds()
+        gates = plan_gates(configured, labels is not None)
+        skipped = [g for g in configured if g in LABEL_GATES and g not in gates]
+        if skipped:
             ctx.log.warning("plan: the tune images are unlabeled: %s not checked while choosing (the verdict checks "
                             "them on the labeled verdict images)", ", ".join(skipped))
-            gates = {k: v for k, v in gates.items() if k not in LABELED_GATES}
         check_fidelity(rows, compiled, x_eval, labels, gates, threads=threads, core=core, fp32_xml=irs["fp32"],
                        until_winner=options.fidelity == "until_winner", screen_images=options.screen_images,
                        show=options.progress)
@@ -152,15 +157,13 @@ class PlanStage(Stage):
                             + "; ".join(f"{r['name']}: {r['why']}" for r in rows))
         spec = next(s for s in specs if s.name == winner)
         out = _ship(ctx, spec, irs[spec.ir_name], why[winner])
-        report = _plan_json(ctx, rows, spec, why[winner], builds, quant, threads, bf16, len(x_eval),
+        report = _plan_json(ctx, rows, spec, why[winner], builds, quant, threads, bf16, len(x_eval), list(gates),
                             {"build_irs": build_seconds, "fidelity": check_seconds, "latency": time_seconds,
-                             "total": round(time.perf_counter() - t0, 2)}, options,
-                            [g for g in FIDELITY_GATES if g in gates])
+                             "total": round(time.perf_counter() - t0, 2)}, options)
         report.update(tune=roles.record(), cpu=cpu_info(), versions=versions())
         PlanRecord.build(**report).save(ctx.workdir / "plan.json")
         _log(ctx, rows, report)
         return {"ir_int8": out, "plan_report": ctx.workdir / "plan.json"}
-
 
 
 # ---------------------------------------------------------------- building the IRs
@@ -235,8 +238,8 @@ def _ship(ctx: StageContext, spec: Any, xml: Path, why: str) -> Path:
 
 
 def _plan_json(ctx: StageContext, rows: list[dict[str, Any]], spec: Any, why: str, builds: dict[str, Any],
-               quant: dict[str, Any], threads: int, bf16: bool, images: int, seconds: dict[str, float],
-               options: PlanOptions, checked: list[str]) -> dict[str, Any]:
+               quant: dict[str, Any], threads: int, bf16: bool, images: int, gates: list[str],
+               seconds: dict[str, float], options: PlanOptions) -> dict[str, Any]:
     from lcpipe.plan import plan_record
 
     passing = [r["p50"] for r in rows if r["p50"] is not None and r["failed_gates"] == []]
@@ -248,7 +251,7 @@ def _plan_json(ctx: StageContext, rows: list[dict[str, Any]], spec: Any, why: st
         "non_int8_won": not spec.int8,
         "candidates": sorted(rows, key=lambda r: (r["p50"] is None, r["p50"] or 0.0)),
         "irs": builds,
-        "gates_checked": checked,
+        "gates_checked": gates,
         "eval_images": images, "threads": threads, "batch": 1, "cpu_bf16": bf16,
         "quantize_stage_preset": quant.get("preset"),
         "winner_vs_best_passing": round(winner["p50"] / min(passing), 4) if passing else None,
@@ -268,4 +271,4 @@ def _log(ctx: StageContext, rows: list[dict[str, Any]], report: dict[str, Any]) 
                      "CHOSEN " if r["chosen"] else "", r["why"])
     chosen = report["chosen"]
     ctx.log.info("plan: shipping %s (%s)%s; search took %.1f s", chosen["name"], chosen["description"],
-                 " - a non-INT8 plan won" if report["non_int8_won"] else "", report["seconds"]["total"])
+                 " - the FP32 IR won" if report["non_int8_won"] else "", report["seconds"]["total"])

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from lcpipe.errors import InputError
 from lcpipe.fileio import sha256_json
+from lcpipe.measure.runtime import output_classes
 from lcpipe.quantization.graph import count_quantization
 from lcpipe.quantization.ptq import quantize, quantize_with_accuracy_control, reverted_summary, save_int8_ir
 from lcpipe.quantization.settings import choose_preset, library_versions, nncf_params
@@ -89,6 +90,7 @@ class QuantizeStage(Stage):
         t_stage = time.perf_counter()
         fp32 = read_ir(inputs["ir_fp32"])
         calib = load_split(ctx.config.data, "calib", ctx.config.preprocess, ctx.cache_dir)
+        calib.check_classes(output_classes(fp32))
         preset, preset_reason = choose_preset(options.preset, inputs.get("canonical"), fp32)
         params = nncf_params(options, preset, len(calib.x))
         ctx.log.info("quantize: preset %s (%s), %d calibration images, %s bias correction", preset, preset_reason,
@@ -134,6 +136,7 @@ def _accuracy_control(ctx: StageContext, fp32: Any, calib_x: Any, params: dict[s
         raise InputError("stages.quantize.accuracy_control: no tune images (give data.tune, or data.eval to split)")
     cache = ctx.cache_dir if ctx.config.data.cache_preprocessed else None
     ev = load_samples(list(roles.tune), ctx.config.preprocess, cache, what="tune images")
+    ev.check_classes(output_classes(fp32))
     targets, metric = ev.labels, "top-1"
     if targets is None:
         from lcpipe.deps import require

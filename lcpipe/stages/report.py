@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.gates import evaluate_gates, explain, overall
-from lcpipe.metrics import build_metrics, plan_metrics
+from lcpipe.metrics import build_metrics, plan_metrics, shipped_metrics
 from lcpipe.records import MetricsRecord, PlanRecord, QuantizeRecord, ValidationRecord, read_json
 from lcpipe.stages.base import Stage, StageContext, StageOptions
 
@@ -42,6 +42,7 @@ class ReportStage(Stage):
         metrics = build_metrics(ctx.config.name, validation, quant, read_json(inputs.get("model_info")))
         if "plan_report" in inputs:
             metrics["plan"] = plan_metrics(PlanRecord.load(inputs["plan_report"]).to_dict())
+        metrics["shipped"] = shipped_metrics(metrics)
         gates = ctx.config.gates
         metrics["gates"] = evaluate_gates(gates.thresholds(), metrics, validation, confidence=gates.confidence,
                                           mode=gates.mode)
@@ -57,7 +58,6 @@ class ReportStage(Stage):
             out["report_html"].write_text(render_html(metrics))
         _log_verdict(ctx, metrics["gates"])
         return out
-
 
 
 def _log_verdict(ctx: StageContext, gates: list[dict[str, Any]]) -> None:

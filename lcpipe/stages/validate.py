@@ -9,12 +9,15 @@ IR in bf16. The INT8 IR runs at the same precision, unless the plan stage chose 
 precision the plan recorded in its rt_info (lcpipe.ir.planned_precision), i.e. the one it ships with,
 so the comparison shows what the deploy bundle serves, bf16 rounding included. When the plugin's
 default precision is not f32, the FP32 IR is also timed at that default (``fp32_default``) because
-that is what a user gets without setting anything.
+that is what a user gets without setting anything; end to end, that route with Python preprocessing
+(``fp32_py_default``, lcpipe.measure.e2e) is the baseline of the headline speed-ups. The "int8"
+model is the shipped one: the plan's choice when a plan stage ran, INT8 or not.
 
 Timing runs in interleaved rounds over four tracks (model latency and throughput, end-to-end latency
-and throughput; lcpipe.measure.rounds). Adaptive by default: ``min_rounds`` of everything, then only
-the tracks holding a gated speed-up, until every speed-up gate is decided, ``max_rounds`` are done
-or ``max_seconds`` would be overrun; ``rounds: N`` times exactly N rounds.
+and throughput, the baseline route among them; lcpipe.measure.rounds). Adaptive by default:
+``min_rounds`` of everything, then only the tracks holding a gated speed-up, until every speed-up
+gate is decided, ``max_rounds`` are done or ``max_seconds`` would be overrun; ``rounds: N`` times
+exactly N rounds.
 
 Cached like any stage (a rerun reuses the measured figures; ``--force`` re-measures); the key
 includes the CPU model, ISA, threads, library versions, the verdict images and the speed-up gates
@@ -34,7 +37,14 @@ from pydantic import Field, model_validator
 from lcpipe.errors import ConfigError
 from lcpipe.fileio import sha256_json, sha256_path
 from lcpipe.ir import compile_ir
-from lcpipe.measure.accuracy import accuracy, compare_logits, verdict_evidence
+from lcpipe.measure.accuracy import (
+    accuracy,
+    compare_logits,
+    non_finite_rows,
+    unmeasured_accuracy,
+    unmeasured_fidelity,
+    verdict_evidence,
+)
 from lcpipe.measure.runtime import (
     compiled_precision,
     infer_ort,
@@ -153,10 +163,20 @@ class ValidateStage(Stage):
             "inference_precision": {n: compiled_precision(c) for n, c in compiled.items()},
             "default_precision": default_precision,
         }
-        result["accuracy"] = {n: accuracy(v, ev.labels, result["top_k"]) for n, v in logits.items()}
+        ev.check_classes(result["classes"])
+        # NaN / inf logits: argmax says class 0 for every image, so every figure built on them would lie
+        # (agreement 1.0); they are left out (null) and the report's built-in finite_outputs gate fails
+        result["non_finite_outputs"] = {n: non_finite_rows(v) for n, v in logits.items()}
+        usable = {n: v for n, v in logits.items() if not result["non_finite_outputs"][n]}
+        if len(usable) < len(logits):
+            ctx.log.warning("validate: non-finite (NaN/inf) outputs on %s images of %s",
+                            result["non_finite_outputs"], len(ev.x))
+        result["accuracy"] = {n: accuracy(v, ev.labels, result["top_k"]) if n in usable else unmeasured_accuracy()
+                              for n, v in logits.items()}
         result["fidelity"] = {f"{n}_vs_fp32": compare_logits(logits["fp32"], v, ev.labels)
+                              if n in usable and "fp32" in usable else unmeasured_fidelity()
                               for n, v in logits.items() if n != "fp32"}
-        result["groups"] = _group_accuracy(ctx, options, ev, logits)
+        result["groups"] = _group_accuracy(ctx, options, ev, usable)
         if options.paddle_reference:
             from lcpipe.measure.routes import compare_routes
 
@@ -168,10 +188,12 @@ class ValidateStage(Stage):
         if options.image_input:
             result["image_input"] = _image_input(inputs, ev, logits, ctx.config.preprocess, threads, precisions)
         result.update(_timing(ctx, options, inputs, ev, models, compiled, precisions, threads,
-                              default if with_default else None, onnx, result["top_k"]))
-        result.update(data=roles.record(), evidence=verdict_evidence(logits["fp32"], logits["int8"], ev.labels))
+                              default if with_default else None, default_precision, onnx, result["top_k"]))
+        finite = "fp32" in usable and "int8" in usable  # else no count or cosine means anything
+        result.update(data=roles.record(),
+                      evidence=verdict_evidence(logits["fp32"], logits["int8"], ev.labels) if finite else None)
         result.update(cpu=cpu_info(), versions=versions(), seconds=round(time.perf_counter() - t0, 2))
-        _log_summary(ctx, result)
+        _log_summary(ctx, result, _shipped_label(inputs["ir_int8"], result["inference_precision"]["int8"]))
         ValidationRecord.build(**result).save(ctx.workdir / "validation.json")
         return {"validation": ctx.workdir / "validation.json"}
 
@@ -180,9 +202,11 @@ class ValidateStage(Stage):
 
 def _timing(ctx: StageContext, options: ValidateOptions, inputs: dict[str, Path], ev: Any, models: dict[str, Path],
             compiled: dict[str, Any], precisions: dict[str, str | None], threads: int, default: Any | None,
-            onnx: Path | None, k: int) -> dict[str, Any]:
+            default_precision: str | None, onnx: Path | None, k: int) -> dict[str, Any]:
     """Latency, throughput and end-to-end tracks timed together in interleaved rounds (adaptive unless
-    ``rounds`` is set); validation.json's latency_ms, throughput, e2e and timing."""
+    ``rounds`` is set); validation.json's latency_ms, throughput, e2e and timing. The end-to-end routes
+    include the baseline (the FP32 IR at the plugin's ``default_precision`` + Python preprocessing:
+    the headline speed-ups' reference), timed in the same rounds."""
     from lcpipe.measure.e2e import decoded_samples, e2e_result, e2e_tracks, with_decode_and_speedups
     from lcpipe.measure.timing import ir_latency_track, pool_tracks
 
@@ -200,11 +224,12 @@ def _timing(ctx: StageContext, options: ValidateOptions, inputs: dict[str, Path]
         head, more = e2e_tracks(inputs["ir_fp32"], inputs["ir_int8"], decoded_samples(e2e_samples),
                                 ctx.config.preprocess, threads, precisions, k=k, warmup=options.warmup,
                                 iterations=options.iterations, throughput_seconds=options.throughput_seconds,
-                                latency=options.latency, throughput=options.throughput)
+                                latency=options.latency, throughput=options.throughput,
+                                default_precision=default_precision)
         tracks.update(more)
     if not tracks:
         return {}
-    out: dict[str, Any] = {"timing": _rounds(ctx, options, tracks)}
+    out: dict[str, Any] = {"timing": _rounds(ctx, options, tracks, head["baseline_route"] if head else None)}
     if "latency" in tracks:
         out["latency_ms"] = tracks["latency"].results()
     if "throughput" in tracks:
@@ -214,7 +239,8 @@ def _timing(ctx: StageContext, options: ValidateOptions, inputs: dict[str, Path]
     return out
 
 
-def _rounds(ctx: StageContext, options: ValidateOptions, tracks: dict[str, Any]) -> dict[str, Any]:
+def _rounds(ctx: StageContext, options: ValidateOptions, tracks: dict[str, Any],
+            baseline_route: str | None) -> dict[str, Any]:
     """Run the rounds: adaptive on the speed-up gates (none in point mode), or exactly ``rounds``."""
     from lcpipe.gates import speed_gates
     from lcpipe.measure.rounds import run_adaptive, run_fixed
@@ -237,7 +263,8 @@ def _rounds(ctx: StageContext, options: ValidateOptions, tracks: dict[str, Any])
             ctx.log.info("validate: after %d rounds: %s %s at %.4g %% -> %s", done, name, shown,
                          100 * decision.confidence, v)
 
-    record = run_adaptive(tracks, gated, budget, confidence=gates.confidence, show=options.progress, on_look=on_look)
+    record = run_adaptive(tracks, gated, budget, confidence=gates.confidence, show=options.progress,
+                          baseline_route=baseline_route, on_look=on_look)
     if options.rounds is not None:
         record.update(mode="fixed", max_seconds=None)
     left = f"; still inconclusive: {', '.join(record['undecided'])}" if record["undecided"] else ""
@@ -271,14 +298,18 @@ def _image_input(inputs: dict[str, Path], ev: Any, logits: dict[str, np.ndarray]
 
 def read_groups(path: Path, column: str) -> dict[str, str]:
     """file name -> group from a TSV with a header (first column: file)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if not rows or column not in rows[0]:
-        from lcpipe.errors import ConfigError
+    import io
 
+    from lcpipe.data.dataset import MAX_LIST_BYTES
+    from lcpipe.errors import ConfigError
+    from lcpipe.fileio import read_text
+
+    text = read_text(path, "groups", MAX_LIST_BYTES, ConfigError)
+    rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t"))
+    if not rows or column not in rows[0]:
         raise ConfigError(f"stages.validate.groups: {path} has no column {column!r}")
     first = next(iter(rows[0]))
-    return {Path(r[first]).name: r[column] for r in rows}
+    return {Path(r[first]).name: r[column] or "(none)" for r in rows if r.get(first)}  # short rows: no group
 
 
 def _group_accuracy(ctx: StageContext, options: ValidateOptions, ev: Any,
@@ -299,23 +330,38 @@ def _group_accuracy(ctx: StageContext, options: ValidateOptions, ev: Any,
     return out
 
 
-def _log_summary(ctx: StageContext, r: dict[str, Any]) -> None:
+def _shipped_label(xml: Path, precision: str) -> str:
+    """"INT8", or "shipped FP32 (bf16)" for an IR the plan stage chose that is not INT8 (rt_info precision)."""
+    from lcpipe.ir import read_ir, read_lcpipe_rt_info
+
+    return "INT8" if read_lcpipe_rt_info(read_ir(xml)).get("precision") != "fp32" else f"shipped FP32 ({precision})"
+
+
+def _log_summary(ctx: StageContext, r: dict[str, Any], label: str) -> None:
     acc, fid = r["accuracy"], r["fidelity"]["int8_vs_fp32"]
-    if r["labeled"]:
-        ctx.log.info("validate: top-1 FP32 %.4f INT8 %.4f (%d images), agreement %.4f, cosine %.5f",
-                     acc["fp32"]["top1"], acc["int8"]["top1"], r["images"], fid["agreement"], fid["cosine"])
+    if fid["agreement"] is None:
+        ctx.log.warning("validate: %d images; no accuracy or fidelity figures (non-finite outputs)", r["images"])
+    elif r["labeled"]:
+        ctx.log.info("validate: top-1 FP32 %.4f %s %.4f (%d images), agreement %.4f, cosine %.5f",
+                     acc["fp32"]["top1"], label, acc["int8"]["top1"], r["images"], fid["agreement"], fid["cosine"])
     else:
         ctx.log.info("validate: %d unlabeled images, agreement %.4f, cosine %.5f", r["images"], fid["agreement"],
                      fid["cosine"])
     for tag, c in (r.get("image_input") or {}).items():
         log = ctx.log.info if c["same_top1"] else ctx.log.warning  # a flip means the in-graph steps differ
         log("validate: %s image-input IR vs float IR: top-1 agreement %.4f, max abs logit diff %.2e",
-            tag.upper(), c["top1_agreement"], c["max_abs_logit_diff"])
+            label if tag == "int8" else tag.upper(), c["top1_agreement"], c["max_abs_logit_diff"])
     e2e = (r.get("e2e") or {}).get("latency_ms")
     if e2e:
-        ctx.log.info("validate: end-to-end p50 " + ", ".join(f"{n} {s['p50']:.2f} ms" for n, s in e2e.items())
+        from lcpipe.render.shipped import e2e_route_labels
+
+        names = e2e_route_labels(label, r["inference_precision"]["fp32"], r["default_precision"], short=True)
+        ctx.log.info("validate: end-to-end p50 " + ", ".join(f"{names.get(n, n)} {s['p50']:.2f} ms"
+                                                             for n, s in e2e.items())
                      + f" (decode {r['e2e']['decode_ms']['p50']:.2f} ms, not included)")
     lat = r.get("latency_ms")
     if lat:
-        ctx.log.info("validate: latency p50 " + ", ".join(f"{n} {s['p50']:.2f} ms" for n, s in lat.items())
-                     + f" ({r['threads']} threads)")
+        names = {"int8": label, "fp32": f"FP32 ({r['inference_precision']['fp32']})",
+                 "fp32_default": f"FP32 ({r['default_precision']}, plugin default)"}
+        ctx.log.info("validate: latency p50 " + ", ".join(f"{names.get(n, n)} {s['p50']:.2f} ms"
+                                                          for n, s in lat.items()) + f" ({r['threads']} threads)")

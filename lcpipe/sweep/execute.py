@@ -18,7 +18,7 @@ from lcpipe.sweep import on_ray, shipping
 from lcpipe.sweep.fleet import FLEET_FILE, failed_fleet_row, fleet_row
 from lcpipe.sweep.point import GATED_OK, PointTask, run_point, timed_earlier
 from lcpipe.sweep.results import write_results
-from lcpipe.sweep.schema import Sweep, load_sweep
+from lcpipe.sweep.schema import MAX_POINTS, Sweep, load_sweep
 
 log = logging.getLogger("lcpipe")
 
@@ -54,14 +54,15 @@ class SweepResult:
 def run_sweep(sweep: Sweep | str | Path, *, out: str | Path | None = None, local: bool = False,
               address: str | None = None, cache_dir: str | Path | None = None, force: bool = False,
               no_cache: bool = False, overrides: tuple[str, ...] | list[str] = (),
-              num_cpus: int | None = None, per_cpu_kind: bool = False, storage: str | None = None) -> SweepResult:
+              num_cpus: int | None = None, per_cpu_kind: bool = False, storage: str | None = None,
+              max_points: int = MAX_POINTS) -> SweepResult:
     """Run every point (Ray tasks, or in-process with ``local``) and write the result tables."""
     from lcpipe.cache import default_cache_dir
     from lcpipe.sweep.nodes import node_facts
     from lcpipe.sysinfo import cpu_info
 
     if not isinstance(sweep, Sweep):
-        sweep = load_sweep(sweep, overrides)
+        sweep = load_sweep(sweep, overrides, max_points)
     if out:
         sweep.out = Path(out).resolve()
     storage = storage or sweep.spec.storage

@@ -206,7 +206,7 @@ def metrics_columns(metrics: dict[str, Any]) -> dict[str, Any]:
     thr = metrics.get("throughput_ips") or {}
     sp = metrics.get("speedup") or {}
     quant = metrics.get("quantize") or {}
-    plan = metrics.get("plan")
+    plan, shipped = metrics.get("plan"), metrics.get("shipped") or {}
     if plan:  # the shipped INT8 IR is the plan's choice, not quantize's IR (see _plan_columns)
         quant = {"preset": None, "quantized_ops": None} if plan.get("int8") else {"preset": None, "quantized_ops": 0}
     return {
@@ -220,6 +220,8 @@ def metrics_columns(metrics: dict[str, Any]) -> dict[str, Any]:
         "latency_p50_int8_ms": (lat.get("int8") or {}).get("p50"),
         "throughput_fp32": thr.get("fp32"),
         "throughput_int8": thr.get("int8"),
+        "shipped": shipped.get("plan"),
+        "e2e_speedup_vs_default": shipped.get("speedup_vs_default_e2e_p50"),
         "latency_speedup": sp.get("latency_p50"),
         "latency_speedup_ci95": sp.get("latency_p50_ci95"),
         "timed_at": (lat.get("int8") or {}).get("measured_at"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,15 +77,24 @@ class Sweep:
     points: list[SweepPoint] = field(default_factory=list)
 
 
-def load_sweep(path: str | Path, extra: tuple[str, ...] | list[str] = ()) -> Sweep:
+MAX_POINTS = 1000  # a sweep's default size limit (lcpipe sweep --max-points raises it)
+
+
+def load_sweep(path: str | Path, extra: tuple[str, ...] | list[str] = (), max_points: int = MAX_POINTS) -> Sweep:
     """Read and check a sweep file; ``extra`` are `--set` strings added to every point.
 
-    Every point's pipeline config is validated here, so a typo in a key path fails before
-    anything runs (the message names the point and the key)."""
+    The points are counted before the grid is expanded (over ``max_points``: ConfigError). Every
+    point's pipeline config is validated here, so a typo in a key path fails before anything runs
+    (the message names the point and the key)."""
     from lcpipe.runner import load_config
 
     path = Path(path)
     spec = _read_spec(path)
+    count = point_count(spec)
+    if count > max_points:
+        axes = " x ".join(str(len(v)) for v in spec.grid.values()) or "0"
+        raise ConfigError(f"{path}: {count:,} points (grid {axes}, plus {len(spec.points)} listed) is more than "
+                          f"the limit of {max_points:,}; shrink the grid, or raise the limit with --max-points")
     folder = path.parent.resolve()
     base = (folder / spec.base).resolve()
     if not base.is_file():
@@ -113,6 +123,12 @@ def _read_spec(path: Path) -> SweepSpec:
         return SweepSpec.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, str(path), "", SweepSpec)) from None
+
+
+def point_count(spec: SweepSpec) -> int:
+    """Points the spec describes (the grid's product of axis lengths plus the listed points), without
+    expanding anything."""
+    return (math.prod(len(v) for v in spec.grid.values()) if spec.grid else 0) + len(spec.points)
 
 
 def _expand(spec: SweepSpec) -> list[dict[str, Any]]:
