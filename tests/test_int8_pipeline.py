@@ -112,7 +112,7 @@ def test_v2_base_int8_pipeline_end_to_end(checkpoints: dict[str, Path], tmp_path
     for key in METRIC_KEYS:
         _get(metrics, key)
     acc = metrics["accuracy"]
-    assert acc["images"] == 64 and acc["labeled"]
+    assert acc["labeled"]  # on the verdict images: data.eval minus the plan's tune images (below)
     assert acc["cosine"] >= 0.95
     assert acc["rel_logit_error"] < 0.5
     assert metrics["latency_ms"]["fp32"]["p50"] > 0 and metrics["latency_ms"]["int8"]["p50"] > 0
