@@ -18,10 +18,10 @@ from lcpipe.version import __version__
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
+    from lcpipe import logs
+
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s" if verbose == 0 else "%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    logging.getLogger("lcpipe").setLevel(level)
+    logs.setup(level, "%(message)s" if verbose == 0 else "%(levelname)s %(name)s: %(message)s")
     if verbose < 2:  # nncf / openvino are chatty at INFO
         for name in ("nncf", "openvino"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -40,14 +40,29 @@ def _cache_root(cache_dir: Path | None, no_cache: bool) -> Iterator[Path | None]
 
 
 class _Group(click.Group):
-    """Turn lcpipe errors into one line and their exit code; anything else is a bug (exit 1)."""
+    """One error path: lcpipe's errors (bad input: exit 2, failed gate: 3) and anything unexpected
+    (a bug: exit 1) become one capped line on stderr; the full text and traceback go to the log file."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from lcpipe import logs, signals
+
         try:
             return super().invoke(ctx)
         except LcpipeError as exc:
-            click.echo(f"error: {exc}", err=True)
+            signals.check()  # an error that a stop signal caused is the stop
+            logs.log_exception(exc)
+            click.echo(f"error: {logs.cap(str(exc))}", err=True)
             sys.exit(exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # the last resort: one line instead of a traceback
+            signals.check()
+            logs.log_exception(exc)
+            where = logs.log_of(exc)
+            detail = logs.cap(f"{type(exc).__name__}: {exc}", 300)
+            click.echo(f"error: unexpected {detail} (an lcpipe bug; "
+                       + (f"full traceback in {where})" if where else "no log file could be written)"), err=True)
+            sys.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -179,17 +194,22 @@ def inspect(path: Path, fmt: str, arch: str, input_size: str | None, as_json: bo
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads [all cores].")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | None, as_json: bool) -> None:
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="OpenVINO's model cache: the first compile stores the compiled model there, later ones import "
+                   "it [none].")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output: predictions plus read_ms, compile_ms, first_inference_ms, model_cache.")
+def predict(model: Path, images: tuple[Path, ...], top_k: int, threads: int | None, cache_dir: Path | None,
+            as_json: bool) -> None:
     """Classify IMAGES with MODEL.xml or a deploy bundle folder (preprocessing + labels from its rt_info
     or files beside it)."""
-    from lcpipe.predict import format_predictions
-    from lcpipe.predict import predict as run_predict
+    from lcpipe.predict import format_predictions, predict_timed
 
-    preds = run_predict(model, list(images), top_k=top_k, threads=threads)
+    preds, timing = predict_timed(model, list(images), top_k=top_k, threads=threads, cache_dir=cache_dir)
     if as_json:
-        click.echo(strict_json([{"image": str(p.image), "top": [{"index": i, "label": lab, "probability": pr}
-                                                               for i, lab, pr in p.top]} for p in preds]))
+        click.echo(strict_json({"model": str(model), **timing.as_dict(), "predictions": [
+            {"image": str(p.image), "top": [{"index": i, "label": lab, "probability": pr} for i, lab, pr in p.top]}
+            for p in preds]}))
     else:
         click.echo(format_predictions(preds))
 
@@ -375,36 +395,136 @@ def _run_matrix(models: str | None, out: Path | None, docs: Path | None, updates
     return proc.returncode
 
 
-@cli.group()
-def cache() -> None:
-    """Inspect or clean the stage cache."""
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def cache(ctx: click.Context) -> None:
+    """Show (the default: `list`), prune or clean the stage cache (stage results, preprocessed data, downloads).
+
+    Only folders lcpipe marked as its cache are pruned or cleaned, only entries lcpipe names as its
+    own are removed, and never one a running pipeline uses."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(cache_list, cache_dir=None)
+
+
+_CACHE_DIR_OPTION = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                                 help="The cache [$LCPIPE_CACHE_DIR or the user cache dir].")
+
+
+def _open_cache(cache_dir: Path | None) -> Any:
+    from lcpipe.cache import StageCache, default_cache_dir
+
+    return StageCache(cache_dir or default_cache_dir())
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
 
 
 @cache.command("list")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
+@_CACHE_DIR_OPTION
 def cache_list(cache_dir: Path | None) -> None:
-    from lcpipe.cache import StageCache, default_cache_dir
+    """Every entry (kind, stage, size, last use), least recently used first, and the total size."""
+    import time
 
-    c = StageCache(cache_dir or default_cache_dir())
-    entries = c.entries()
+    c = _open_cache(cache_dir)
+    entries = c.stored()
+    now = time.time()
     for e in entries:
-        outs = ", ".join(e.meta.get("outputs", {}))
-        click.echo(f"{e.key[:16]}  {e.meta.get('stage', '?'):<9} {outs}")
-    click.echo(f"{len(entries)} entries, {c.size_bytes() / 1e6:.1f} MB in {c.root}")
+        click.echo(f"{e.key[:16]:<16}  {e.stage or e.kind:<9} {_mb(e.bytes):>10}  used {_ago(now - e.last_used)} ago")
+    kinds = ", ".join(f"{sum(e.kind == k for e in entries)} {k}" for k in dict.fromkeys(e.kind for e in entries))
+    click.echo(f"{len(entries)} entries{f' ({kinds})' if kinds else ''}, {_mb(c.size_bytes())} in {c.root}")
+
+
+class _Size(click.ParamType):
+    name = "SIZE"
+    _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+              "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        import re
+
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if not m or m[2].lower() not in self._UNITS:
+            self.fail(f"{str(value)[:40]!r}: give a size such as 200MB, 1.5GB or 500MiB", param, ctx)
+        return int(float(m[1]) * self._UNITS[m[2].lower()])
+
+
+class _Age(click.ParamType):
+    name = "AGE"
+    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        import re
+
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(value))
+        if not m:
+            self.fail(f"{str(value)[:40]!r}: give an age such as 7d, 12h, 30m or 2w", param, ctx)
+        return float(m[1]) * self._UNITS[m[2]]
+
+
+def _report_removal(verb: str, c: Any, removed: list[Any], busy: list[Any]) -> None:
+    freed = sum(e.bytes for e in removed)
+    line = f"{verb} {len(removed)} entries ({_mb(freed)}) from {c.root}"
+    if busy:
+        line += f"; kept {len(busy)} in use by a running pipeline"
+    click.echo(line + f"; {len(c.stored())} entries, {_mb(c.size_bytes())} left")
+
+
+@cache.command("prune")
+@click.option("--max-size", type=_Size(), help="Remove least recently used entries until the cache is at most "
+              "this big (200MB, 1.5GB, 500MiB).")
+@click.option("--older-than", type=_Age(), help="Remove entries not used for this long (7d, 12h, 30m, 2w).")
+@_CACHE_DIR_OPTION
+def cache_prune(max_size: int | None, older_than: float | None, cache_dir: Path | None) -> None:
+    """Remove entries by age and/or total size, least recently used first."""
+    from lcpipe.errors import ConfigError
+
+    if max_size is None and older_than is None:
+        raise ConfigError("lcpipe cache prune: give --max-size and/or --older-than")
+    c = _open_cache(cache_dir)
+    removed, busy = c.prune(max_bytes=max_size, older_than_s=older_than)
+    _report_removal("pruned", c, removed, busy)
 
 
 @cache.command("clean")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
+@_CACHE_DIR_OPTION
 def cache_clean(cache_dir: Path | None) -> None:
-    from lcpipe.cache import StageCache, default_cache_dir
-
-    c = StageCache(cache_dir or default_cache_dir())
-    n = c.clean()
-    click.echo(f"removed {n} cached stage results from {c.root}")
+    """Remove every entry (files lcpipe did not write stay)."""
+    c = _open_cache(cache_dir)
+    removed, busy = c.clean()
+    _report_removal("removed", c, removed, busy)
 
 
 def main() -> None:
-    cli(prog_name="lcpipe")
+    from lcpipe import logs, signals
+
+    signals.install()
+    try:
+        try:
+            code = cli.main(prog_name="lcpipe", standalone_mode=False)
+        except click.ClickException as exc:  # usage errors: click's own line, capped like every message
+            exc.message = logs.cap(exc.message)
+            exc.show()
+            code = exc.exit_code
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            code = 1
+        except SystemExit:
+            signals.check()  # a stop signal some library swallowed still ends the command as a stop
+            raise
+        signals.check()
+        sys.exit(code if isinstance(code, int) else 0)
+    except signals.Interrupted as exc:
+        logs.log_exception(exc)
+        signals.finish(exc, f"lcpipe: stopped by {exc} (exit {exc.exit_code}); temporary files removed, "
+                            "the same command resumes from the cache")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -241,8 +242,11 @@ class StageEntry(Strict):
     options: StageOptions
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
 class PipelineConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
     model: ModelConfig
     preprocess: PreprocessConfig = PreprocessConfig()
     data: DataConfig = DataConfig()
@@ -250,6 +254,15 @@ class PipelineConfig(Strict):
     runtime: RuntimeConfig = RuntimeConfig()
     stages: list[StageEntry]
     source_file: str | None = None  # the YAML this came from (informational)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        # it names the folder runs/<name>/: no '/', no '..', no leading '.' or '-' (hidden, or an option)
+        if not _PLAIN_NAME.fullmatch(v) or ".." in v:
+            raise ValueError("not a plain name (it names the run folder): letters, digits, '_', '-' and '.', "
+                             "starting with a letter, digit or '_', at most 128 characters, no '..'")
+        return v
 
     def stage_names(self) -> list[str]:
         return [s.name for s in self.stages]
@@ -287,7 +300,10 @@ def parse_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), 
     """The pipeline YAML at ``path`` with ``--set`` overrides, validated (stage options by ``options_of``)."""
     path = Path(path)
     raw = read_yaml_mapping(path, "pipeline")
-    raw = resolve_config_paths(raw, path.parent.resolve(), options_of)
+    try:
+        raw = resolve_config_paths(raw, path.parent.resolve(), options_of)
+    except ConfigError as exc:  # an empty path: name the file too
+        raise ConfigError(f"{path}: {exc}") from None
     for ov in overrides:
         raw = apply_override(raw, ov, str(path), options_of=options_of)
     return validate_config(raw, str(path), options_of=options_of)
@@ -312,7 +328,7 @@ def _resolve_stage_paths(item: Any, base: Path, options_of: OptionsOf) -> Any:
         model = options_of(str(name))
     except ConfigError:
         return item
-    return {name: resolve_paths(opts, model, base)}
+    return {name: resolve_paths(opts, model, base, f"stages.{name}.")}
 
 
 def validate_config(raw: dict[str, Any], where: str = "<config>", *, options_of: OptionsOf) -> PipelineConfig:
@@ -403,18 +419,26 @@ def is_path_field(model: type[BaseModel], key: str) -> bool:
     return key in getattr(model, "path_fields", ())
 
 
-def resolve_paths(raw: Any, model: type[BaseModel] | None, base: Path) -> Any:
-    """Make every path-typed value of ``model`` (and its sub-models) absolute against ``base``."""
+def resolve_paths(raw: Any, model: type[BaseModel] | None, base: Path, prefix: str = "") -> Any:
+    """Make every path-typed value of ``model`` (and its sub-models) absolute against ``base``; an empty
+    one is a ConfigError naming its key (``prefix``: the key path of ``raw``)."""
     if not isinstance(raw, dict) or model is None:
         return raw
     out = {}
     for key, value in raw.items():
         if isinstance(value, str) and is_path_field(model, key):
-            value = str((base / Path(value).expanduser()).resolve())
+            value = str((base / _non_empty(value, prefix + key)).resolve())
         elif isinstance(value, dict):
-            value = resolve_paths(value, sub_model(model, key), base)
+            value = resolve_paths(value, sub_model(model, key), base, f"{prefix}{key}.")
         out[key] = value
     return out
+
+
+def _non_empty(value: str, key: str, where: str = "") -> Path:
+    """A path value as a Path; an empty one is an error (it would resolve to the folder itself)."""
+    if not value.strip():
+        raise ConfigError(f"{where}{key} is empty: give a file or folder path")
+    return Path(value).expanduser()
 
 
 MAX_KEY_DEPTH = 16  # stages.<stage>.<option>.<sub-option> is the deepest real key path
@@ -439,7 +463,7 @@ def apply_override(raw: dict[str, Any], override: str, where: str = "--set", *,
     value = load_yaml_text(text, f"--set {clip(key.strip(), 80)}") if text.strip() else ""
     override = clip(override, 120)  # for the messages below
     if isinstance(value, str) and is_path_key(keys, options_of):
-        value = str(Path(value).expanduser().resolve())
+        value = str(_non_empty(value, ".".join(keys), f"--set {override!r}: ").resolve())
     raw = _deep_copy(raw)
     if keys[0] == "stages":
         if len(keys) < 3:

@@ -1,4 +1,10 @@
-"""Small file helpers: sha256 and atomic writes (temp name, then rename)."""
+"""Small file helpers: sha256 and atomic writes (temp name, then rename).
+
+Everything written here ends with the modes the user's umask gives (0644/0755 under umask 022):
+mkstemp/mkdtemp create 0600/0700 temps, which are opened up before they are renamed into place.
+``content_hashes()`` remembers the sha256 of input files for the length of a run, so a data set
+every stage fingerprints is read once, not once per stage.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,18 +33,92 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def sha256_path(path: str | Path) -> str:
     """Hash of a file, or of a directory tree (relative names + file hashes, sorted)."""
-    p = Path(path)
+    return _tree_sha256(Path(path), sha256_file)
+
+
+def _tree_sha256(p: Path, file_hash: Any) -> str:
     if p.is_file():
-        return sha256_file(p)
+        return file_hash(p)
     h = hashlib.sha256()
     for f in sorted(x for x in p.rglob("*") if x.is_file()):
         h.update(f.relative_to(p).as_posix().encode())
-        h.update(sha256_file(f).encode())
+        h.update(file_hash(f).encode())
     return h.hexdigest()
 
 
 def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- content hashes of inputs
+
+_memo: dict[tuple[int, ...], str] | None = None  # set while a run is in content_hashes()
+# Files changed less than this long ago are not remembered: file times tick in coarse steps (a few
+# ms), so a second write within the same step could leave the whole stat unchanged.
+MEMO_MIN_AGE_S = 2.0
+
+
+@contextmanager
+def content_hashes() -> Iterator[None]:
+    """Within the block, ``content_sha256`` hashes each input file once. The memo is keyed on the full
+    stat (device, inode, size, mtime and ctime in ns): rewriting a file, even restoring its size and
+    mtime, changes its ctime, so the file is read again."""
+    global _memo
+    outer = _memo
+    _memo = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _memo = outer
+
+
+def content_sha256(path: str | Path) -> str:
+    """sha256_path of a file or folder, each file read once per run."""
+    return _tree_sha256(Path(path), _memo_file_sha256)
+
+
+def _memo_file_sha256(p: Path) -> str:
+    if _memo is None:
+        return sha256_file(p)
+    st = p.stat()
+    if time.time_ns() - st.st_ctime_ns < MEMO_MIN_AGE_S * 1e9:
+        return sha256_file(p)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _memo:
+        _memo[key] = sha256_file(p)
+    return _memo[key]
+
+
+# ---------------------------------------------------------------- modes: the user's umask
+
+def user_umask() -> int:
+    """The process umask, read without changing it (os.umask would race other threads' file creation)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def open_up(path: str | Path) -> None:
+    """Give a temp made by mkstemp (0600) / mkdtemp (0700) the mode a plain open()/mkdir() would."""
+    p = Path(path)
+    full = 0o777 if stat.S_ISDIR(p.lstat().st_mode) else 0o666
+    os.chmod(p, full & ~user_umask())
+
+
+def copy_tree(src: str | Path, dest: str | Path) -> None:
+    """Copy a folder's files into ``dest`` (existing or not): content only, so the copies get the user's
+    modes, not those of the source (an entry an older lcpipe stored 0600)."""
+    shutil.copytree(src, dest, dirs_exist_ok=True, copy_function=shutil.copyfile)
+    dest = Path(dest)
+    for d in (dest, *(p for p in dest.rglob("*") if p.is_dir() and not p.is_symlink())):
+        open_up(d)  # copytree copied the source folders' modes
 
 
 @contextmanager
@@ -50,6 +131,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        open_up(tmp_path)
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
@@ -112,6 +194,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest.name), suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
+        open_up(tmp)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
             os.replace(dest, old)
@@ -171,6 +254,22 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
 
     A live process's temp is never touched; pid-less temps only once older than LEGACY_TEMP_AGE_S.
     Only this host's pids are checked: keep one cache per machine (not shared over NFS)."""
+
+    def stale(p: Path, pid: int | None) -> bool:
+        if pid is not None:
+            return not _pid_alive(pid)
+        return bool(_TEMP_LEGACY.match(p.name)) and time.time() - p.lstat().st_mtime > LEGACY_TEMP_AGE_S
+
+    return _remove_temps(folder, stale)
+
+
+def remove_own_temps(folder: str | Path) -> list[Path]:
+    """Delete this process's temps in ``folder``: after a stop signal, one may have been created a moment
+    before its writer knew its name (so the writer's own cleanup could not remove it)."""
+    return _remove_temps(folder, lambda p, pid: pid == os.getpid())
+
+
+def _remove_temps(folder: str | Path, doomed: Any) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -179,16 +278,9 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
         if not p.name.startswith("."):
             continue
         pid = next((int(m[1]) for rx in _TEMP_WITH_PID if (m := rx.match(p.name))), None)
-        if pid is not None:
-            stale = not _pid_alive(pid)
-        else:
-            try:
-                stale = bool(_TEMP_LEGACY.match(p.name)) and time.time() - p.lstat().st_mtime > LEGACY_TEMP_AGE_S
-            except FileNotFoundError:
-                continue
-        if not stale:
-            continue
         try:
+            if not doomed(p, pid):
+                continue
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             else:

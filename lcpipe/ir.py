@@ -10,8 +10,11 @@ this one; none of them touches ``ov.save_model`` or ``rt_info`` itself.
 - rt_info: lcpipe's section ``<rt_info><lcpipe>`` holds JSON strings (``RT_KEYS``): preprocessing,
   label names, precision, provenance (source ONNX, quantization), and the plan the plan stage
   chose; ``<model_info>`` holds the OpenVINO Model API keys of a classifier.
+- Batch (``input_batch`` / ``with_dynamic_batch``): the deploy bundle's IRs are static batch 1
+  unless the deploy stage also writes a copy that takes any batch.
 - Compiling (``ov_config`` / ``compile_ir``): the compile properties every measurement, ``lcpipe
-  predict`` and the deploy README use, and the float precision a plan recorded for its IR.
+  predict`` and the deploy bundle use (OpenVINO's model cache, ``CACHE_DIR``, included), and the
+  float precision a plan recorded for its IR.
 """
 
 from __future__ import annotations
@@ -188,17 +191,38 @@ def planned_precision(model: Any) -> str | None:
     return plan.get("inference_precision") if plan else None
 
 
+# ---------------------------------------------------------------- batch dimension
+
+def input_batch(model: Any) -> int | None:
+    """The first input's batch dimension (its first), None when it takes any batch."""
+    dim = model.inputs[0].get_partial_shape()[0]
+    return None if dim.is_dynamic else dim.get_length()
+
+
+def with_dynamic_batch(model: Any) -> Any:
+    """A copy of a one-input model whose batch dimension (the first) takes any size; rt_info kept."""
+    ov = require("openvino")
+    out = model.clone()
+    shape = out.inputs[0].get_partial_shape()
+    out.reshape({out.inputs[0]: ov.PartialShape([ov.Dimension(), *(shape[i] for i in range(1, len(shape)))])})
+    return out
+
+
 # ---------------------------------------------------------------- compiling
 
-def ov_config(hint: str, threads: int | None, precision: str | None = "f32") -> dict[str, Any]:
+def ov_config(hint: str, threads: int | None, precision: str | None = "f32", *,
+              cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Compile properties: the one place lcpipe builds them (measurements, predict, the plan's
     runtime_config). ``threads`` None: the plugin's own choice; ``precision`` None keeps the device
-    default float precision (bf16 on AMX / avx512_bf16 CPUs)."""
+    default float precision (bf16 on AMX / avx512_bf16 CPUs); ``cache_dir``: OpenVINO's model cache
+    (a compiled model is stored there and imported by the next compile of the same IR and properties)."""
     cfg: dict[str, Any] = {"PERFORMANCE_HINT": hint}
     if threads:
         cfg["INFERENCE_NUM_THREADS"] = threads
     if precision:
         cfg["INFERENCE_PRECISION_HINT"] = precision
+    if cache_dir:
+        cfg["CACHE_DIR"] = str(cache_dir)
     return cfg
 
 

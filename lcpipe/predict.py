@@ -5,6 +5,7 @@ preprocess.json / labels.txt beside it (the deploy bundle). A bundle folder serv
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,17 +90,41 @@ def to_probabilities(out: np.ndarray) -> np.ndarray:
     return softmax(out.astype(np.float64))
 
 
-def compile_properties(model: Any, threads: int | None) -> dict[str, Any]:
+def compile_properties(model: Any, threads: int | None, cache_dir: Path | None = None) -> dict[str, Any]:
     """An IR the plan stage chose runs at the float precision it was chosen (and judged) with. Without
     a plan: the plugin's default precision, as before (bf16 on AMX / avx512_bf16 CPUs). validate
     measured those IRs at f32, but predict is the quick check of what a server gets without setting
-    anything; the deploy README's serving snippet pins the measured precision instead."""
+    anything; the deploy bundle's serve.py pins the measured precision instead. ``cache_dir``: OpenVINO's
+    model cache (off unless given)."""
     from lcpipe.ir import ov_config, planned_precision
 
-    return ov_config("LATENCY", threads, planned_precision(model))
+    return ov_config("LATENCY", threads, planned_precision(model), cache_dir=cache_dir)
 
 
-def predict(xml: str | Path, images: list[str | Path], top_k: int = 5, threads: int | None = None) -> list[Prediction]:
+@dataclass
+class Timing:
+    """Where the time to a first answer goes (ms): reading the IR, compiling it (or importing it from
+    OpenVINO's model cache) and the first inference (first image, decode and resize excluded)."""
+
+    read_ms: float
+    compile_ms: float
+    first_inference_ms: float
+    cache_dir: str | None  # OpenVINO's model cache given (--cache-dir), None: none
+    loaded_from_cache: bool  # the compiled model came from that cache (OpenVINO's LOADED_FROM_CACHE)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"read_ms": self.read_ms, "compile_ms": self.compile_ms, "first_inference_ms": self.first_inference_ms,
+                "model_cache": {"dir": self.cache_dir, "loaded_from_cache": self.loaded_from_cache}}
+
+
+def predict(xml: str | Path, images: list[str | Path], top_k: int = 5, threads: int | None = None,
+            cache_dir: str | Path | None = None) -> list[Prediction]:
+    return predict_timed(xml, images, top_k, threads, cache_dir)[0]
+
+
+def predict_timed(xml: str | Path, images: list[str | Path], top_k: int = 5, threads: int | None = None,
+                  cache_dir: str | Path | None = None) -> tuple[list[Prediction], Timing]:
+    """Top-k of each image, and how long reading, compiling and the first inference took."""
     from lcpipe.deps import require
     from lcpipe.ir import ov_error_line, read_user_ir
 
@@ -110,30 +135,59 @@ def predict(xml: str | Path, images: list[str | Path], top_k: int = 5, threads: 
         xml = bundle_model(xml)
     if not xml.is_file():
         raise InputError(f"{xml}: no such model file")
+    cache = _cache_folder(Path(cache_dir)) if cache_dir is not None else None
     ov = require("openvino")
     core = ov.Core()
+    t0 = time.perf_counter()
     model = read_user_ir(xml, core)
+    t1 = time.perf_counter()
     pre_dict, labels, where = model_metadata(xml, model)
     pre = preprocess_from_dict(pre_dict, where)
+    t2 = time.perf_counter()
     try:
-        compiled = core.compile_model(model, "CPU", compile_properties(model, threads))
+        compiled = core.compile_model(model, "CPU", compile_properties(model, threads, cache))
     except RuntimeError as exc:
         raise InputError(f"{xml}: OpenVINO cannot compile this IR ({ov_error_line(exc)})") from None
+    t3 = time.perf_counter()
     classes = _classes(compiled, xml)
     if labels is not None and len(labels) != classes:
         raise InputError(f"{xml}: {len(labels)} label names (rt_info or labels.txt beside it) for a model with "
                          f"{classes} classes")
     load = image_loader(pre_dict, pre)
-    out = []
+    out, first_ms = [], 0.0
     for image in images:
         x = load(Path(image))
+        t4 = time.perf_counter()
         logits = compiled(x)[0][0]
+        if not out:
+            first_ms = (time.perf_counter() - t4) * 1e3
         if not np.isfinite(logits).all():
             raise InputError(f"{xml}: the model's outputs for {image} are not finite (NaN or infinity)")
         probs = to_probabilities(logits)
         idx = top_indices(probs, top_k)
         out.append(Prediction(Path(image), [(int(i), labels[i] if labels else None, float(probs[i])) for i in idx]))
-    return out
+    timing = Timing(read_ms=round((t1 - t0) * 1e3, 3), compile_ms=round((t3 - t2) * 1e3, 3),
+                    first_inference_ms=round(first_ms, 3), cache_dir=str(cache) if cache else None,
+                    loaded_from_cache=_loaded_from_cache(compiled))
+    return out, timing
+
+
+def _cache_folder(path: Path) -> Path:
+    """--cache-dir: a folder (made when missing) OpenVINO may write its compiled models into."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--cache-dir {path}: not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--cache-dir {path}: cannot create the folder: {exc.strerror or exc}") from None
+    return path
+
+
+def _loaded_from_cache(compiled: Any) -> bool:
+    try:
+        return bool(compiled.get_property("LOADED_FROM_CACHE"))
+    except RuntimeError:  # a plugin without the property
+        return False
 
 
 def _classes(compiled: Any, xml: Path) -> int:

@@ -6,10 +6,17 @@ and records ``stage.json``; ``<out>/manifest.json`` records the resolved config,
 CPU, input/output sha256 and timings. A cache hit is checked file by file against the sha256 its
 stage.json records before it is used; temps a killed run left behind are removed at the start.
 
+What a run may touch (lcpipe.rundir): only a new, empty or lcpipe-made --out, held under a lock for
+the whole run; in it, only files a stage.json lists. A partial run (--until) into a folder holding
+later stages' results keeps them: it reuses the earlier stages in place when this config gives them
+the same keys, and refuses otherwise (they would describe other inputs). ``--from`` checks the same
+of the stages it takes from the folder. The manifest records the config that ran.
+
 The runner is also where a pipeline YAML is loaded (``load_config``): lcpipe.config holds the
 schema, and the stage registry (lcpipe.stages) gives it each stage's options model. And it runs
 "the pipeline up to X, then Y" for commands that are not a pipeline of their own (``run_until``,
-``run_stage_after``: lcpipe bench, sensitivity).
+``run_stage_after``: lcpipe bench, sensitivity), holding the run dir's lock from the first stage to
+the last file of Y.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lcpipe.cache import CACHE_FORMAT, CacheEntry, NullCache, StageCache, default_cache_dir
+from lcpipe import signals
+from lcpipe.cache import CACHE_FORMAT, CacheEntry, NullCache, StageCache, default_cache_dir, platform_cache_dir
 from lcpipe.config import (
     PipelineConfig,
     StageOptions,
@@ -38,14 +46,20 @@ from lcpipe.errors import ConfigError, InputError
 from lcpipe.fileio import (
     atomic_dir,
     atomic_path,
+    content_hashes,
+    content_sha256,
+    copy_tree,
     files_sha256,
     mismatched_files,
     remove_stale_temps,
-    sha256_file,
     sha256_json,
     sha256_path,
     write_json,
 )
+from lcpipe.locks import holding_entries
+from lcpipe.logs import run_log
+from lcpipe.resume import check_removable, later_results, remove_stage_output, take_from_run_dir
+from lcpipe.rundir import OWNER_KEY, claim_run_dir, foreign_files, recorded_files
 from lcpipe.stages import get_stage, options_model
 from lcpipe.stages.base import Stage, StageContext
 from lcpipe.sysinfo import cpu_info, versions
@@ -93,7 +107,10 @@ def config_from_dict(raw: dict[str, Any], where: str = "<config>", base: Path | 
     """A pipeline given as data, stage options validated by the registry; relative paths (of config
     sections and stage options) resolved against ``base`` when given, else kept as they are."""
     if base is not None:
-        raw = resolve_config_paths(raw, base, options_model)
+        try:
+            raw = resolve_config_paths(raw, base, options_model)
+        except ConfigError as exc:  # an empty path: name where the config came from too
+            raise ConfigError(f"{where}: {exc}") from None
     return validate_config(raw, where, options_of=options_model)
 
 
@@ -119,19 +136,25 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out: str | Path | None 
     for flag, value in (("--from", from_stage), ("--until", until)):
         if value is not None and value not in names:
             raise ConfigError(f"{flag} {value}: not a stage of this pipeline ({', '.join(names)})")
-    run_dir = Path(out) if out else Path("runs") / config.name
-    run_dir = run_dir.resolve()
+    run_dir = resolve_run_dir(config, out)
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file in the way, /proc, /sys, read-only: the user's --out, not a bug
-        raise InputError(f"--out {run_dir}: cannot create the run directory: {exc.strerror or exc}") from None
-    with _clear_os_errors(run_dir, None if no_cache else cache_root):
+    with _clear_os_errors(run_dir, None if no_cache else cache_root), claim_run_dir(run_dir), run_log(run_dir), \
+            content_hashes(), holding_entries():
         cache: StageCache = NullCache() if no_cache else stage_cache or StageCache(cache_root)
+        cache.claim(trusted=cache_root.resolve() == platform_cache_dir().resolve())
         cache.remove_stale_temps()
         for p in remove_stale_temps(run_dir):
             log.info("removed %s left by an interrupted run", p)
-        return _run(config, names, run_dir, cache_root, cache, from_stage, until, force, no_cache)
+        try:
+            return _run(config, names, run_dir, cache_root, cache, from_stage, until, force, no_cache)
+        except BaseException:
+            cache.remove_own_temps()  # the run dir's: claim_run_dir
+            raise
+
+
+def resolve_run_dir(config: PipelineConfig, out: str | Path | None) -> Path:
+    """--out, else runs/<name>/ under the current directory (name is a plain identifier: config.py)."""
+    return (Path(out) if out else Path("runs") / config.name).resolve()
 
 
 _ENV_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
@@ -155,32 +178,34 @@ def _run(config: PipelineConfig, names: list[str], run_dir: Path, cache_root: Pa
     start_idx = names.index(from_stage) if from_stage else 0
     stop_idx = names.index(until) if until else len(names) - 1
     check_artifact_flow(config)
-    for entry in config.stages[start_idx:stop_idx + 1]:  # before anything is written
-        get_stage(entry.name)().precheck(config)
+    stages = [(entry, get_stage(entry.name)()) for entry in config.stages]
+    for _, stage in stages[start_idx:stop_idx + 1]:  # before anything is written
+        stage.precheck(config)
+    later = later_results(run_dir, [type(stage) for _, stage in stages[stop_idx + 1:]])
+    if later:
+        return _reuse_in_place(config, stages[:stop_idx + 1], run_dir, later, until, force)
 
     artifacts: dict[str, Path] = {}
     records: list[StageRecord] = []
-    manifest = _manifest_head(config, run_dir, cache_root, no_cache)
-    metrics_file = run_dir / "metrics.json"
+    for entry, stage in stages[:start_idx]:
+        prep = _prepare(stage, entry.options, config, artifacts)
+        meta = take_from_run_dir(run_dir, type(stage), prep.key, prep.parts, config, f"--from {from_stage}")
+        artifacts.update({kind: run_dir / stage.name / info["path"] for kind, info in meta["outputs"].items()})
     # What this run recomputes (and everything downstream of it) must not survive a failure
-    # looking complete: drop those stages' old outputs and mark the manifest unfinished first.
-    for entry in config.stages[start_idx:]:
-        _remove_stage_output(run_dir, get_stage(entry.name))
+    # looking complete: drop those stages' old outputs (lcpipe's files only) and mark the manifest
+    # unfinished first.
+    check_removable(run_dir, [type(stage) for _, stage in stages[start_idx:]])
+    manifest = _manifest_head(config, run_dir, cache_root, no_cache)
     manifest["finished"] = False
     write_json(run_dir / "manifest.json", manifest)
-    for idx, entry in enumerate(config.stages):
-        stage = get_stage(entry.name)()
-        if idx < start_idx:
-            artifacts.update(_load_previous(run_dir, entry.name))
-            continue
-        if idx > stop_idx:
-            break
-        if idx == len(names) - 1 and stage.name == "report" and metrics_file.exists():
-            metrics_file.unlink()  # a stale verdict must not survive a failed report
+    for _, stage in stages[start_idx:]:
+        remove_stage_output(run_dir, type(stage))
+    metrics_file = run_dir / "metrics.json"
+    for entry, stage in stages[start_idx:stop_idx + 1]:
+        signals.check()  # a stop signal a library swallowed inside the last stage
         record = _run_stage(stage, entry.options, config, artifacts, run_dir, cache_root, cache, force)
         records.append(record)
         manifest["stages"].append(record.__dict__)
-        manifest["finished"] = False
         write_json(run_dir / "manifest.json", manifest)
     manifest["finished"] = True
     write_json(run_dir / "manifest.json", manifest)
@@ -188,6 +213,27 @@ def _run(config: PipelineConfig, names: list[str], run_dir: Path, cache_root: Pa
     if "report" in names[start_idx:stop_idx + 1] and metrics_file.exists():
         metrics = json.loads(metrics_file.read_text())
     return RunResult(run_dir, artifacts, records, metrics)
+
+
+def _reuse_in_place(config: PipelineConfig, stages: list[tuple[Any, Stage]], run_dir: Path, later: list[str],
+                    until: str | None, force: bool) -> RunResult:
+    """A partial run into a folder holding later stages' results: use the earlier stages as they are
+    (their keys must match), leave the later results and the manifest alone."""
+    why = f"a run up to {until} (--until {until}, or lcpipe bench): {run_dir} holds results of later stages " \
+          f"({', '.join(later)})"
+    if force:
+        raise ConfigError(f"{why}, made from what --force would recompute; run the whole pipeline with --force, "
+                          "or use another --out")
+    artifacts: dict[str, Path] = {}
+    records = []
+    for entry, stage in stages:
+        prep = _prepare(stage, entry.options, config, artifacts)
+        meta = take_from_run_dir(run_dir, type(stage), prep.key, prep.parts, config, why)
+        outputs = meta["outputs"]
+        artifacts.update({kind: run_dir / stage.name / info["path"] for kind, info in outputs.items()})
+        records.append(StageRecord(stage.name, prep.key, True, 0.0, prep.input_hashes, outputs))
+        log.info("%s: result in the run directory reused (later stages kept)", stage.name)
+    return RunResult(run_dir, artifacts, records, None)
 
 
 def check_artifact_flow(config: PipelineConfig) -> None:
@@ -222,23 +268,36 @@ def _alternative(stage: type[Stage], kind: str, available: set[str]) -> bool:
     return any(a in available for a in stage.alternatives.get(kind, ()))
 
 
-def _stage_key(stage: Stage, options: Any, config: PipelineConfig, inputs: dict[str, str]) -> str:
-    sections = {s: getattr(config, s).model_dump(mode="json") for s in stage.uses_config}
-    return sha256_json({
-        "stage": stage.name, "options": options.model_dump(mode="json"), "config": sections,
-        "inputs": inputs, "salt": stage.cache_salt(config), "lcpipe": __version__,
-        "cache_format": CACHE_FORMAT,
-    })
+@dataclass
+class _Prepared:
+    inputs: dict[str, Path]
+    input_hashes: dict[str, str]
+    key: str
+    parts: dict[str, str]  # what the key hashes, part by part: stage.json keeps it to name a difference
 
 
-def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: dict[str, Path], run_dir: Path,
-               cache_root: Path, cache: StageCache, force: bool) -> StageRecord:
+def _prepare(stage: Stage, options: Any, config: PipelineConfig, artifacts: dict[str, Path]) -> _Prepared:
     wanted = [k for k in (*stage.consumes, *stage.optional_consumes) if k in artifacts]
     for k in stage.alternatives.values():
         wanted += [a for a in k if a in artifacts and a not in wanted]
     inputs = {k: artifacts[k] for k in wanted}
     input_hashes = {k: artifact_sha256(p) for k, p in inputs.items()}
-    key = _stage_key(stage, options, config, input_hashes)
+    sections = {s: getattr(config, s).model_dump(mode="json") for s in stage.uses_config}
+    opts = options.model_dump(mode="json")
+    salt = stage.cache_salt(config)
+    key = sha256_json({
+        "stage": stage.name, "options": opts, "config": sections, "inputs": input_hashes, "salt": salt,
+        "lcpipe": __version__, "cache_format": CACHE_FORMAT,
+    })
+    parts = {"options": sha256_json(opts), **{f"config.{s}": sha256_json(v) for s, v in sections.items()},
+             "salt": sha256_json(salt), "inputs": sha256_json(input_hashes)}
+    return _Prepared(inputs, input_hashes, key, parts)
+
+
+def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: dict[str, Path], run_dir: Path,
+               cache_root: Path, cache: StageCache, force: bool) -> StageRecord:
+    prep = _prepare(stage, options, config, artifacts)
+    inputs, input_hashes, key = prep.inputs, prep.input_hashes, prep.key
     stage_dir = run_dir / stage.name
     t0 = time.perf_counter()
     hit = None if force or not stage.cacheable else cache.get(key)
@@ -255,9 +314,9 @@ def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: di
             for kind, path in produced.items():
                 rel = Path(path).resolve().relative_to(tmp.resolve())
                 outputs[kind] = {"path": rel.as_posix(), "sha256": sha256_path(path)}
-            write_json(tmp / "stage.json", {"stage": stage.name, "key": key, "inputs": input_hashes,
-                                            "outputs": outputs, "files": files_sha256(tmp, skip=("stage.json",)),
-                                            "lcpipe": __version__})
+            write_json(tmp / "stage.json", {"stage": stage.name, "key": key, "key_parts": prep.parts,
+                                            "inputs": input_hashes, "outputs": outputs,
+                                            "files": files_sha256(tmp, skip=("stage.json",)), "lcpipe": __version__})
         if stage.cacheable:
             cache.put(key, stage_dir, replace=force)
         cached = False
@@ -271,12 +330,12 @@ def _run_stage(stage: Stage, options: Any, config: PipelineConfig, artifacts: di
 
 
 def artifact_sha256(path: Path) -> str:
-    """Cache-key hash of an input artifact; an IR .xml is hashed together with its .bin."""
+    """Cache-key hash of an input artifact (read once per run); an IR .xml is hashed with its .bin."""
     path = Path(path)
     weights = path.with_suffix(".bin")
     if path.suffix == ".xml" and path.is_file() and weights.is_file():
-        return sha256_json({"xml": sha256_file(path), "bin": sha256_file(weights)})
-    return sha256_path(path)
+        return sha256_json({"xml": content_sha256(path), "bin": content_sha256(weights)})
+    return content_sha256(path)
 
 
 class _CorruptEntry(Exception):
@@ -291,7 +350,7 @@ def _reuse(hit: CacheEntry, stage_dir: Path, cache: StageCache) -> dict[str, Any
         if not isinstance(recorded, dict) or not isinstance(hit.meta.get("outputs"), dict):
             raise _CorruptEntry("stage.json")
         with atomic_dir(stage_dir) as tmp:
-            shutil.copytree(hit.path, tmp, dirs_exist_ok=True)
+            copy_tree(hit.path, tmp)
             bad = mismatched_files(tmp, recorded)
             if bad:
                 raise _CorruptEntry(", ".join(bad))
@@ -307,42 +366,21 @@ def _reuse(hit: CacheEntry, stage_dir: Path, cache: StageCache) -> dict[str, Any
     return hit.meta["outputs"]
 
 
-def _remove_stage_output(run_dir: Path, stage: type[Stage]) -> None:
-    """Delete a stage's previous output in the run dir (only directories lcpipe wrote: with stage.json)."""
-    stage_dir = run_dir / stage.name
-    if (stage_dir / "stage.json").is_file():
-        shutil.rmtree(stage_dir)
-    for name in stage.publish:
-        published = run_dir / name
-        if published.is_dir() and not published.is_symlink():
-            shutil.rmtree(published)
-        elif published.exists():
-            published.unlink()
-
-
 def _publish(src: Path, dest: Path) -> None:
     """Copy a stage output to the top of the run dir (report, metrics.json, bench files)."""
     if not src.exists():
         return
     if src.is_dir():
         with atomic_dir(dest) as tmp:
-            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            copy_tree(src, tmp)
     else:
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
 
 
-def _load_previous(run_dir: Path, name: str) -> dict[str, Path]:
-    meta_file = run_dir / name / "stage.json"
-    if not meta_file.is_file():
-        raise InputError(f"--from: stage {name!r} has no finished output in {run_dir / name}; "
-                         "run the pipeline without --from first")
-    meta = json.loads(meta_file.read_text())
-    return {kind: run_dir / name / info["path"] for kind, info in meta["outputs"].items()}
-
-
 def _manifest_head(config: PipelineConfig, run_dir: Path, cache_root: Path, no_cache: bool) -> dict[str, Any]:
     return {
+        OWNER_KEY: True,  # this folder is lcpipe's: a later run may replace what its stage.json files list
         "pipeline": config.name,
         "source_file": config.source_file,
         "config": config.to_yaml_dict(),
@@ -362,12 +400,19 @@ def run_until(config: PipelineConfig, until: str, *, purpose: str, out: str | Pa
               cache_dir: str | Path | None = None, no_cache: bool = False, force: bool = False) -> RunResult:
     """The pipeline up to stage ``until`` (cached stages reused) for a command that builds on its
     artifacts (``purpose``: "lcpipe bench", "sensitivity"); a ConfigError naming it when the pipeline
-    has no such stage."""
-    names = config.stage_names()
-    if until not in names:
-        raise ConfigError(f"{config.source_file}: {purpose} needs a pipeline with a {until} stage "
-                          f"(stages: {', '.join(names)})")
+    has no such stage. Into a run dir holding later stages' results, the stages up to ``until`` are
+    reused in place and the rest is kept (lcpipe.resume)."""
+    require_stage(config, until, purpose=purpose)
     return run_pipeline(config, out=out, until=until, force=force, cache_dir=cache_dir, no_cache=no_cache)
+
+
+def require_stage(config: PipelineConfig, name: str, *, purpose: str) -> None:
+    """A ConfigError naming ``purpose`` when the pipeline has no stage ``name`` (checked before a
+    command touches any folder)."""
+    names = config.stage_names()
+    if name not in names:
+        raise ConfigError(f"{config.source_file}: {purpose} needs a pipeline with a {name} stage "
+                          f"(stages: {', '.join(names)})")
 
 
 def last_producer(names: list[str], stage: str) -> str | None:
@@ -384,8 +429,10 @@ def run_stage_after(config: PipelineConfig, name: str, *, purpose: str, updates:
     """Stage ``name`` on a pipeline's artifacts without being one of its stages (``purpose``: "lcpipe
     bench"): the pipeline up to its last stage producing what ``name`` consumes, then ``name`` (not
     cached) into ``<run dir>/<name>/``. Its options are the pipeline's for it (else its defaults)
-    updated by ``updates``; options and inputs are checked before anything runs. Returns that folder
-    and the outputs."""
+    updated by ``updates``; options and inputs are checked before anything runs. The run dir stays
+    locked from the first stage to ``name``'s last file; ``<run dir>/<name>/`` is replaced only when
+    lcpipe wrote all of it, and gets a stage.json listing its files. Returns that folder and the
+    outputs."""
     stage = get_stage(name)
     try:
         options = stage.Options.model_validate({**stage_options(config, name).model_dump(), **(updates or {})})
@@ -398,11 +445,40 @@ def run_stage_after(config: PipelineConfig, name: str, *, purpose: str, updates:
         raise ConfigError(f"{config.source_file}: {purpose} needs {', '.join(missing)}, which no stage of this "
                           f"pipeline produces (stages: {', '.join(names)})")
     until = last_producer(names, name) or names[-1]
-    res = run_until(config, until, purpose=purpose, out=out, cache_dir=cache_dir, no_cache=no_cache, force=force)
-    inputs = {k: res.artifacts[k] for k in _consumed_kinds(stage) if k in res.artifacts}
-    dest = res.run_dir / name
-    with atomic_dir(dest) as tmp:
-        ctx = StageContext(config=config, workdir=tmp, run_dir=res.run_dir,
-                           cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(), log=log)
-        outputs = stage().run(ctx, options, inputs)
-    return dest, {kind: dest / Path(path).resolve().relative_to(tmp.resolve()) for kind, path in outputs.items()}
+    with claim_run_dir(resolve_run_dir(config, out)) as run_dir:  # no other run between the pipeline and Y
+        dest = run_dir / name
+        _check_own_folder(dest, stage, purpose)  # before the (possibly long) pipeline run
+        res = run_until(config, until, purpose=purpose, out=run_dir, cache_dir=cache_dir, no_cache=no_cache,
+                        force=force)
+        inputs = {k: res.artifacts[k] for k in _consumed_kinds(stage) if k in res.artifacts}
+        with run_log(run_dir), atomic_dir(dest) as tmp:
+            ctx = StageContext(config=config, workdir=tmp, run_dir=run_dir,
+                               cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(), log=log)
+            produced = stage().run(ctx, options, inputs)
+            outputs = {kind: Path(path).resolve().relative_to(tmp.resolve()) for kind, path in produced.items()}
+            write_json(tmp / "stage.json", {
+                "stage": name, "key": None, "lcpipe": __version__,  # not cached: no key
+                "outputs": {kind: {"path": rel.as_posix(), "sha256": sha256_path(tmp / rel)}
+                            for kind, rel in outputs.items()},
+                "files": files_sha256(tmp, skip=("stage.json",))})
+    return dest, {kind: dest / rel for kind, rel in outputs.items()}
+
+
+def _check_own_folder(dest: Path, stage: type[Stage], purpose: str) -> None:
+    """``dest`` is replaced on every such command: only when it holds nothing but lcpipe's files (those
+    its stage.json lists, or for a folder an older lcpipe wrote without one, the stage's ``older_files``)."""
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if not dest.is_dir() or dest.is_symlink():
+        raise InputError(f"{dest}: a file or link where {purpose} writes its folder; move it out of the run "
+                         "directory")
+    record = recorded_files(dest)
+    if record is not None:
+        extra = [n for n in foreign_files(dest, record) if n != "stage.json"]
+    else:
+        extra = [f.relative_to(dest).as_posix() for f in sorted(dest.rglob("*"))
+                 if not f.is_dir() and f.relative_to(dest).as_posix() not in stage.older_files]
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" (+{len(extra) - 3} more)" if len(extra) > 3 else "")
+        raise InputError(f"{dest}: holds {shown} that lcpipe did not write; {purpose} replaces this folder: "
+                         "move them out of the run directory")

@@ -37,6 +37,7 @@ from lcpipe.measure.runtime import infer_ov, output_classes
 from lcpipe.quantization.graph import layer_ops, quantized_ops
 from lcpipe.quantization.ptq import quantize, quantize_with_accuracy_control
 from lcpipe.quantization.settings import choose_preset, nncf_params
+from lcpipe.rundir import claim_output_dir, is_lcpipe_run
 
 log = logging.getLogger("lcpipe")
 
@@ -150,7 +151,11 @@ def analyze(config: PipelineConfig | str | Path, *, overrides: tuple[str, ...] |
         from lcpipe.runner import load_config
 
         config = load_config(config, overrides)
-    out = Path(out or Path("runs", "sensitivity", config.name)).resolve()
+    from lcpipe.runner import require_stage
+
+    require_stage(config, "convert", purpose="sensitivity")  # before the folder is claimed
+    out = claim_output_dir(Path(out or Path("runs", "sensitivity", config.name)), "sensitivity",
+                           made_by_older=lambda p: (p / "sensitivity.json").is_file() or is_lcpipe_run(p / "pipeline"))
     t0 = time.perf_counter()
     ctx, info = _prepare(config, out, cache_dir, images, calib_images)
     baseline_model = _quantize(ctx, [])

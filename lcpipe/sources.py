@@ -32,6 +32,7 @@ from typing import Any
 from lcpipe.config import SourceConfig
 from lcpipe.errors import InputError
 from lcpipe.fileio import atomic_dir, sha256_file, write_json
+from lcpipe.locks import use_entry
 
 Log = Callable[[str], Any] | logging.Logger | None
 
@@ -117,6 +118,7 @@ def download(url: str, cache_dir: Path, *, sha256: str | None = None, log: Log =
     """Download ``url`` once; later calls return the cached file without touching the network."""
     want = _norm_sha(sha256)
     dest = cache_file_for(url, cache_dir, want)
+    use_entry(cache_dir, "downloads", dest.parent.name)  # kept from `lcpipe cache prune` while in use
     if dest.is_file() and (want is None or sha256_file(dest) == want):
         _emit(log, f"using cached {dest}")
         return dest
@@ -257,6 +259,7 @@ def unpack_if_archive(path: Path, cache_dir: Path, *, log: Log = None) -> Path:
     if not is_archive(path):
         return path
     dest = Path(cache_dir) / "extracted" / sha256_file(path)[:32]
+    use_entry(cache_dir, "extracted", dest.name)
     if not dest.is_dir():  # atomic_dir: a finished folder or none at all
         with atomic_dir(dest) as tmp:
             if path.name.lower().endswith(".zip"):

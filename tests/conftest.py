@@ -10,17 +10,28 @@ import helpers
 import pytest
 
 
+def _temp_env_dir(factory: pytest.TempPathFactory, var: str, name: str) -> Iterator[Path]:
+    """A temp folder in $var for the whole session (subprocesses inherit it), then the old value back."""
+    path = factory.mktemp(name)
+    old = os.environ.get(var)
+    os.environ[var] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop(var, None)
+    else:
+        os.environ[var] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lcpipe_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The CLI's user log goes to a temp folder (never the user's), via $LCPIPE_LOG_DIR."""
+    yield from _temp_env_dir(tmp_path_factory, "LCPIPE_LOG_DIR", "lcpipe-log")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def lcpipe_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test run gets its own stage cache (never the user's), via $LCPIPE_CACHE_DIR."""
-    path = tmp_path_factory.mktemp("lcpipe-cache")
-    old = os.environ.get("LCPIPE_CACHE_DIR")
-    os.environ["LCPIPE_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("LCPIPE_CACHE_DIR", None)
-    else:
-        os.environ["LCPIPE_CACHE_DIR"] = old
+    yield from _temp_env_dir(tmp_path_factory, "LCPIPE_CACHE_DIR", "lcpipe-cache")
 
 
 @pytest.fixture(scope="session")

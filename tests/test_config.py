@@ -160,7 +160,12 @@ def test_exit_code_0_and_1(tmp_path: Path, synthetic_weights, monkeypatch) -> No
 
     monkeypatch.setattr("lcpipe.runner.run_pipeline", boom)
     res = _invoke(*args)
-    assert res.exit_code == 1 and isinstance(res.exception, RuntimeError)
+    # a bug: one line naming the log that holds the traceback, exit 1
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: unexpected RuntimeError: unexpected failure") and "full traceback in" in line
+    log = Path(line.rsplit("full traceback in ", 1)[1].rstrip(")"))
+    assert "Traceback" in log.read_text() and "RuntimeError: unexpected failure" in log.read_text()
 
 
 def test_missing_optional_dependency_exits_2_naming_the_extra(tmp_path: Path, monkeypatch) -> None:

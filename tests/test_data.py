@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -282,11 +283,59 @@ def test_cache_hit_skips_decoding_and_file_change_invalidates(tmp_path: Path, mo
 
     st = (folder / "a3.jpg").stat()
     os.utime(folder / "a3.jpg", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    load_split(data, "eval", cfg, cache, progress=False)  # a new mtime alone: same content, still cached
+    _rewrite_keeping_stat(folder / "a3.jpg", folder / "a0.jpg")
     with pytest.raises(AssertionError, match="decoded again"):
         load_split(data, "eval", cfg, cache, progress=False)
     no_cache = data.model_copy(update={"cache_preprocessed": False})
     with pytest.raises(AssertionError, match="decoded again"):
         load_split(no_cache, "eval", PreprocessConfig(mode="resize", size=(80, 160)), cache, progress=False)
+
+
+def _rewrite_keeping_stat(path: Path, other: Path) -> None:
+    """Give ``path`` other bytes of the same size and put its mtime back (what size+mtime checks miss)."""
+    st = path.stat()
+    data = bytearray(other.read_bytes()[: st.st_size].ljust(st.st_size, b"\0"))
+    if data == path.read_bytes():
+        data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def test_fingerprint_is_content_not_size_and_mtime(tmp_path: Path) -> None:
+    folder = _tiny_folder(tmp_path, 5)
+    data = _data(folder, tmp_path)
+    base = fingerprint(data, PreprocessConfig(), "eval")
+    st = (folder / "a2.jpg").stat()
+    os.utime(folder / "a2.jpg", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched, same bytes
+    assert fingerprint(data, PreprocessConfig(), "eval") == base
+    _rewrite_keeping_stat(folder / "a2.jpg", folder / "a0.jpg")
+    assert fingerprint(data, PreprocessConfig(), "eval") != base
+    # the same files elsewhere (another machine, a sweep node) give the same fingerprint
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path, moved, ignore=shutil.ignore_patterns("elsewhere"))
+    assert fingerprint(_data(moved / folder.name, moved), PreprocessConfig(), "eval") == \
+        fingerprint(data, PreprocessConfig(), "eval")
+
+
+def test_fingerprint_reads_each_file_once_per_run(tmp_path: Path, monkeypatch) -> None:
+    import lcpipe.fileio as fileio
+
+    folder = _tiny_folder(tmp_path, 5)
+    data = _data(folder, tmp_path)
+    reads: list[Path] = []
+    real = fileio.sha256_file
+    monkeypatch.setattr(fileio, "sha256_file", lambda p, *a: reads.append(Path(p)) or real(p, *a))
+    monkeypatch.setattr(fileio, "MEMO_MIN_AGE_S", 0.0)  # the files were written a moment ago
+    with fileio.content_hashes():
+        first = fingerprint(data, PreprocessConfig())
+        assert fingerprint(data, PreprocessConfig()) == first  # quantize, validate, plan: one read each
+        time.sleep(0.05)  # past the file-time tick of the copies
+        _rewrite_keeping_stat(folder / "a2.jpg", folder / "a0.jpg")  # changed mid-run: read again
+        assert fingerprint(data, PreprocessConfig()) != first
+    images = [p for p in reads if p.suffix == ".jpg"]
+    assert len(images) == len(set(images)) + 1 and images.count(folder / "a2.jpg") == 2
 
 
 def test_fingerprint_tracks_preprocessing_and_data(tmp_path: Path) -> None:

@@ -159,6 +159,43 @@ def test_predict_serves_a_bundle_folder_in_either_file_layout(textline_irs: dict
         predict(tmp_path, lines)
 
 
+def test_predict_json_times_the_first_answer_and_uses_the_model_cache(textline_irs: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    """`predict --json`: one document with the predictions and read/compile/first-inference ms; with
+    --cache-dir the first call stores the compiled model there and the second imports it (OpenVINO's
+    LOADED_FROM_CACHE), with the same probabilities."""
+    from click.testing import CliRunner
+
+    from lcpipe.cli import cli
+
+    line = str(sorted((helpers.TEXT_LINES / "lines").glob("*"))[0])
+    cache = tmp_path / "ov cache"
+
+    def run(*extra: str) -> dict:
+        res = CliRunner().invoke(cli, ["predict", str(textline_irs["fp32"]), line, "--top-k", "2", "--json", *extra])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    plain, first, second = run(), run("--cache-dir", str(cache)), run("--cache-dir", str(cache))
+    want = plain["predictions"][0]["top"]
+    for doc in (plain, first, second):
+        assert doc["read_ms"] > 0 and doc["compile_ms"] > 0 and doc["first_inference_ms"] > 0
+        top = doc["predictions"][0]["top"]
+        assert [t["index"] for t in top] == [t["index"] for t in want]
+        np.testing.assert_allclose([t["probability"] for t in top], [t["probability"] for t in want], atol=1e-6)
+    assert plain["model_cache"] == {"dir": None, "loaded_from_cache": False}
+    assert first["model_cache"] == {"dir": str(cache), "loaded_from_cache": False} and any(cache.iterdir())
+    assert second["model_cache"] == {"dir": str(cache), "loaded_from_cache": True}
+    (tmp_path / "a file").write_text("")
+    res = CliRunner().invoke(cli, ["predict", str(textline_irs["fp32"]), line, "--cache-dir", str(tmp_path / "a file")])
+    assert res.exit_code == 2 and "is a file" in res.output  # click's check; the library says it too:
+    from lcpipe.errors import InputError
+    from lcpipe.predict import predict
+
+    with pytest.raises(InputError, match="--cache-dir .*a file: not a folder"):
+        predict(textline_irs["fp32"], [line], cache_dir=tmp_path / "a file")
+
+
 @pytest.mark.parametrize("mode", ["paddleclas", "resize"])
 def test_resize_in_the_graph_is_cv2s_resize_within_one_pixel_level(mode: str) -> None:
     """An identity network: the image-input IR with resize + crop in the graph outputs the pixels it would

@@ -215,7 +215,7 @@ def _plan_section(chosen: str, int8: bool, precision: str) -> dict:
 
 
 def _rendered(m: dict) -> dict[str, str]:
-    from lcpipe.deploy.bundle import deploy_readme
+    from lcpipe.deploy.readme import deploy_readme
     from lcpipe.metrics import shipped_metrics
     from lcpipe.render.report import render_markdown
     from lcpipe.render.summary import render_summary
@@ -224,6 +224,17 @@ def _rendered(m: dict) -> dict[str, str]:
     m["shipped"] = shipped_metrics(m)
     return {"md": render_markdown(m), "summary": render_summary(m),
             "readme": deploy_readme(m, {"mode": "resize", "size": [80, 160]}, False)}
+
+
+def _serve_py(m: dict) -> str:
+    """The bundle's serve.py for these metrics."""
+    from lcpipe.deploy.snippet import serve_script, serving_compile_config
+    from lcpipe.metrics import shipped_metrics
+
+    m = {**m, "pipeline": "t"}
+    m["shipped"] = shipped_metrics(m)
+    return serve_script({"mode": "resize", "size": [80, 160]}, serving_compile_config(m), pipeline="t",
+                        served="model_image.xml")
 
 
 def test_deploy_is_a_stage_after_report() -> None:
@@ -254,8 +265,9 @@ def test_reports_name_the_shipped_plan_and_its_precision() -> None:
         assert "shipped: int8_performance@bf16: " in text.splitlines()[0] + text.splitlines()[1] + \
             text.splitlines()[2], text[:300]
     assert "model_image.xml/.bin   the shipped model (INT8 (performance preset), float ops in bf16)" in out["readme"]
-    assert 'compile_model("model_image.xml", "CPU", {\'PERFORMANCE_HINT\': \'LATENCY\', ' \
-           "'INFERENCE_PRECISION_HINT': 'bf16'})" in out["readme"]
+    config = "{'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'bf16'}"
+    assert f"compile model_image.xml with {config}" in out["readme"]
+    assert f"COMPILE = {config}\n" in _serve_py(m)  # what serve.py passes to compile_model
 
     m["inference_precision"] = {"fp32": "f32", "int8": "bf16"}
     m["plan"] = _plan_section("fp32@bf16", False, "bf16")
@@ -275,6 +287,7 @@ def test_without_a_plan_the_serving_snippet_compiles_at_the_measured_precision()
     assert "the shipped model (INT8 (mixed preset), float ops in f32) taking images" in out["readme"]
     assert out["summary"].startswith("shipped: int8_mixed@f32 (the quantize stage's IR: no plan stage compared it")
     assert "{'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'}" in out["readme"]
+    assert "COMPILE = {'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'}\n" in _serve_py(m)
     assert "plan:" not in out["summary"]
     m["inference_precision"] = None  # not recorded: the README says the snippet runs at the plugin default
     assert "plugin's default float precision" in _rendered(m)["readme"]
@@ -356,7 +369,7 @@ def test_shared_statistics_candidates_equal_plain_nncf_quantize(tmp_path: Path) 
 
 BUNDLE_FILES = ("model.xml", "model.bin", "model_image.xml", "model_image.bin", "reference_fp32.xml",
                 "reference_fp32.bin", "reference_fp32_image.xml", "reference_fp32_image.bin", "plan.json",
-                "labels.txt", "preprocess.json", "metrics.json", "README.txt")
+                "labels.txt", "preprocess.json", "metrics.json", "README.txt", "serve.py", "ovms")
 FORCED = {  # plan options that leave only float candidates, or only INT8 ones
     "float": ["stages.plan.presets=[]"],
     "int8": ["stages.plan.fp32=false", "stages.plan.presets=[performance]", "stages.plan.keep_float=[[]]"],
@@ -426,7 +439,9 @@ def test_the_bundle_and_every_output_name_the_shipped_model_for_what_it_is(tmp_p
     assert lines["README.txt"][1].startswith(first) and lines["report.md"][2].startswith(f"**{first}")
     assert any(f"<b>{first.rstrip(': ')}</b>" in s for s in lines["report.html"])
     precision = f"'INFERENCE_PRECISION_HINT': '{shipped['precision']}'"
-    assert any('compile_model("model_image.xml"' in s and precision in s for s in lines["README.txt"])
+    assert any("compiles model_image.xml with" in s and precision in s for s in lines["README.txt"])
+    assert precision in (bundle / "serve.py").read_text()
+    assert json.loads((bundle / "metrics.json").read_text())["bundle"]["servable"] is True
 
     line = sorted((helpers.TEXT_LINES / "lines").glob("*"))[0]
     served = subprocess.run([sys.executable, "-m", "lcpipe", "predict", str(bundle), str(line), "--top-k", "2"],

@@ -670,3 +670,20 @@ def test_plan_and_bench_stages_hold_the_whole_node(tmp_path: Path, scales) -> No
     assert not measures_latency(load_config(_base_yaml(tmp_path / "a.yaml", untimed)))
     planned = untimed.replace("- validate:", "- plan: {}\n          - validate:")
     assert measures_latency(load_config(_base_yaml(tmp_path / "b.yaml", planned)))
+
+
+def test_a_crashed_point_names_its_node_and_cpu_kind_from_rays_node_table(tmp_path: Path) -> None:
+    """When the attempt log has nothing (the node died before its note arrived), Ray's error still
+    carries the node id; the dead node's entry in ray.nodes() gives its host and CPU kind."""
+    from lcpipe.sweep.on_ray import crashed_row
+    from lcpipe.sweep.point import PointTask
+
+    node_id = "f440a6b0cba34f131fc5994d4eb89cb529a91b64f8c1f11876a7d304"
+    exc = RuntimeError(f"Task failed because the node it was running on is dead. node ID: {node_id}, more")
+    table = [{"NodeID": "0" * 56, "NodeManagerHostname": "a", "Resources": {"cpu_kind:fake_a": 1.0}},
+             {"NodeID": node_id, "Alive": False, "NodeManagerHostname": "hb", "Resources": {"cpu_kind:fake_b": 1.0}}]
+    task = PointTask(id="p01", index=1, overrides={})
+    row = crashed_row(task, exc, [], tmp_path, table)
+    assert row["error_class"] == "crashed" and f"{node_id[:12]} (hb, fake_b)" in row["error"]
+    assert f"{node_id[:12]}:" in crashed_row(task, exc, [], tmp_path, [])["error"]  # unknown: the id alone
+    assert "an unknown node" in crashed_row(task, RuntimeError("worker died"), [], tmp_path)["error"]

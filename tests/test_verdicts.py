@@ -152,31 +152,45 @@ def test_an_explicit_tune_set_sharing_files_with_eval_is_refused_and_may_be_unla
 
 # ------------------------------------------------------------------ gate verdicts and exit codes through the CLI
 
-def _run_dir_from_golden(tmp_path: Path) -> Path:
+def _run_dir_from_golden(run: Path, *sets: str) -> Path:
     """A run dir whose stages up to validate hold the golden inputs (a real run of the embedded
-    default), so `lcpipe run --from report` judges them: the CLI's verdict path without re-measuring."""
-    run = tmp_path / "run"
+    default), recorded as this config (with ``sets``) would make them, so `lcpipe run --from report`
+    judges them: the CLI's verdict path without re-measuring. (The keys come from the runner itself:
+    the IR files are placeholders the report does not read.)"""
+    from lcpipe.fileio import files_sha256, write_json
+    from lcpipe.stages import get_stage
+    from lcpipe.runner import _manifest_head, _prepare
+
+    shutil.rmtree(run, ignore_errors=True)
+    config = lcpipe.load_config(EMBEDDED, list(sets))
     outputs = {"import": {"model_info": "model_info.json"}, "fuse": {}, "export": {},
                "convert": {"ir_fp32": "model.xml"},
                "quantize": {"ir_int8": "model.xml", "quantize_report": "quantize.json"},
                "plan": {"ir_int8": "model.xml", "plan_report": "plan.json"},
                "validate": {"validation": "validation.json"}}
-    sources = {"model_info.json": "model_info.json", "quantize.json": "quantize.json", "plan.json": "plan.json",
-               "validation.json": "validation.json"}
-    for stage, kinds in outputs.items():
-        (run / stage).mkdir(parents=True)
+    sources = {"model_info.json", "quantize.json", "plan.json", "validation.json"}
+    artifacts: dict[str, Path] = {}
+    for entry in config.stages[:len(outputs)]:
+        stage, kinds = get_stage(entry.name)(), outputs[entry.name]
+        prep = _prepare(stage, entry.options, config, artifacts)
+        folder = run / entry.name
+        folder.mkdir(parents=True)
         for path in kinds.values():
-            if path in sources and stage != "convert":
-                shutil.copyfile(GOLDEN / sources[path], run / stage / path)
+            if path in sources:
+                shutil.copyfile(GOLDEN / path, folder / path)
             else:
-                (run / stage / path).write_text("<net/>")  # not read by the report
-        (run / stage / "stage.json").write_text(json.dumps(
-            {"stage": stage, "outputs": {k: {"path": p, "sha256": ""} for k, p in kinds.items()}}))
+                (folder / path).write_text(f"<net stage='{entry.name}'/>")  # not read by the report
+        write_json(folder / "stage.json", {"stage": entry.name, "key": prep.key, "key_parts": prep.parts,
+                                           "outputs": {k: {"path": p} for k, p in kinds.items()},
+                                           "files": files_sha256(folder, skip=("stage.json",))})
+        artifacts.update({k: folder / p for k, p in kinds.items()})
+    write_json(run / "manifest.json", {**_manifest_head(config, run, run / "cache", True), "finished": True})
     return run
 
 
 def _judge(run: Path, *sets: str) -> tuple[int, str, dict]:
-    args = ["run", str(EMBEDDED), "--out", str(run), "--from", "report", "--until", "report"]
+    _run_dir_from_golden(run, *sets)
+    args = ["run", str(EMBEDDED), "--out", str(run), "--from", "report", "--until", "report", "--no-cache"]
     for s in sets:
         args += ["--set", s]
     res = CliRunner().invoke(cli, args)
@@ -184,7 +198,7 @@ def _judge(run: Path, *sets: str) -> tuple[int, str, dict]:
 
 
 def test_gate_verdicts_exit_0_3_or_4_through_the_cli_and_name_the_gate(tmp_path: Path) -> None:
-    run = _run_dir_from_golden(tmp_path)
+    run = tmp_path / "run"
     golden = json.loads((GOLDEN / "validation.json").read_text())
     agree = golden["evidence"]["agree"] / golden["evidence"]["images"]
 

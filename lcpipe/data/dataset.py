@@ -21,14 +21,17 @@ import numpy as np
 
 from lcpipe.data import preprocess as _pre
 from lcpipe.errors import ConfigError, InputError, shown
-from lcpipe.fileio import atomic_path, read_text, sha256_file, sha256_json, write_json
+from lcpipe.fileio import atomic_path, content_sha256, read_text, sha256_file, sha256_json, write_json
+from lcpipe.locks import use_entry
 from lcpipe.render.progress import progress as show_progress
 
 if TYPE_CHECKING:
     from lcpipe.config import DataConfig, DatasetConfig, PreprocessConfig
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
-CACHE_FORMAT = 1  # bump when the cached array layout or preprocessing code changes meaning
+# bump when the cached array layout or preprocessing code changes meaning
+# 2: keyed on each image's content and its name under the data folder (1: absolute path, size, mtime)
+CACHE_FORMAT = 2
 _MAX_LISTED = 5
 MAX_LIST_BYTES = 64 << 20  # a labels file for ImageNet's 50,000 validation images is ~2 MB
 _log = logging.getLogger("lcpipe")
@@ -195,18 +198,22 @@ def load_split(data: DataConfig, split: Literal["calib", "eval"], pre: Preproces
                cache_dir: Path | None, progress: bool = True) -> Split:
     """Preprocessed arrays of one split; cached under ``cache_dir/data/`` when enabled."""
     return load_samples(_split_samples(data, split), pre, cache_dir if data.cache_preprocessed else None,
-                        progress=progress, what=f"data.{split}", split=split)
+                        progress=progress, what=f"data.{split}", split=split,
+                        root=_dataset_root(getattr(data, split)))
 
 
 def load_samples(samples: list[Sample], pre: PreprocessConfig, cache_dir: Path | None, *, progress: bool = True,
-                 what: str = "data", split: str | None = None) -> Split:
+                 what: str = "data", split: str | None = None, root: Path | None = None) -> Split:
     """Preprocessed arrays of ``samples`` (e.g. the tune or verdict images of lcpipe.data.roles);
     cached under ``cache_dir/data/`` unless ``cache_dir`` is None (``split`` names them in the
-    cache's sidecar file; ``what`` in the progress bar)."""
+    cache's sidecar file; ``what`` in the progress bar; names in the cache key are relative to
+    ``root``, by default the folder all samples share)."""
     samples = list(samples)
     labels = _labels_array(samples)
-    key = _cache_key(samples, pre)
+    key = _cache_key(samples, root or _common_root(samples), pre)
     cache = Path(cache_dir) / "data" if cache_dir is not None else None
+    if cache:
+        use_entry(cache_dir, "data", key)  # kept from `lcpipe cache prune` while this run uses it
     x = _read_cache(cache, key, len(samples), pre) if cache else None
     if x is None:
         x = _decode_all(samples, pre, progress, f"preprocessing {what}")
@@ -248,26 +255,37 @@ def _decode_all(samples: list[Sample], pre: PreprocessConfig, progress: bool, ti
 
     # cv2 releases the GIL while decoding/resizing, so threads give a real speed-up.
     workers = max(1, min(8, os.cpu_count() or 1))
-    with show_progress(title, len(samples), progress) as advance, ThreadPoolExecutor(workers) as pool:
-        for _ in pool.map(one, range(len(samples))):
-            advance()
+    pool = ThreadPoolExecutor(workers)
+    try:
+        with show_progress(title, len(samples), progress) as advance:
+            for _ in pool.map(one, range(len(samples))):
+                advance()
+    finally:  # on Ctrl-C / an unreadable image: drop the queued images instead of decoding them all first
+        pool.shutdown(wait=True, cancel_futures=True)
     return x
 
 
 # ---------------------------------------------------------------- cache + fingerprint
 
-def _file_stamp(path: Path) -> list[Any]:
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+def _dataset_root(ds: DatasetConfig) -> Path:
+    return Path(ds.paddleclas_root or ds.images or ".")
 
 
-def _samples_desc(samples: list[Sample]) -> list[Any]:
-    return [[*_file_stamp(s.path), s.rotate] for s in samples]
+def _common_root(samples: list[Sample]) -> Path:
+    """The folder every sample is under (names in cache keys are relative to it: no absolute path)."""
+    return Path(os.path.commonpath([str(Path(s.path).parent) for s in samples])) if samples else Path(".")
 
 
-def _cache_key(samples: list[Sample], pre: PreprocessConfig) -> str:
+def _samples_desc(samples: list[Sample], root: Path) -> list[Any]:
+    """What decides the arrays: each image's bytes (sha256, read once per run), its name under the
+    dataset folder and its rotation. No absolute path, size or mtime: the same files give the same
+    keys on every machine and in every folder, and any change of content gives new ones."""
+    return [[os.path.relpath(s.path, root), content_sha256(s.path), s.rotate] for s in samples]
+
+
+def _cache_key(samples: list[Sample], root: Path, pre: PreprocessConfig) -> str:
     return sha256_json({"format": CACHE_FORMAT, "preprocess": _pre.preprocess_dict(pre),
-                        "samples": _samples_desc(samples)})
+                        "samples": _samples_desc(samples, root)})
 
 
 def _read_cache(cache: Path, key: str, n: int, pre: PreprocessConfig) -> np.ndarray | None:
@@ -310,15 +328,15 @@ def _write_cache(cache: Path, key: str, x: np.ndarray, samples: list[Sample],
 
 
 def samples_fingerprint(samples: Iterable[Sample], pre: PreprocessConfig) -> str:
-    """Stable hash of what ``load_samples`` would read (files, sizes, mtimes, labels, rotations,
-    preprocessing): a cache-key part for a stage that reads these samples."""
+    """Stable hash of what ``load_samples`` would read (file contents and names under the samples'
+    common folder, labels, rotations, preprocessing): a cache-key part for a stage that reads them."""
     samples = list(samples)
-    desc = [[*d, s.label] for d, s in zip(_samples_desc(samples), samples, strict=True)]
+    desc = [[*d, s.label] for d, s in zip(_samples_desc(samples, _common_root(samples)), samples, strict=True)]
     return sha256_json({"format": CACHE_FORMAT, "preprocess": _pre.preprocess_dict(pre), "samples": desc})
 
 
 def fingerprint(data: DataConfig, pre: PreprocessConfig, split: str | None = None) -> str:
-    """Stable hash of what ``load_split`` would read (files, sizes, mtimes, labels, preprocessing).
+    """Stable hash of what ``load_split`` would read (file contents and names, labels, preprocessing).
 
     ``split`` None covers every configured split plus the label-names file.
     """
@@ -326,10 +344,11 @@ def fingerprint(data: DataConfig, pre: PreprocessConfig, split: str | None = Non
     desc: dict[str, Any] = {"format": CACHE_FORMAT, "preprocess": _pre.preprocess_dict(pre)}
     for name in splits:
         samples = _split_samples(data, name)
-        desc[name] = [[*d, s.label] for d, s in zip(_samples_desc(samples), samples, strict=True)]
+        root = _dataset_root(getattr(data, name))
+        desc[name] = [[*d, s.label] for d, s in zip(_samples_desc(samples, root), samples, strict=True)]
     if split is None and data.label_names:
         p = Path(data.label_names)
-        desc["label_names"] = _file_stamp(p) if p.is_file() else str(p)
+        desc["label_names"] = content_sha256(p) if p.is_file() else p.name
     return sha256_json(desc)
 
 

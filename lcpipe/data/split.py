@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from lcpipe.data.dataset import Sample
 from lcpipe.errors import InputError
-from lcpipe.fileio import sha256_file
+from lcpipe.fileio import content_sha256
 
 # A third of the evaluation images tune, two thirds give the verdict: the verdict's interval width
 # goes with 1/sqrt(images), and a selection that overfits a small tune set is caught by the
@@ -58,8 +58,9 @@ class TuneVerdictSplit:
 
 
 def content_hashes(paths: Iterable[Path]) -> dict[Path, str]:
-    """sha256 of each distinct file's bytes, keyed by the path as given."""
-    return {p: sha256_file(p) for p in dict.fromkeys(Path(p) for p in paths)}
+    """sha256 of each distinct file's bytes, keyed by the path as given (within a run each file is read
+    once: the data fingerprints hash the same images, lcpipe.fileio.content_sha256)."""
+    return {p: content_sha256(p) for p in dict.fromkeys(Path(p) for p in paths)}
 
 
 def split_tune_verdict(samples: Sequence[Sample], *, tune_fraction: float = DEFAULT_TUNE_FRACTION,

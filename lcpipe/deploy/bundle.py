@@ -1,14 +1,21 @@
-"""The deploy bundle: what a serving host needs, with a README that holds a runnable serving snippet.
+"""The deploy bundle: what a serving host needs, with a README and a runnable serving script.
 
 deploy/
   model_image.xml/.bin       the shipped model (the plan's choice, INT8 or not) taking images: uint8 BGR
-                             (lcpipe.deploy.image_input); serve this
+                             (lcpipe.deploy.image_input), static batch (1 unless convert made it dynamic);
+                             serve this
+  model_image_dynamic.xml/.bin   with ``batch: dynamic``: the same IR taking any batch
   model.xml/.bin             the same model taking normalized float32 NCHW RGB
   reference_fp32_image.xml/.bin, reference_fp32.xml/.bin   the FP32 IR it was judged against, same inputs
   plan.json                  the shipped plan: name, float precision, compile properties, why (every
                              candidate when a plan stage chose it)
   labels.txt, preprocess.json                class names, input preprocessing (from the IR's rt_info)
-  metrics.json, README.txt                   the measured figures, how to serve it
+  serve.py                   the serving snippet (lcpipe.deploy.snippet): runs from any directory
+  ovms/                      OpenVINO Model Server layout + config.json (lcpipe.deploy.ovms)
+  metrics.json               the run's figures, plus ``bundle``: servable or not and why
+                             (lcpipe.deploy.servable), batch sizes, dynamic-batch timing, OVMS models
+  README.txt                 how to serve it (lcpipe.deploy.readme); "DO NOT SERVE" first when a gate
+                             did not pass
 
 Bundles written before the files were named for what they are hold model_int8*.xml (the shipped model)
 and model_fp32*.xml (the reference); ``bundle_model`` and ``lcpipe predict`` read both layouts.
@@ -21,26 +28,48 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.fileio import write_json
-from lcpipe.render.format import fixed, pct
 
 # file stem -> which IR: the shipped one or the FP32 reference (each also as <stem>_image: images in)
 BUNDLE_IRS = {"model": "shipped", "reference_fp32": "fp32"}
 SERVED = "model_image.xml"
+DYNAMIC = "model_image_dynamic.xml"  # deploy option batch: dynamic
 # what to serve from a bundle folder, newest layout first (older bundles: model_int8*.xml)
 SERVED_CANDIDATES = (SERVED, "model.xml", "model_int8_image.xml", "model_int8.xml")
 
 
-def write_deploy(dest: Path, fp32_xml: Path, shipped_xml: Path, rt: dict[str, Any], metrics: dict[str, Any], *,
-                 resize_in_graph: bool = False, resize_fidelity: dict[str, Any] | None = None) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    from lcpipe.deploy.image_input import image_input_preprocess, write_image_input_ir
+def write_bundle_irs(dest: Path, fp32_xml: Path, shipped_xml: Path, *, resize_in_graph: bool = False,
+                     dynamic_batch: bool = False) -> dict[str, Any]:
+    """The bundle's IRs; returns ``{static_batch, input_hw, dynamic}``: model_image.xml's batch (None:
+    it already takes any), its input height and width (None: any size, resize in the graph) and the
+    dynamic-batch IR (None unless asked for and model_image.xml is static)."""
+    from lcpipe.deploy.image_input import write_image_input_ir
+    from lcpipe.ir import input_batch, read_ir, save_ir, with_dynamic_batch
 
+    dest.mkdir(parents=True, exist_ok=True)
     sources = {"shipped": shipped_xml, "fp32": fp32_xml}
     for stem, which in BUNDLE_IRS.items():
         xml = Path(sources[which])
         shutil.copyfile(xml, dest / f"{stem}.xml")
         shutil.copyfile(xml.with_suffix(".bin"), dest / f"{stem}.bin")
         write_image_input_ir(xml, dest / f"{stem}_image.xml", resize_in_graph=resize_in_graph)
+    served = read_ir(dest / SERVED)
+    batch, shape = input_batch(served), served.inputs[0].get_partial_shape()
+    hw = None if shape[1].is_dynamic or shape[2].is_dynamic else (shape[1].get_length(), shape[2].get_length())
+    dynamic = save_ir(with_dynamic_batch(served), dest / DYNAMIC) if dynamic_batch and batch is not None else None
+    return {"static_batch": batch, "input_hw": hw, "dynamic": dynamic}
+
+
+def write_deploy(dest: Path, rt: dict[str, Any], metrics: dict[str, Any], irs: dict[str, Any], *,
+                 resize_in_graph: bool = False, resize_fidelity: dict[str, Any] | None = None,
+                 batching: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything but the IRs (write_bundle_irs wrote them into ``dest``); returns the ``bundle`` section
+    of the bundle's metrics.json."""
+    from lcpipe.deploy.image_input import image_input_preprocess
+    from lcpipe.deploy.ovms import OVMS_DIR, write_ovms
+    from lcpipe.deploy.readme import deploy_readme
+    from lcpipe.deploy.servable import do_not_serve_line, servability
+    from lcpipe.deploy.snippet import CACHE_FOLDER, SCRIPT, serve_script, serving_compile_config
+
     labels = rt.get("labels")
     if labels:
         (dest / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
@@ -48,13 +77,23 @@ def write_deploy(dest: Path, fp32_xml: Path, shipped_xml: Path, rt: dict[str, An
     # the float IRs' input; the image-input IRs carry their own description (rt_info) and it is here too
     image_pre = image_input_preprocess(pre, resize_in_graph) if pre else None
     write_json(dest / "preprocess.json", {**pre, "image_input_ir": image_pre} if pre else pre)
-    write_json(dest / "metrics.json", metrics)
     write_json(dest / "plan.json", bundle_plan(metrics))
     if resize_fidelity is not None:
         write_json(dest / "resize_in_graph.json", resize_fidelity)
-    readme = deploy_readme(metrics, pre, bool(labels), resize_in_graph=resize_in_graph, resize_fidelity=resize_fidelity)
+    compile_config = serving_compile_config(metrics)
+    ovms = write_ovms(dest, metrics["pipeline"], compile_config)
+    bundle = {**servability(metrics), "static_batch": irs["static_batch"],
+              "dynamic_batch_ir": DYNAMIC if irs.get("dynamic") else None, "batching": batching,
+              "serve": SCRIPT, "compile_config": compile_config, "model_cache": f"../{CACHE_FOLDER}",
+              "ovms": {"config": f"{OVMS_DIR}/config.json", "models": ovms["models"]}}
+    (dest / SCRIPT).write_text(serve_script(pre, compile_config, pipeline=metrics["pipeline"], served=SERVED,
+                                            resize_in_graph=resize_in_graph, do_not_serve=do_not_serve_line(bundle)),
+                               encoding="utf-8")
+    write_json(dest / "metrics.json", {**metrics, "bundle": bundle})
+    readme = deploy_readme(metrics, pre, bool(labels), resize_in_graph=resize_in_graph,
+                           resize_fidelity=resize_fidelity, bundle=bundle, input_hw=irs.get("input_hw"))
     (dest / "README.txt").write_text(readme, encoding="utf-8")
-    return dest
+    return bundle
 
 
 def bundle_model(folder: Path) -> Path:
@@ -78,104 +117,3 @@ def bundle_plan(m: dict[str, Any]) -> dict[str, Any]:
     return {"chosen": s["plan"], "int8": s["int8"], "description": s["description"],
             "inference_precision": s["precision"], "runtime_config": s["runtime_config"],
             "why": "no plan stage: the quantize stage's INT8 IR, compiled as validate measured it", "candidates": []}
-
-
-def deploy_readme(m: dict[str, Any], pre: dict[str, Any], labels: bool, *, resize_in_graph: bool = False,
-                  resize_fidelity: dict[str, Any] | None = None) -> str:
-    from lcpipe.render.shipped import model_label, shipped_headline, shipped_of, speedup_headline
-
-    sp, s, label = m["speedup"], shipped_of(m), model_label(m)
-    takes = ("at any size: resize, crop,\n                       colour, float conversion and mean/std run in the "
-             "graph" + _resize_note(resize_fidelity) if resize_in_graph else
-             "after resize/crop; colour, float conversion and\n                       mean/std run in the graph")
-    return f"""lcpipe deploy bundle: {m['pipeline']}
-{shipped_headline(m)}: {speedup_headline(m)}
-
-model_image.xml/.bin   the shipped model ({s['description']}) taking images (serve this):
-                       uint8 NHWC BGR as cv2 decodes, {takes}
-model.xml/.bin         the same model taking float32 NCHW RGB, normalized (preprocess.json)
-reference_fp32_image.xml, reference_fp32.xml   the FP32 IR it was judged against, same inputs
-plan.json            the shipped plan: name, float precision, compile properties, why it won
-preprocess.json      resize/crop and normalization; "image_input_ir" describes the image-input IRs
-labels.txt           class names, one per line
-metrics.json         accuracy, fidelity, latency, gates measured on {m['cpu'].get('model')} ({m['cpu'].get('isa')})
-{label} top-1 {pct(m['accuracy']['int8']['top1'])} (FP32 {pct(m['accuracy']['fp32']['top1'])}); model-only \
-latency {fixed(sp['latency_p50'], 2, 'x')} vs the FP32 IR at \
-{(m.get('inference_precision') or {}).get('fp32') or 'f32'}{_e2e_line(sp)}.
-{_plan_line(m)}
-Quick check:  lcpipe predict model_image.xml image.jpg --top-k 5     (or: lcpipe predict . image.jpg)
-Serve it (pip install openvino opencv-python-headless numpy):
-
-{serving_snippet(pre, labels, measured_compile_config(m), resize_in_graph=resize_in_graph)}
-{_compile_note(m)}"""
-
-
-def _resize_note(fidelity: dict[str, Any] | None) -> str:
-    if fidelity is None:
-        return " (not compared with cv2's resize: no eval data)"
-    return (f"\n                       (vs cv2's resize on {fidelity['images']} eval images: top-1 agreement "
-            f"{pct(fidelity['top1_agreement'])}, max abs logit diff {fidelity['max_abs_logit_diff']:.3g}; "
-            "resize_in_graph.json)")
-
-
-def measured_compile_config(m: dict[str, Any]) -> dict[str, Any] | None:
-    """The compile properties the shipped model's figures were measured with: the plan's runtime_config,
-    else the LATENCY hint with the float precision validate ran the INT8 IR at (the plugin's default
-    differs by CPU: bf16 on AMX / avx512_bf16). None when that precision was not recorded."""
-    from lcpipe.render.shipped import shipped_of
-
-    return shipped_of(m).get("runtime_config")
-
-
-def _compile_note(m: dict[str, Any]) -> str:
-    if measured_compile_config(m) is not None:
-        return ("The compile properties above are those the metrics were measured with (threads: your host's; "
-                "add INFERENCE_NUM_THREADS to pin them).\n")
-    return ("The snippet compiles at the plugin's default float precision; validate did not record the one it "
-            "measured at (metrics.json inference_precision), so latency and fidelity may differ.\n")
-
-
-def _e2e_line(sp: dict[str, Any]) -> str:
-    if not sp.get("e2e_latency_p50"):
-        return ""
-    return f"; end to end {fixed(sp['e2e_latency_p50'], 2, 'x')} vs the FP32 IR (f32) with Python float preprocessing"
-
-
-def _plan_line(m: dict[str, Any]) -> str:
-    if not m.get("plan"):
-        return ""
-    from lcpipe.render.plan import plan_headline
-
-    return f"Precision plan (plan.json): {plan_headline(m['plan'])}\n"
-
-
-def serving_snippet(pre: dict[str, Any], labels: bool, compile_config: dict[str, str] | None = None, *,
-                    resize_in_graph: bool = False) -> str:
-    interp = "cv2.INTER_CUBIC" if pre.get("interpolation") == "bicubic" else "cv2.INTER_LINEAR"
-    mode, short, c = pre.get("mode"), pre.get("resize_short", 256), pre.get("crop", 224)
-    if mode == "resize":
-        h, w = pre.get("size") or pre.get("input_hw") or [224, 224]
-        resize = f"img = cv2.resize(img, ({w}, {h}), interpolation={interp})"
-    elif mode == "timm":  # torchvision Resize(int): short side exact, long side truncated; round() crop offset
-        resize = (f"h, w = img.shape[:2]; s = {short}; size = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)\n"
-                  f"img = cv2.resize(img, size, interpolation={interp})\n"
-                  f"c = {c}; h, w = img.shape[:2]; t, l = round((h - c) / 2), round((w - c) / 2)\n"
-                  "img = img[t:t + c, l:l + c]")
-    else:  # PaddleClas ResizeImage(resize_short) + CropImage
-        resize = (f"s = {short} / min(img.shape[:2]); img = cv2.resize(img, (round(img.shape[1] * s), "
-                  f"round(img.shape[0] * s)), interpolation={interp})\n"
-                  f"c = {c}; h, w = img.shape[:2]; t, l = (h - c) // 2, (w - c) // 2; img = img[t:t + c, l:l + c]")
-    if resize_in_graph:
-        resize = "# resize + crop run in the graph: any image size"
-    names = 'open("labels.txt", encoding="utf-8").read().splitlines()' if labels else "None"
-    from lcpipe.ir import ov_config
-
-    config = compile_config or ov_config("LATENCY", None, None)  # the plugin's default precision
-    return f"""import sys, cv2, numpy as np, openvino as ov
-labels = {names}
-model = ov.Core().compile_model("model_image.xml", "CPU", {config!r})
-img = cv2.imread(sys.argv[1])  # BGR uint8 HWC: the IR converts colour and normalizes itself
-{resize}
-logits = model(np.ascontiguousarray(img[None]))[0][0]
-for i in np.argsort(-logits)[:5]:
-    print(i, labels[i] if labels else "", float(logits[i]))"""

@@ -259,25 +259,30 @@ def run_pool(requests: list[Any], next_input: Callable[[], np.ndarray], seconds:
     input (e2e: preprocessing the next image) overlaps the requests still running; ``finish`` takes the
     result of a finished request (e2e: its top-k). No Python completion callbacks (they can deadlock
     against the GIL, see runtime.infer_ov)."""
+    from lcpipe import signals
+
     busy = [False] * len(requests)
     held: list[Any] = [None] * len(requests)  # shared inputs stay alive until their request finishes
     done, i = 0, 0
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        x = next_input()
-        if busy[i]:
-            requests[i].wait()
-            if finish is not None:
-                finish(requests[i])
-            done += 1
-        held[i] = x
-        requests[i].start_async({0: x}, share_inputs=share_inputs)
-        busy[i] = True
-        i = (i + 1) % len(requests)
-    for k, req in enumerate(requests):
-        if busy[k]:
-            req.wait()
-            if finish is not None:
-                finish(req)
-            done += 1
+    # a stop signal must not unwind past requests still reading ``held`` (a crash in OpenVINO): the loop
+    # ends early instead, every request is waited for, then the stop is raised
+    with signals.critical():
+        while time.perf_counter() - t0 < seconds and not signals.requested():
+            x = next_input()
+            if busy[i]:
+                requests[i].wait()
+                if finish is not None:
+                    finish(requests[i])
+                done += 1
+            held[i] = x
+            requests[i].start_async({0: x}, share_inputs=share_inputs)
+            busy[i] = True
+            i = (i + 1) % len(requests)
+        for k, req in enumerate(requests):
+            if busy[k]:
+                req.wait()
+                if finish is not None:
+                    finish(req)
+                done += 1
     return done, time.perf_counter() - t0

@@ -42,6 +42,9 @@ class Stage:
     uses_config: ClassVar[tuple[str, ...]] = ()  # top-level config sections in the cache key
     cacheable: ClassVar[bool] = True  # False for stages that measure the machine (latency)
     publish: ClassVar[tuple[str, ...]] = ()  # files of the stage dir also copied to the top of the run dir
+    # files an older lcpipe wrote into the stage's folder without a stage.json (lcpipe bench did): a
+    # folder holding only these is lcpipe's to replace (runner.run_stage_after)
+    older_files: ClassVar[frozenset[str]] = frozenset()
     summary: ClassVar[str] = ""
 
     def precheck(self, config: PipelineConfig) -> None:

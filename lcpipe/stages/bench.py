@@ -76,6 +76,7 @@ class BenchStage(Stage):
     uses_config = ("preprocess", "runtime")
     cacheable = False
     publish = ("bench.json", "bench.md", "bench.png")
+    older_files = frozenset({"bench.json", "bench.md", "bench.png", "bench.html", "profile.json"})
     summary = "OpenVINO FP32/INT8 vs paddle2onnx route, ONNX Runtime FP32/INT8, Paddle oneDNN: latency, throughput"
 
     def run(self, ctx: StageContext, options: BenchOptions, inputs: dict[str, Path]) -> dict[str, Path]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lcpipe.config import PipelineConfig
-from lcpipe.fileio import sha256_path, write_json
+from lcpipe.fileio import content_sha256, write_json
 from lcpipe.stages.base import Stage, StageContext, StageOptions
 
 
@@ -52,7 +52,7 @@ class ImportStage(Stage):
         if src.path:
             from lcpipe.sources import check_local
 
-            return sha256_path(check_local(src))
+            return content_sha256(check_local(src))
         return src.sha256 or f"url:{src.url}"
 
     def run(self, ctx: StageContext, options: ImportOptions, inputs: dict[str, Path]) -> dict[str, Path]:
@@ -66,7 +66,7 @@ class ImportStage(Stage):
         cfg = ctx.config.model
         fmt = cfg.source.format
         opts = cfg.options.model_dump(exclude_none=True)
-        info: dict[str, Any] = {"source": str(path), "format": fmt, "sha256": sha256_path(path)}
+        info: dict[str, Any] = {"source": str(path), "format": fmt, "sha256": content_sha256(path)}
         out: dict[str, Path] = {}
         if fmt in ("pdparams", "torch", "safetensors"):
             from lcpipe.importers.checkpoint import import_checkpoint

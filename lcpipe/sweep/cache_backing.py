@@ -2,8 +2,8 @@
 copied there, so a second node does not recompute what a first one finished.
 
 Cache keys hash the config, which holds the shipped inputs' absolute paths on the node, and the
-data fingerprints (path, size, mtime: shipping.py unpacks inputs with one fixed mtime); they are the
-same on every node as long as the nodes' ``LCPIPE_NODE_DIR`` is (the default is). An entry that
+data fingerprints (file contents and names under their folder); they are the same on every node as
+long as the nodes' ``LCPIPE_NODE_DIR`` is (the default is). An entry that
 cannot be read from storage is recomputed; one the runner discards (files not matching their
 sha256) is deleted from storage too, so it does not come back.
 """

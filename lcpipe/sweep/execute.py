@@ -14,6 +14,7 @@ from typing import Any
 from lcpipe.errors import ConfigError, LcpipeError
 from lcpipe.fileio import write_json
 from lcpipe.render.sweep import COLUMNS
+from lcpipe.rundir import claim_output_dir
 from lcpipe.sweep import on_ray, shipping
 from lcpipe.sweep.fleet import FLEET_FILE, failed_fleet_row, fleet_row
 from lcpipe.sweep.point import GATED_OK, PointTask, run_point, timed_earlier
@@ -65,9 +66,10 @@ def run_sweep(sweep: Sweep | str | Path, *, out: str | Path | None = None, local
         sweep = load_sweep(sweep, overrides, max_points)
     if out:
         sweep.out = Path(out).resolve()
-    storage = storage or sweep.spec.storage
     if local and per_cpu_kind:
         raise ConfigError("--per-cpu-kind times points on each CPU kind of a Ray cluster; drop --local")
+    sweep.out = claim_output_dir(sweep.out, "sweep", made_by_older=_older_sweep)
+    storage = storage or sweep.spec.storage
     log.info("sweep %s: %d point(s) -> %s", sweep.name, len(sweep.points), sweep.out)
     t0 = time.perf_counter()
     fleet: list[dict[str, Any]] = []
@@ -94,6 +96,27 @@ def run_sweep(sweep: Sweep | str | Path, *, out: str | Path | None = None, local
     seconds = time.perf_counter() - t0
     files = write_results(sweep, rows, {**cpu_info(), "executor": executor, "seconds": round(seconds, 1)}, fleet)
     return SweepResult(sweep, rows, files, seconds, fleet, tasks)
+
+
+def _older_sweep(folder: Path) -> bool:
+    """A sweep folder an lcpipe without the marker wrote: its sweep.json, or only point run dirs so far."""
+    import json
+
+    try:
+        doc = json.loads((folder / "sweep.json").read_text())
+        return isinstance(doc, dict) and {"sweep", "points"} <= doc.keys()
+    except (OSError, ValueError):
+        points = folder / "points"
+        return points.is_dir() and {p.name for p in folder.iterdir()} == {"points"}
+
+
+def _nodes_quietly(ray: Any) -> list[dict[str, Any]]:
+    """``ray.nodes()`` (dead ones too), or [] if the cluster cannot say: only used to name a node."""
+    try:
+        return ray.nodes()
+    except Exception:
+        log.debug("could not list the cluster's nodes", exc_info=True)
+        return []
 
 
 def _logged(row: dict[str, Any], done: int, total: int) -> dict[str, Any]:
@@ -191,7 +214,7 @@ class _RaySweep:
                             type(exc).__name__)
                 self._submit(task)
                 return None
-            return on_ray.crashed_row(task, exc, tried, home)
+            return on_ray.crashed_row(task, exc, tried, home, _nodes_quietly(self.ray))
         if len(tried) > 1:
             row["attempts"] = tried  # retried after a node or worker died
         row = on_ray.bring_home(row, home, self.opts["storage"])

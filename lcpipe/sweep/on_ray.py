@@ -35,6 +35,7 @@ from lcpipe.errors import ConfigError, InputError, MissingDependencyError
 from lcpipe.fileio import sha256_json, write_json
 from lcpipe.sweep import shipping
 from lcpipe.sweep.fleet import FLEET_FILE, fleet_row
+from lcpipe.sweep.nodes import KIND_RESOURCE
 from lcpipe.sweep.point import GATED_OK, POINT_FILE, PointTask, error_fields, run_point, timed_earlier
 from lcpipe.sweep.schema import Sweep
 from lcpipe.sweep.storage import Storage
@@ -128,8 +129,8 @@ def run_shipped(task: PointTask, inputs: bytes | None, sweep_token: str, attempt
 
 
 class AttemptLog:
-    """Ray actor: point id -> the nodes its attempts ran on, in order. It lives on the driver's node
-    for one sweep (a node that dies takes its tasks, not this record); it holds no CPU."""
+    """Ray actor: point id -> the nodes its attempts ran on, in order. It lives on the head node for
+    one sweep (a worker node that dies takes its tasks, not this record); it holds no CPU."""
 
     def __init__(self) -> None:
         self._tried: dict[str, list[dict[str, Any]]] = {}
@@ -142,15 +143,18 @@ class AttemptLog:
 
 
 def start_attempt_log(ray: Any) -> Any:
-    """This sweep's AttemptLog actor, pinned to the driver's node (None if it cannot be started: a
+    """This sweep's AttemptLog actor, pinned to the head node (None if it cannot be started: a
     crashed row then names the node only if Ray's error does); removed with the driver, or by
     :func:`stop_attempt_log` at the sweep's end."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     try:
-        here = ray.get_runtime_context().get_node_id()
+        # on the head node: the driver may be attached to a worker node, which a sweep can lose
+        head = next((n["NodeID"] for n in ray.nodes()
+                     if n.get("Alive") and "node:__internal_head__" in (n.get("Resources") or {})), None)
+        home = head or ray.get_runtime_context().get_node_id()
         actor = ray.remote(num_cpus=0, max_restarts=0)(AttemptLog)
-        return actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+        return actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(home, soft=True)).remote()
     except Exception as exc:  # bookkeeping only: the sweep runs without it
         log.warning("no record of which node runs each attempt (%s: %s)", type(exc).__name__, exc)
         return None
@@ -217,10 +221,14 @@ def _delete_quietly(store: Storage, rel: str) -> None:
         log.warning("%s", exc)
 
 
-def crashed_row(task: PointTask, exc: BaseException, tried: list[dict[str, Any]], home: Path) -> dict[str, Any]:
-    """A point whose every attempt died with its worker or node: name the node(s)."""
+def crashed_row(task: PointTask, exc: BaseException, tried: list[dict[str, Any]], home: Path,
+                cluster_nodes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A point whose every attempt died with its worker or node: name the node(s), from the attempt
+    log or else from the node id in Ray's error looked up in ``cluster_nodes`` (``ray.nodes()``,
+    which still lists a dead node with its resources)."""
     text = str(exc).splitlines()[0] if str(exc) else ""
-    nodes = ", ".join(f"{a['node_id'][:12]} ({a['hostname']}, {a['cpu_kind']})" for a in tried) or _node_in(exc)
+    nodes = (", ".join(f"{a['node_id'][:12]} ({a['hostname']}, {a['cpu_kind']})" for a in tried)
+             or _node_in(exc, cluster_nodes or []))
     row = {"point": task.id, "index": task.index, "overrides": task.overrides, "run_dir": str(home),
            "status": "failed", "error": f"worker or node died on {nodes}: {type(exc).__name__}: {text}",
            "error_class": "crashed", "exit_code": 1, "attempts": tried, "fingerprint": None}
@@ -228,9 +236,16 @@ def crashed_row(task: PointTask, exc: BaseException, tried: list[dict[str, Any]]
     return row
 
 
-def _node_in(exc: BaseException) -> str:
+def _node_in(exc: BaseException, cluster_nodes: list[dict[str, Any]]) -> str:
     m = re.search(r"node[ _]?id[:= ]+([0-9a-f]{16,})", str(exc), re.I)
-    return m.group(1)[:12] if m else "an unknown node"
+    if not m:
+        return "an unknown node"
+    node_id = m.group(1)
+    known = next((n for n in cluster_nodes if str(n.get("NodeID", "")).startswith(node_id)), None)
+    if known is None:
+        return node_id[:12]
+    kinds = sorted(k[len(KIND_RESOURCE):] for k in known.get("Resources") or {} if k.startswith(KIND_RESOURCE))
+    return f"{node_id[:12]} ({', '.join([known.get('NodeManagerHostname') or '?', *kinds])})"
 
 
 # ---------------------------------------------------------------- Ray session

@@ -6,11 +6,10 @@ paddle_model, ...) gets a shipped name ``<content sha256[:16]>/<file name>``; th
 point's config travels with those names only, and the files travel as one zip (through Ray's object
 store, or ``storage:`` when too big). Worker: the zip is checked against its sha256, each input is
 unpacked once per node into ``<node dir>/inputs/<its digest>/`` and the config's names are made
-absolute there. Names depend only on content, and unpacked files get one fixed mtime (the data
-fingerprint hashes path, size and mtime), so a node's stage cache keys stay the same when a sweep
-gains a point or the driver's folders move, and are the same on every node with the same
-``LCPIPE_NODE_DIR``. The point's run dir is built on the node and returned as a zip, unpacked under
-the driver's ``--out``.
+absolute there. Names depend only on content (and data fingerprints only on file contents and names
+under their folder), so a node's stage cache keys stay the same when a sweep gains a point or the
+driver's folders move, and are the same on every node with the same ``LCPIPE_NODE_DIR``. The point's
+run dir is built on the node and returned as a zip, unpacked under the driver's ``--out``.
 """
 
 from __future__ import annotations
@@ -33,9 +32,6 @@ from lcpipe.fileio import atomic_dir, remove_stale_temps, sha256_path, temp_pref
 # one object lcpipe puts in the object store for the inputs.
 SHIP_LIMIT_BYTES = 512 * 1024 * 1024
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same inputs give the same zip and digest
-# mtime of every unpacked input (2000-01-01 UTC): data fingerprints hash path + size + mtime, so
-# extraction time must not enter them, or each node (and each unpack) gets its own cache keys
-INPUT_MTIME_NS = 946_684_800 * 10**9
 
 
 def node_dir() -> Path:
@@ -135,7 +131,7 @@ def materialize(data: bytes, digest: str) -> Path:
     remove_stale_temps(root)  # a killed unpack's leftovers (pid-named temps)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("unpack"), suffix=".tmp", dir=root))
     try:
-        extract_zip(data, tmp, mtime_ns=INPUT_MTIME_NS)
+        extract_zip(data, tmp)
         for part in sorted(p for p in tmp.iterdir() if p.is_dir()):
             dest = root / part.name
             if (dest / ".complete").is_file():
@@ -184,9 +180,8 @@ def _add_tree(zf: zipfile.ZipFile, path: Path, name: str, compress: int) -> None
             shutil.copyfileobj(src, dst, 1 << 20)
 
 
-def extract_zip(data: bytes, dest: Path, mtime_ns: int | None = None) -> None:
-    """Unpack an lcpipe zip into ``dest``; ``mtime_ns``: stamp every file with it (else: extraction time).
-    A damaged zip is an InputError."""
+def extract_zip(data: bytes, dest: Path) -> None:
+    """Unpack an lcpipe zip into ``dest``. A damaged zip is an InputError."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             for member in zf.namelist():
@@ -196,10 +191,6 @@ def extract_zip(data: bytes, dest: Path, mtime_ns: int | None = None) -> None:
             zf.extractall(dest)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
         raise InputError(f"damaged zip ({len(data)} bytes): {exc}") from None
-    if mtime_ns is not None:
-        for f in dest.rglob("*"):
-            if f.is_file():
-                os.utime(f, ns=(mtime_ns, mtime_ns))
 
 
 def _tree_bytes(path: Path) -> int:
