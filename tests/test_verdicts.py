@@ -158,8 +158,8 @@ def _run_dir_from_golden(run: Path, *sets: str) -> Path:
     judges them: the CLI's verdict path without re-measuring. (The keys come from the runner itself:
     the IR files are placeholders the report does not read.)"""
     from lcpipe.fileio import files_sha256, write_json
-    from lcpipe.stages import get_stage
     from lcpipe.runner import _manifest_head, _prepare
+    from lcpipe.stages import get_stage
 
     shutil.rmtree(run, ignore_errors=True)
     config = lcpipe.load_config(EMBEDDED, list(sets))
