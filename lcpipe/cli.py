@@ -107,7 +107,12 @@ def run(pipeline: str, out: Path | None, overrides: tuple[str, ...], from_stage:
     """Run PIPELINE.yaml, or a packaged example by name (lcpipe examples lists them).
 
     The run directory is runs/<name>/ under the current directory unless --out says otherwise.
-    Exit 0 ok, 2 bad config/input, 3 a gate failed, 1 unexpected error."""
+    Each gate says pass, fail or inconclusive (its interval straddles the limit: more images, more
+    rounds or a quieter machine can decide it).
+
+    \b
+    Exit codes: 0 every gate passed, 2 bad config/input, 3 a gate failed,
+    4 no gate failed but some were inconclusive, 1 unexpected error."""
     from lcpipe.examples import resolve_pipeline
     from lcpipe.runner import run_pipeline
 
@@ -120,21 +125,26 @@ def run(pipeline: str, out: Path | None, overrides: tuple[str, ...], from_stage:
 def _report_run(result: Any, as_json: bool) -> None:
     """The summary and run directory (--json: the run document, the summary on stderr); then the
     verdict's exit code."""
-    from lcpipe.errors import GateFailedError
+    from lcpipe.errors import GateFailedError, GateInconclusiveError
+    from lcpipe.gates import explain
 
     if result.metrics:
         from lcpipe.render.summary import render_summary
 
         click.echo(render_summary(result.metrics), err=as_json)
     click.echo(f"run directory: {result.run_dir}", err=as_json)
-    code = GateFailedError.exit_code if result.failed_gates else 0
+    code = GateFailedError.exit_code if result.failed_gates else \
+        GateInconclusiveError.exit_code if result.inconclusive_gates else 0
     if as_json:
         from lcpipe.render.documents import run_document
 
         click.echo(strict_json(run_document(result, code)))
     if result.failed_gates:
-        names = ", ".join(g["name"] for g in result.failed_gates)
-        raise GateFailedError(f"{len(result.failed_gates)} gate(s) failed: {names}")
+        raise GateFailedError(f"{len(result.failed_gates)} gate(s) failed: "
+                              + "; ".join(explain(g) for g in result.failed_gates))
+    if result.inconclusive_gates:
+        raise GateInconclusiveError(f"{len(result.inconclusive_gates)} gate(s) inconclusive: "
+                                    + "; ".join(explain(g) for g in result.inconclusive_gates))
 
 
 @cli.command()
@@ -333,7 +343,7 @@ def sweep(sweep_file: Path, out: Path | None, overrides: tuple[str, ...], local:
     """Run SWEEP.yaml: a base pipeline over a grid/list of overrides, one run per point (on Ray).
 
     Writes sweep.json, sweep.csv and sweep.html. Exit 0 all points ok, 3 only gates failed,
-    1 a point failed (the others still ran), 2 bad sweep file."""
+    4 only gates inconclusive, 1 a point failed (the others still ran), 2 bad sweep file."""
     from lcpipe.errors import GateFailedError
     from lcpipe.render.sweep import format_fleet, format_table
     from lcpipe.sweep import SweepFailedError, load_sweep, run_sweep
@@ -357,6 +367,11 @@ def sweep(sweep_file: Path, out: Path | None, overrides: tuple[str, ...], local:
     if result.gate_failed:
         raise GateFailedError(f"{len(result.gate_failed)} point(s) failed a gate: "
                               + ", ".join(r["point"] for r in result.gate_failed))
+    if result.gate_inconclusive:
+        from lcpipe.errors import GateInconclusiveError
+
+        raise GateInconclusiveError(f"{len(result.gate_inconclusive)} point(s) with inconclusive gates: "
+                                    + ", ".join(r["point"] for r in result.gate_inconclusive))
 
 
 @cli.command()

@@ -35,6 +35,11 @@ class StageOptions(Strict):
 
     path_fields: ClassVar[frozenset[str]] = frozenset()
 
+    def selects(self) -> bool:
+        """Does the stage choose something by looking at evaluation images (plan, accuracy control)?
+        Then it looks at tune images, and the verdict only at images no choice saw (data.tune)."""
+        return False
+
 
 # stage name -> its options model (lcpipe.stages.options_model); ConfigError for an unknown name
 OptionsOf = Callable[[str], type[StageOptions]]
@@ -168,10 +173,28 @@ class DatasetConfig(Strict):
         return self
 
 
+class SplitConfig(Strict):
+    """How data.eval is split into tune and verdict images when no data.tune is given
+    (lcpipe.data.split: by content, stratified by label, the same on every machine)."""
+
+    tune_fraction: float = Field(0.3, gt=0.0, lt=1.0)  # share of the evaluation images that tune
+    seed: int = 0
+
+
 class DataConfig(Strict):
     path_fields: ClassVar[frozenset[str]] = frozenset({"label_names"})
     calib: DatasetConfig | None = None
     eval: DatasetConfig | None = None
+    # Images the selecting steps look at (plan fidelity, accuracy control, sensitivity); may be
+    # unlabeled (then only label-free gates are checked on it). None: a split of data.eval.
+    tune: DatasetConfig | None = None
+    # Split data.eval into tune / verdict images. Applied when the pipeline has a selecting step and
+    # no data.tune (with these defaults when not given); given explicitly, also without one (e.g. to
+    # keep the images `lcpipe sensitivity` ranked on out of the verdict).
+    split: SplitConfig | None = None
+    # Calibration images that are also verdict images (same bytes, any name) stop the run (exit 2)
+    # unless this is true; the report then says so prominently.
+    allow_calibration_overlap: bool = False
     label_names: PathStr | None = None  # lines "<index> <name>" or "<name>"
     cache_preprocessed: bool = True
 
@@ -180,8 +203,17 @@ IsaThresholds = dict[Literal["amx", "avx512_vnni", "avx512", "avx2", "default"],
 Threshold = float | IsaThresholds
 
 
+GateMode = Literal["interval", "point"]
+GATE_SETTINGS = ("confidence", "mode")  # GatesConfig fields that are not a gate
+
+
 class GatesConfig(Strict):
-    """Pass/fail limits; accuracies and drops are fractions in [0, 1]."""
+    """Limits; accuracies and drops are fractions in [0, 1]. Each gate checks its figure's interval
+    at ``confidence`` (pass / fail / inconclusive, docs/verdicts.md); ``mode: point`` is the old
+    pass/fail on the figure alone, for pipelines that relied on it."""
+
+    confidence: float = Field(0.95, ge=0.5, lt=1.0)
+    mode: GateMode = "interval"
 
     max_top1_drop: Threshold | None = None
     max_top1_flips: Threshold | None = None  # images whose top-1 correctness changed for the worse
@@ -194,6 +226,10 @@ class GatesConfig(Strict):
     min_throughput_speedup: Threshold | None = None
     min_e2e_latency_speedup: Threshold | None = None  # INT8 image-input route vs FP32 IR + Python preprocessing
     min_e2e_throughput_speedup: Threshold | None = None
+
+    def thresholds(self) -> dict[str, Threshold]:
+        """The configured gates (name -> limit), without the settings."""
+        return {k: v for k, v in self.model_dump(exclude_none=True).items() if k not in GATE_SETTINGS}
 
 
 class RuntimeConfig(Strict):
@@ -236,6 +272,10 @@ class PipelineConfig(Strict):
             if s.name == name:
                 return s.options
         return None
+
+    def selecting_steps(self) -> list[str]:
+        """Stages that choose by looking at evaluation images (StageOptions.selects)."""
+        return [s.name for s in self.stages if s.options.selects()]
 
     def to_yaml_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json", exclude={"stages", "source_file"})

@@ -37,6 +37,14 @@ class GateFailedError(LcpipeError):
     exit_code = 3
 
 
+class GateInconclusiveError(LcpipeError):
+    """No gate failed, but at least one could not be decided (its interval straddles the limit): more
+    images, more rounds or a quieter machine can decide it. Its own exit code, so CI can retry it or
+    treat it as a failure."""
+
+    exit_code = 4
+
+
 def clip(text: str, limit: int = 200) -> str:
     """``text`` cut to ``limit`` characters (saying how long it was): messages quote user input,
     and user input may be a 10 MB string."""

@@ -1,17 +1,26 @@
-"""Gates: thresholds from the YAML (per ISA where given) checked against metrics.json figures.
+"""Gates: thresholds from the YAML (per ISA where given) checked against metrics.json figures, three-valued.
 
-A failed gate never raises: the verdict goes into metrics.json["gates"] and the CLI exits 3.
+Each gate checks its figure's interval (lcpipe.measure.intervals; docs/verdicts.md): **pass** when the
+whole interval is on the right side of the threshold, **fail** when it is entirely on the wrong side,
+**inconclusive** otherwise (the data cannot tell). A few figures are facts about the verdict images
+themselves (a count of flips, a worst case) and decide alone. ``mode="point"`` (``gates.mode: point``)
+is the old pass/fail on the figure alone, for pipelines that relied on it and for the plan stage's
+selection on tune images (it chooses; the verdict vouches).
+
+A gate never raises: the verdicts go into metrics.json["gates"]; the CLI exits 3 when any gate fails
+and 4 when none fails but some are inconclusive (lcpipe.errors).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from lcpipe.measure.stats import Kind, point_verdict, verdict
 from lcpipe.metrics import get_path
 from lcpipe.records import Gate
 
-# gate name -> (dotted metrics key, "min" | "max"); every GatesConfig field must be here.
-GATES: dict[str, tuple[str, str]] = {
+# gate name -> (dotted metrics key, "min" | "max"); every GatesConfig gate must be here.
+GATES: dict[str, tuple[str, Kind]] = {
     "max_top1_drop": ("accuracy.top1_drop", "max"),
     "max_top1_flips": ("accuracy.flips.lost", "max"),
     "min_agreement": ("accuracy.agreement", "min"),
@@ -36,8 +45,12 @@ FINITE_GATE = "finite_outputs"  # built in when a model gave NaN/inf outputs on 
 REVERTED_GATE = "max_reverted_fraction"  # built in when accuracy control ran (lcpipe.quantization.ptq.MOSTLY_REVERTED)
 
 
-def evaluate_gates(gates: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per configured gate; the threshold is picked for the ISA the figures were measured on.
+def evaluate_gates(gates: dict[str, Any], metrics: dict[str, Any], validation: dict[str, Any] | None = None, *,
+                   confidence: float = 0.95, mode: str = "interval") -> list[dict[str, Any]]:
+    """One row per configured gate (``gates``: name -> threshold, GatesConfig.thresholds()); the
+    threshold is picked for the ISA the figures were measured on. ``validation`` (validation.json)
+    holds what the intervals are computed from; without it, interval mode has no interval to decide
+    on and says inconclusive.
 
     A gate whose figure was not measured (latency off, unlabeled data) fails: a CI gate must not
     pass by silence."""
@@ -52,29 +65,73 @@ def evaluate_gates(gates: dict[str, Any], metrics: dict[str, Any]) -> list[dict[
         try:
             threshold, isa_key = pick_threshold(raw, isa)
         except KeyError as exc:
-            rows.append(_gate(name, None, None, False, None, metric, f"no threshold for ISA {isa}: {exc}",
-                              gate_baseline(name, metrics)))
+            rows.append(_row(name, None, None, "fail", None, None, None, None, metric,
+                             f"no threshold for ISA {isa}: {exc}", gate_baseline(name, metrics)))
             continue
         value = get_path(metrics, metric) if metric else None
-        note = "" if metric else "unknown gate"
-        if metric and value is None:
-            note = "not measured"
-        rows.append(_gate(name, threshold, value, _passes(value, threshold, kind), isa_key, metric, note,
-                          gate_baseline(name, metrics)))
+        if metric is None or value is None:
+            rows.append(_row(name, threshold, value, "fail", None, None, None, isa_key, metric,
+                             "not measured" if metric else "unknown gate", gate_baseline(name, metrics)))
+            continue
+        rows.append(_judge(name, metric, kind, threshold, value, isa_key, validation or {}, confidence, mode,
+                           gate_baseline(name, metrics)))
     bad = {n: c for n, c in ((metrics.get("accuracy") or {}).get("non_finite_outputs") or {}).items() if c}
     if bad:  # built in: no figure of a model that outputs NaN means anything, whatever gates are set
-        rows.append(_gate(FINITE_GATE, 0, sum(bad.values()), False, "builtin", "accuracy.non_finite_outputs",
-                          "non-finite (NaN/inf) outputs on " + ", ".join(f"{c} {n}" for n, c in bad.items())
-                          + " image(s); accuracy and fidelity figures left out"))
+        rows.append(_row(FINITE_GATE, 0, sum(bad.values()), "fail", None, None, "count on the verdict images (exact)",
+                         "builtin", "accuracy.non_finite_outputs",
+                         "non-finite (NaN/inf) outputs on " + ", ".join(f"{c} {n}" for n, c in bad.items())
+                         + " image(s); accuracy and fidelity figures left out"))
     ac = (metrics.get("quantize") or {}).get("accuracy_control")
     if ac:
         from lcpipe.quantization.ptq import MOSTLY_REVERTED
 
         value = ac.get("reverted_fraction")
-        rows.append(_gate(REVERTED_GATE, MOSTLY_REVERTED, value, _passes(value, MOSTLY_REVERTED, "max"), "builtin",
-                          "quantize.accuracy_control.reverted_fraction",
-                          f"{ac.get('reverted_ops')} of {ac.get('ptq_quantized_ops')} quantized ops reverted"))
+        v = "fail" if value is None else point_verdict(value, MOSTLY_REVERTED, "max")
+        rows.append(_row(REVERTED_GATE, MOSTLY_REVERTED, value, v, None, None, "share of the quantized ops (exact)",
+                         "builtin", "quantize.accuracy_control.reverted_fraction",
+                         f"{ac.get('reverted_ops')} of {ac.get('ptq_quantized_ops')} quantized ops reverted"))
     return rows
+
+
+def speed_gates(gates: dict[str, Any], isa: str | None) -> list[Any]:
+    """The configured speed-up gates as lcpipe.measure.rounds.GatedSpeedup (what validate's adaptive
+    rounds must decide), thresholds picked for ``isa``; a gate without a threshold for it is left out."""
+    from lcpipe.measure.rounds import GatedSpeedup
+    from lcpipe.measure.speedups import BY_NAME
+    from lcpipe.sysinfo import pick_threshold
+
+    out = []
+    for name, raw in gates.items():
+        metric, kind = GATES.get(name, ("", "min"))
+        speedup = metric.removeprefix("speedup.")
+        if raw is None or not metric.startswith("speedup.") or speedup not in BY_NAME:
+            continue
+        try:
+            threshold, _ = pick_threshold(raw, isa)
+        except KeyError:
+            continue
+        out.append(GatedSpeedup(name, speedup, threshold, kind))
+    return out
+
+
+def _judge(name: str, metric: str, kind: Kind, threshold: float, value: Any, isa_key: str,
+           validation: dict[str, Any], confidence: float, mode: str, baseline: str | None) -> dict[str, Any]:
+    from lcpipe.measure.intervals import EXACT, gate_interval
+
+    if mode == "point":
+        return _row(name, threshold, value, point_verdict(value, threshold, kind), None, None,
+                    "point estimate (gates.mode: point)", isa_key, metric, "", baseline)
+    if metric in EXACT:
+        return _row(name, threshold, value, point_verdict(value, threshold, kind), None, None, EXACT[metric],
+                    isa_key, metric, "", baseline)
+    found = gate_interval(metric, validation, confidence)
+    if found is None:
+        return _row(name, threshold, value, "inconclusive", None, None, None, isa_key, metric,
+                    "no interval for this figure", baseline)
+    interval, conf, method = found
+    v = verdict(interval, threshold, kind)
+    note = "" if interval is not None else "no interval (too few images or rounds)"
+    return _row(name, threshold, value, v, interval, conf, method, isa_key, metric, note, baseline)
 
 
 def gate_baseline(name: str, metrics: dict[str, Any]) -> str | None:
@@ -88,13 +145,41 @@ def gate_baseline(name: str, metrics: dict[str, Any]) -> str | None:
     return None
 
 
-def _passes(value: Any, threshold: float, kind: str) -> bool:
-    if value is None:
-        return False
-    return value <= threshold if kind == "max" else value >= threshold
+def _row(name: str, threshold: float | None, value: Any, v: str, interval: tuple[float, float] | None,
+         confidence: float | None, method: str | None, isa_key: str | None, metric: str | None,
+         note: str, baseline: str | None = None) -> dict[str, Any]:
+    return Gate.build(name=name, threshold=threshold, value=value, passed=v == "pass", verdict=v,
+                      interval=None if interval is None else [round(interval[0], 6), round(interval[1], 6)],
+                      confidence=None if confidence is None else round(confidence, 6), method=method,
+                      isa_key=isa_key, metric=metric, baseline=baseline, note=note).to_dict()
 
 
-def _gate(name: str, threshold: float | None, value: Any, passed: bool, isa_key: str | None, metric: str | None,
-          note: str, baseline: str | None = None) -> dict[str, Any]:
-    return Gate.build(name=name, threshold=threshold, value=value, passed=passed, isa_key=isa_key, metric=metric,
-                      baseline=baseline, note=note).to_dict()
+def overall(rows: list[dict[str, Any]]) -> str:
+    """pass (every gate passes; also with no gates), fail (any fails), inconclusive (else)."""
+    verdicts = {r.get("verdict") or ("pass" if r.get("passed") else "fail") for r in rows}
+    return "fail" if "fail" in verdicts else "inconclusive" if "inconclusive" in verdicts else "pass"
+
+
+def explain(row: dict[str, Any]) -> str:
+    """Which gate and why, in one line: what the CLI prints for a gate that did not pass."""
+    value, interval, limit = row.get("value"), row.get("interval"), row.get("threshold")
+    side = ">=" if (GATES.get(row["name"], (None, "min"))[1] == "min") else "<="
+    what = f"{row['name']} {row.get('verdict', 'fail')}: {_num(value)}"
+    if interval is not None:
+        conf = row.get("confidence")
+        what += f" [{_num(interval[0])}, {_num(interval[1])}] ({_pct(conf)} interval, {row.get('method')})"
+        if row.get("verdict") == "inconclusive":
+            what += f" straddles the limit {_num(limit)}"
+        else:
+            what += f", limit {side} {_num(limit)}"
+    else:
+        what += f", limit {side} {_num(limit)}"
+    return what + (f" - {row['note']}" if row.get("note") else "")
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _pct(c: Any) -> str:
+    return "?" if c is None else f"{100 * c:.4g} %"

@@ -35,8 +35,15 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
     spec = info.get("spec") or {}
     e2e = v.get("e2e") or {}
     from lcpipe.measure.e2e import e2e_speedups  # the one definition, shared with bench
+    from lcpipe.measure.intervals import accuracy_ci95
+    from lcpipe.measure.speedups import speedups_with_intervals
 
-    speedup = {**_speedups(lat, thr, sizes), **e2e_speedups(e2e)}
+    for key, interval in accuracy_ci95(v.get("evidence")).items():
+        _set_path(accuracy, key.removeprefix("accuracy."), interval)
+    # from the rounds when there are any (the centre of the interval), else the pooled p50 ratio
+    speedup = {**_speedups(lat, thr, sizes), **e2e_speedups(e2e), **speedups_with_intervals(v)}
+    for key in [k for k, value in speedup.items() if value is not None and k != "size" and not k.endswith("_ci95")]:
+        speedup.setdefault(f"{key}_ci95", None)  # measured without per-round figures: no interval
     latency_ms = {**(lat or {}), "e2e": e2e["latency_ms"]} if e2e.get("latency_ms") else lat
     throughput_ips = {n: t["images_per_s"] for n, t in thr.items()} if thr else None
     if e2e.get("throughput"):
@@ -45,10 +52,12 @@ def build_metrics(name: str, v: dict[str, Any], quant: dict[str, Any], info: dic
         "schema": SCHEMA,
         "pipeline": name,
         "model": {"arch": spec.get("arch"), "classes": v["classes"], "source_sha256": info.get("sha256")},
+        **({"data": v["data"]} if v.get("data") else {}),
         "accuracy": accuracy,
         "latency_ms": latency_ms,
         "throughput_ips": throughput_ips,
         "speedup": speedup,
+        **({"timing": v["timing"]} if v.get("timing") else {}),
         "decode_ms": e2e.get("decode_ms"),
         "size_mb": {n: round(b / 1e6, 3) for n, b in sizes.items()},
         "quantize": _quantize_summary(quant),
@@ -89,6 +98,14 @@ def _quantize_summary(q: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        d[part] = dict(d.get(part) or {})
+        d = d[part]
+    d[last] = value
+
+
 def get_path(d: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         if not isinstance(d, dict):
@@ -114,6 +131,8 @@ def plan_metrics(plan: dict[str, Any]) -> dict[str, Any] | None:
         chosen=chosen["name"], int8=chosen["int8"], description=chosen["description"],
         inference_precision=chosen["inference_precision"], runtime_config=chosen["runtime_config"],
         why=chosen["why"], speedup_vs_fp32_f32=plan.get("speedup_vs_fp32_f32"),
+        speedup_vs_fp32_f32_ci95=plan.get("speedup_vs_fp32_f32_ci95"),
+        tune_images=(plan.get("tune") or {}).get("tune_images"),
         search_seconds=plan["seconds"]["total"], eval_images=plan["eval_images"],
         gates_checked=plan["gates_checked"], candidates=rows).to_dict()
 
@@ -144,6 +163,16 @@ def shipped_metrics(m: dict[str, Any]) -> dict[str, Any]:
     base_route = "fp32_py_default" if "fp32_py_default" in e2e_lat else "fp32_py" if prec.get("fp32") == default \
         else None
     sp = m.get("speedup") or {}
+    # every figure is a speed-up row (lcpipe.measure.speedups.SPEEDUPS), so it comes with its interval
+    model_vs_default = {"fp32_default": "latency_p50_vs_default", "fp32": "latency_p50"}.get(base_model or "")
+    rows = {"speedup_vs_default_e2e_p50": "e2e_latency_p50_vs_default",
+            "speedup_vs_default_e2e_throughput": "e2e_throughput_vs_default",
+            "speedup_vs_default_latency_p50": model_vs_default,
+            "speedup_vs_f32_e2e_p50": "e2e_latency_p50", "speedup_vs_f32_latency_p50": "latency_p50"}
+    speedups: dict[str, Any] = {}
+    for key, row in rows.items():
+        speedups[key] = sp.get(row) if row else None
+        speedups[f"{key}_ci95"] = sp.get(f"{row}_ci95") if row else None
 
     def p50(d: dict[str, Any], key: str | None) -> Any:
         return (d.get(key) or {}).get("p50") if key else None
@@ -154,9 +183,5 @@ def shipped_metrics(m: dict[str, Any]) -> dict[str, Any]:
         e2e_images_per_s=e2e_ips.get("int8_image"),
         baseline=f"FP32 IR at {default or 'the plugin default precision'} (the plugin's default) + Python float "
                  "preprocessing",
-        baseline_precision=default, baseline_e2e_p50_ms=p50(e2e_lat, base_route),
-        speedup_vs_default_e2e_p50=sp.get("e2e_latency_p50_vs_default"),
-        speedup_vs_default_e2e_throughput=sp.get("e2e_throughput_vs_default"),
-        speedup_vs_default_latency_p50=ratio(p50(lat, base_model), p50(lat, "int8")),
-        speedup_vs_f32_e2e_p50=sp.get("e2e_latency_p50"), speedup_vs_f32_latency_p50=sp.get("latency_p50"),
+        baseline_precision=default, baseline_e2e_p50_ms=p50(e2e_lat, base_route), **speedups,
     ).to_dict()

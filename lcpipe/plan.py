@@ -21,14 +21,14 @@ from typing import Any
 # (min_latency_speedup, ...) are not fidelity: the plan search is about speed already.
 FIDELITY_GATES = ("max_top1_drop", "max_top1_flips", "min_agreement", "min_cosine", "max_rel_logit_error",
                   "min_int8_top1")
-LABEL_GATES = ("max_top1_drop", "max_top1_flips", "min_int8_top1")  # their figures need labels
+LABEL_GATES = ("max_top1_drop", "max_top1_flips", "min_int8_top1")  # their figures need labeled tune images
 KEEP_FLOAT_LAYERS = ("stem", "fc")
 
 
 def plan_gates(gates: dict[str, Any], labeled: bool) -> dict[str, Any]:
     """The configured fidelity gates the plan judges candidates by, in FIDELITY_GATES order. On unlabeled
-    eval data the label gates cannot be measured for any candidate (the FP32 reference included), so they
-    are left to the report, which marks them failed as "not measured"."""
+    tune images the label gates cannot be measured for any candidate (the FP32 reference included), so they
+    are left to the report's verdict (on labeled verdict images; "not measured", a failure, without labels)."""
     return {g: gates[g] for g in FIDELITY_GATES if g in gates and (labeled or g not in LABEL_GATES)}
 
 

@@ -81,6 +81,9 @@ class ValidationRecord(Record):
     throughput: dict[str, Any] | None = None
     image_input: dict[str, Any] | None = None
     e2e: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None  # which images played which part (lcpipe.data.roles.DataRoles.record)
+    evidence: dict[str, Any] | None = None  # counts + per-image cosines the intervals come from
+    timing: dict[str, Any] | None = None  # the interleaved rounds: how many, why they stopped, at what confidence
     cpu: dict[str, Any]
     versions: dict[str, Any]
     seconds: Number | None = None
@@ -122,6 +125,8 @@ class PlanRecord(Record):
     winner_vs_best_passing: Number | None
     winner_vs_fastest_measured: Number | None
     speedup_vs_fp32_f32: Number | None
+    speedup_vs_fp32_f32_ci95: list[Number] | None = None  # from the candidates' interleaved rounds
+    tune: dict[str, Any] | None = None  # the images the fidelity checks looked at (lcpipe.data.roles)
     seconds: dict[str, Number]
     options: dict[str, Any]
     cpu: dict[str, Any] | None = None
@@ -138,12 +143,44 @@ class ModelFacts(Record):
 
 class TopK(Record):
     top1: Number | None
+    top1_ci95: list[Number] | None = None
     topk: Number | None
 
 
 class Flips(Record):
     lost: int | None  # right -> wrong
     gained: int | None
+    mcnemar_p: Number | None = None  # exact McNemar test of lost vs gained
+
+
+class DataSection(Record):
+    """Which images played which part (lcpipe.data.roles): counts, where the tune images came from."""
+
+    calib_images: int
+    tune_images: int
+    verdict_images: int
+    overlap: int  # verdict images that are also calibration images (only with the opt-in)
+    tune_from: str | None
+    selecting: list[str]
+    split: dict[str, Any] | None
+    overlap_files: list[str]
+    description: str
+
+
+class TimingSection(Record):
+    """validate's interleaved rounds (lcpipe.measure.rounds)."""
+
+    mode: str  # adaptive | fixed
+    rounds: int
+    stop_reason: str | None  # decided | budget | max_rounds
+    rounds_by_track: dict[str, int]
+    seconds: Number
+    confidence: Number | None  # per-look confidence of the speed-up gates' intervals
+    min_rounds: int
+    max_rounds: int
+    max_seconds: Number | None
+    gated: list[str]
+    undecided: list[str]
 
 
 class AccuracySection(Record):
@@ -156,12 +193,15 @@ class AccuracySection(Record):
     int8_ptq: TopK | None = None
     onnxruntime: TopK | None = None
     top1_drop: Number | None
+    top1_drop_ci95: list[Number] | None = None
     # INT8 vs FP32 fidelity; null when either model's outputs are not finite (see non_finite_outputs)
     agreement: Number | None
+    agreement_ci95: list[Number] | None = None
     max_abs_logit_diff: Number | None
     mean_abs_logit_diff: Number | None
     rel_logit_error: Number | None
     cosine: Number | None
+    cosine_ci95: list[Number] | None = None
     cosine_min: Number | None
     flips: Flips
     groups: dict[str, Any] | None
@@ -172,15 +212,27 @@ class AccuracySection(Record):
 
 
 class SpeedupSection(Record):
+    """Speed-ups (lcpipe.measure.speedups.SPEEDUPS) with their 95 % intervals from the rounds; rows
+    added there appear after these as ``<name>`` and ``<name>_ci95``."""
+
     latency_p50: Number | None
+    latency_p50_ci95: list[Number] | None = None
     throughput: Number | None
+    throughput_ci95: list[Number] | None = None
     latency_p50_vs_default: Number | None
+    latency_p50_vs_default_ci95: list[Number] | None = None
     latency_p50_ptq: Number | None
+    latency_p50_ptq_ci95: list[Number] | None = None
     size: Number | None
     e2e_latency_p50: Number | None
+    e2e_latency_p50_ci95: list[Number] | None = None
     e2e_throughput: Number | None
-    e2e_latency_p50_vs_default: Number | None = None  # vs the baseline (see ShippedSection)
+    e2e_throughput_ci95: list[Number] | None = None
+    # the headline: the shipped image-input route vs the baseline (see ShippedSection)
+    e2e_latency_p50_vs_default: Number | None = None
+    e2e_latency_p50_vs_default_ci95: list[Number] | None = None
     e2e_throughput_vs_default: Number | None = None
+    e2e_throughput_vs_default_ci95: list[Number] | None = None
 
 
 class QuantizeSection(Record):
@@ -222,6 +274,8 @@ class PlanSection(Record):
     runtime_config: dict[str, Any]
     why: str
     speedup_vs_fp32_f32: Number | None
+    speedup_vs_fp32_f32_ci95: list[Number] | None = None
+    tune_images: int | None = None
     search_seconds: Number
     eval_images: int
     gates_checked: list[str]
@@ -245,11 +299,17 @@ class ShippedSection(Record):
     baseline: str  # in words
     baseline_precision: str | None
     baseline_e2e_p50_ms: Number | None
+    # each speed-up with its 95 % interval from the interleaved rounds (speedup.*_ci95; null: no rounds)
     speedup_vs_default_e2e_p50: Number | None  # the headline
+    speedup_vs_default_e2e_p50_ci95: list[Number] | None = None
     speedup_vs_default_e2e_throughput: Number | None
+    speedup_vs_default_e2e_throughput_ci95: list[Number] | None = None
     speedup_vs_default_latency_p50: Number | None  # model only: vs the FP32 IR at the plugin default
+    speedup_vs_default_latency_p50_ci95: list[Number] | None = None
     speedup_vs_f32_e2e_p50: Number | None  # secondary: vs the FP32 IR at f32 + Python preprocessing
+    speedup_vs_f32_e2e_p50_ci95: list[Number] | None = None
     speedup_vs_f32_latency_p50: Number | None
+    speedup_vs_f32_latency_p50_ci95: list[Number] | None = None
 
 
 class Gate(Record):
@@ -258,7 +318,11 @@ class Gate(Record):
     name: str
     threshold: Any  # a number as the YAML gave it (None: no threshold for this ISA)
     value: Any  # the metrics.json figure (None: not measured)
-    passed: bool
+    passed: bool  # verdict == "pass"
+    verdict: str | None = None  # pass | fail | inconclusive
+    interval: list[Number] | None = None  # what the verdict was decided on (None: the value itself)
+    confidence: Number | None = None  # the interval's confidence
+    method: str | None = None  # how the interval was computed, or why the value decides alone
     isa_key: str | None
     metric: str | None
     baseline: str | None = None  # what the figure compares the shipped model with (lcpipe.gates.gate_baseline)
@@ -272,10 +336,12 @@ class MetricsRecord(Record):
     pipeline: str
     model: ModelFacts
     shipped: ShippedSection | None = None  # written by every report since the `shipped` section exists
+    data: DataSection | None = None  # which images the verdict rests on
     accuracy: AccuracySection
     latency_ms: dict[str, Any] | None  # model -> stats, and "e2e": route -> stats
     throughput_ips: dict[str, Any] | None  # model -> images/s, and "e2e": route -> images/s
     speedup: SpeedupSection
+    timing: TimingSection | None = None
     decode_ms: dict[str, Any] | None
     size_mb: dict[str, Number]
     quantize: QuantizeSection | None
@@ -287,6 +353,7 @@ class MetricsRecord(Record):
     plan: PlanSection | None = None  # with a plan stage
     gates: list[Gate] | None = None
     passed: bool | None = None
+    verdict: str | None = None  # pass (every gate passes) | fail (any fails) | inconclusive (else)
 
 
 # ---------------------------------------------------------------- bench.json

@@ -87,8 +87,15 @@ class RunResult:
 
     @property
     def failed_gates(self) -> list[dict[str, Any]]:
+        return self._gates("fail")
+
+    @property
+    def inconclusive_gates(self) -> list[dict[str, Any]]:
+        return self._gates("inconclusive")
+
+    def _gates(self, verdict: str) -> list[dict[str, Any]]:
         gates = (self.metrics or {}).get("gates") or []
-        return [g for g in gates if not g.get("passed")]
+        return [g for g in gates if (g.get("verdict") or ("pass" if g.get("passed") else "fail")) == verdict]
 
 
 def load_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> PipelineConfig:
@@ -183,6 +190,8 @@ def _run(config: PipelineConfig, names: list[str], run_dir: Path, cache_root: Pa
     stop_idx = names.index(until) if until else len(names) - 1
     check_artifact_flow(config)
     stages = [(entry, get_stage(entry.name)()) for entry in config.stages]
+    for _, stage in stages[start_idx:stop_idx + 1]:  # before anything is written
+        stage.precheck(config)
     later = later_results(run_dir, [type(stage) for _, stage in stages[stop_idx + 1:]])
     if later:
         return _reuse_in_place(config, stages[:stop_idx + 1], run_dir, later, until, force)

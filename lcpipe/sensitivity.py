@@ -8,11 +8,12 @@ more per layer group:
   adds is the full-INT8 error minus this one (leave-one-out).
 * ``only``: the group alone INT8; its error is this one (one-at-a-time).
 
-Error = difference to the FP32 logits on a few eval images: logit MSE (default), 1 - cosine,
-or 1 - argmax agreement. Groups are the convs and the fc MatMul, named by their source layer
-(``blocks5.3.dw_conv.conv``; OpenVINO calls the op ``blocks5.3.dw_conv.conv/WithoutBiases``),
-or whole blocks (``blocks5.3``). The top N become an ``ignored_scope`` for ``stages.quantize.ignored_scope``,
-which is verified with one more quantization.
+Error = difference to the FP32 logits on a few tune images (data.tune, else the tune part of the
+data.eval split, lcpipe.data.roles: a ranking is a choice, so it does not look at verdict images):
+logit MSE (default), 1 - cosine, or 1 - argmax agreement. Groups are the convs and the fc MatMul,
+named by their source layer (``blocks5.3.dw_conv.conv``; OpenVINO calls the op
+``blocks5.3.dw_conv.conv/WithoutBiases``), or whole blocks (``blocks5.3``). The top N become an
+``ignored_scope`` for ``stages.quantize.ignored_scope``, which is verified with one more quantization.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def analyze(config: PipelineConfig | str | Path, *, overrides: tuple[str, ...] |
     groups = layer_groups(layer_ops(ctx.fp32_model), by, include)
     # "only" keeps everything else FP32: the other layers and the extra ops NNCF quantized (SE multiply, ...)
     all_nodes = list(dict.fromkeys([*layer_ops(ctx.fp32_model), *quantized_ops(baseline_model)]))
-    log.info("sensitivity: %d group(s), mode %s, %d eval / %d calibration images", len(groups), mode, len(ctx.x),
+    log.info("sensitivity: %d group(s), mode %s, %d tune / %d calibration images", len(groups), mode, len(ctx.x),
              min(ctx.options.subset_size, len(ctx.calib)))
     results = []
     for i, g in enumerate(groups):
@@ -187,7 +188,8 @@ def analyze(config: PipelineConfig | str | Path, *, overrides: tuple[str, ...] |
 def _prepare(config: PipelineConfig, out: Path, cache_dir: str | Path | None, images: int,
              calib_images: int | None) -> tuple[_Context, dict[str, Any]]:
     from lcpipe.cache import default_cache_dir
-    from lcpipe.data import load_split
+    from lcpipe.data import load_samples, load_split
+    from lcpipe.data.roles import resolve_roles
     from lcpipe.deps import require
     from lcpipe.runner import run_until, stage_options
     from lcpipe.sysinfo import default_threads
@@ -202,9 +204,16 @@ def _prepare(config: PipelineConfig, out: Path, cache_dir: str | Path | None, im
     calib = load_split(config.data, "calib", config.preprocess, cache_root, progress=False).x
     if calib_images:
         calib = calib[:calib_images]
-    ev = load_split(config.data, "eval", config.preprocess, cache_root, progress=False)
+    roles = resolve_roles(config, tune_needed=True)
+    ev = load_samples(list(roles.tune), config.preprocess, cache_root if config.data.cache_preprocessed else None,
+                      progress=False, what="tune images")
     ev.check_classes(output_classes(fp32_model))
     x, labels = ev.x[:images], None if ev.labels is None else ev.labels[:images]
+    log.info("sensitivity: ranking on %d tune images (%s)", len(x), roles.tune_from)
+    if roles.tune_from == "data.eval split" and not roles.selecting and config.data.split is None:
+        log.warning("sensitivity: %s has no selecting step, so its verdict scores all of data.eval, these tune "
+                    "images included; to keep them out, give it `data: {split: {}}` (the same split) or data.tune",
+                    config.name)
     preset, reason = choose_preset(options.preset, run.artifacts.get("canonical"), fp32_model)
     threads = config.runtime.threads or default_threads()
     fp32_logits = infer_ov(compile_ir(fp32_xml, "LATENCY", threads, "f32"), x, show=False)
@@ -213,7 +222,8 @@ def _prepare(config: PipelineConfig, out: Path, cache_dir: str | Path | None, im
         if scope is not None else {"names": [], "patterns": [], "types": []}
     ctx = _Context(ov, fp32_model, calib, options, preset, x, labels, fp32_logits, threads)
     info = {"pipeline": config.name, "ir_fp32": str(fp32_xml), "preset": preset, "preset_reason": reason,
-            "calib_images": min(options.subset_size, len(calib)), "eval_images": len(x), "threads": threads,
+            "calib_images": min(options.subset_size, len(calib)), "eval_images": len(x), "tune_from": roles.tune_from,
+            "threads": threads,
             "base_ignored_scope": base_scope}
     return ctx, info
 
@@ -323,7 +333,7 @@ def write_outputs(r: SensitivityResult, out: Path) -> dict[str, Path]:
     b = r.baseline
     head = [f"# Quantization sensitivity: {r.info.get('pipeline')}", "",
             f"Mode `{r.mode}`, metric `{r.metric}`, groups by {r.info.get('group_by')}, "
-            f"{r.info.get('eval_images')} eval / {r.info.get('calib_images')} calibration images, "
+            f"{r.info.get('eval_images')} tune / {r.info.get('calib_images')} calibration images, "
             f"preset {r.info.get('preset')}.", "",
             f"Full INT8 vs FP32: agreement {b.agreement:.4f}, cosine {b.cosine:.6f}, logit MSE {b.mse:.4g}"
             + (f", top-1 {b.top1:.4f} (FP32 {r.fp32_top1:.4f})" if b.top1 is not None and r.fp32_top1 is not None

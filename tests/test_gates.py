@@ -1,4 +1,5 @@
-"""Gate evaluation, per-ISA threshold choice and the metrics.json layout (fast, no models)."""
+"""Gate evaluation (pass / fail / inconclusive on intervals; the point mode), per-ISA threshold choice and
+the metrics.json layout (fast, no models)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lcpipe.config import GatesConfig
-from lcpipe.gates import GATES, REVERTED_GATE, evaluate_gates
+from lcpipe.config import GATE_SETTINGS, GatesConfig
+from lcpipe.gates import GATES, REVERTED_GATE, evaluate_gates, explain, overall
 from lcpipe.measure.accuracy import accuracy, compare_logits
 from lcpipe.metrics import build_metrics, get_path
 from lcpipe.render.summary import render_summary
@@ -72,13 +73,15 @@ def _by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_every_config_gate_has_a_metric():
-    assert set(GatesConfig.model_fields) == set(GATES)
+    assert set(GatesConfig.model_fields) - set(GATE_SETTINGS) == set(GATES)
+    assert GatesConfig(min_agreement=0.9, confidence=0.9).thresholds() == {"min_agreement": 0.9}
 
 
 def test_metrics_layout_has_documented_keys():
     m = _metrics()
     missing = [k for k in METRIC_KEYS if get_path(m, k) is None]
     assert not missing
+    assert m["pipeline"] == "t"
     assert m["accuracy"]["top1_drop"] == pytest.approx(0.02)
     assert m["speedup"]["latency_p50"] == pytest.approx(1.6)
     assert m["speedup"]["throughput"] == pytest.approx(1.6)
@@ -87,7 +90,7 @@ def test_metrics_layout_has_documented_keys():
 def test_min_and_max_gates_compare_in_the_right_direction():
     m = _metrics()
     rows = _by_name(evaluate_gates({"min_cosine": 0.99, "max_top1_drop": 0.01, "max_top1_flips": 3,
-                                    "min_latency_speedup": 1.5, "max_rel_logit_error": 0.05}, m))
+                                    "min_latency_speedup": 1.5, "max_rel_logit_error": 0.05}, m, mode="point"))
     assert rows["min_cosine"]["passed"] and rows["min_cosine"]["value"] == pytest.approx(0.995)
     assert not rows["max_top1_drop"]["passed"]  # 0.02 > 0.01
     assert rows["max_top1_flips"]["passed"]  # 3 <= 3: the limit itself passes
@@ -101,7 +104,7 @@ def test_min_and_max_gates_compare_in_the_right_direction():
 ])
 def test_speed_threshold_is_picked_for_the_measuring_isa(isa: str, expected: float, key: str):
     gates = {"min_latency_speedup": {"amx": 2.0, "avx512_vnni": 1.5, "default": 1.2}}
-    row = evaluate_gates(gates, _metrics(isa=isa))[0]
+    row = evaluate_gates(gates, _metrics(isa=isa), mode="point")[0]
     assert (row["threshold"], row["isa_key"]) == (expected, key)
     assert row["passed"] == (1.6 >= expected)
 
@@ -128,8 +131,10 @@ def test_threshold_missing_for_this_isa_fails_the_gate_instead_of_raising():
 
 def test_unmeasured_figures_fail_their_gates():
     m = _metrics(labeled=False, latency=False)
-    rows = _by_name(evaluate_gates({"max_top1_drop": 0.02, "min_latency_speedup": 1.0, "min_cosine": 0.9}, m))
+    rows = _by_name(evaluate_gates({"max_top1_drop": 0.02, "min_latency_speedup": 1.0, "min_cosine": 0.9}, m,
+                                   mode="point"))
     assert not rows["max_top1_drop"]["passed"] and rows["max_top1_drop"]["note"] == "not measured"
+    assert rows["max_top1_drop"]["verdict"] == "fail"  # not measured fails, it is never "inconclusive"
     assert not rows["min_latency_speedup"]["passed"]
     assert rows["min_cosine"]["passed"]  # fidelity needs no labels
 
@@ -144,9 +149,9 @@ def test_mostly_reverted_accuracy_control_is_a_failure():
 
 def test_summary_prints_gate_table():
     m = _metrics()
-    m["gates"] = evaluate_gates({"min_cosine": 1.01}, m)
+    m["gates"] = evaluate_gates({"min_cosine": 1.01}, m, mode="point")
     text = render_summary(m)
-    assert "min_cosine" in text and "FAIL" in text and "Test CPU" in text
+    assert "min_cosine" in text and "FAIL" in text and "Test CPU" in text and "verdict: FAIL" in text
     unlabeled = _metrics(labeled=False, latency=False)
     unlabeled["gates"] = []
     assert "n/a" in render_summary(unlabeled)
@@ -232,9 +237,11 @@ def test_e2e_speedups_against_the_baseline_and_f32_and_the_gates_say_which():
     assert (shipped["plan"], shipped["int8"], shipped["chosen_by"]) == ("int8_mixed@f32", True, "quantize")
     assert shipped["speedup_vs_default_e2e_p50"] == pytest.approx(1.4) and shipped["baseline_e2e_p50_ms"] == 3.5
     assert shipped["e2e_p50_ms"] == 2.5 and shipped["speedup_vs_f32_e2e_p50"] == pytest.approx(2.4)
+    assert shipped["speedup_vs_default_e2e_p50_ci95"] is None  # no per-round figures here: no interval
     # the e2e gates use the headline baseline, the model-only ones the FP32 IR at f32; each row says so
+    # (point mode: these figures have no rounds, so the interval mode would say inconclusive)
     rows = _by_name(evaluate_gates({"min_e2e_latency_speedup": 1.5, "min_e2e_throughput_speedup": 1.2,
-                                    "min_latency_speedup": 1.5, "min_fp32_top1": 0.5}, m))
+                                    "min_latency_speedup": 1.5, "min_fp32_top1": 0.5}, m, mode="point"))
     assert rows["min_e2e_latency_speedup"]["value"] == pytest.approx(1.4)
     assert not rows["min_e2e_latency_speedup"]["passed"] and rows["min_e2e_throughput_speedup"]["passed"]
     assert rows["min_e2e_latency_speedup"]["baseline"] == "FP32 IR at bf16 (plugin default) + Python preprocessing"
@@ -258,3 +265,96 @@ def test_e2e_speedups_against_the_baseline_and_f32_and_the_gates_say_which():
     assert "Image-input IRs" in md and md.splitlines()[2].startswith("**shipped: int8_mixed@f32")
     html = render_html({**m, "gates": [], "passed": True})
     assert "<td>INT8 image-input IR + uint8 resize/crop</td><td>2.5</td>" in html and "Image-input IRs" in html
+
+
+# ------------------------------------------------------------------ three-valued gates on intervals
+
+FP32_ROUNDS = [4.0, 4.1, 3.9, 4.0, 4.05]  # per-round p50 ms: the speed-up is ~1.6 in every round
+INT8_ROUNDS = [2.5, 2.55, 2.45, 2.5, 2.52]
+
+
+def _interval_run(look_confidence: float = 0.95) -> tuple[dict[str, Any], dict[str, Any]]:
+    """metrics.json and the validation.json it came from, with the evidence and rounds intervals need:
+    100 images, 96 agree, FP32 80 / INT8 78 right (3 lost, 1 gained), as in _validation."""
+    v = _validation()
+    v["evidence"] = {"images": 100, "agree": 96, "fp32_correct": 80, "int8_correct": 78,
+                     "paired": {"both": 77, "lost": 3, "gained": 1, "neither": 19},
+                     "cosines": (0.995 + np.random.default_rng(0).normal(0, 0.002, 100)).tolist()}
+    v["latency_ms"]["fp32"]["round_p50"], v["latency_ms"]["int8"]["round_p50"] = FP32_ROUNDS, INT8_ROUNDS
+    v["timing"] = {"mode": "adaptive", "rounds": 5, "stop_reason": "decided", "rounds_by_track": {"latency": 5},
+                   "seconds": 1.0, "confidence": look_confidence, "min_rounds": 4, "max_rounds": 32,
+                   "max_seconds": 30.0, "gated": ["min_latency_speedup"], "undecided": []}
+    return build_metrics("t", v, _quantize(), {}), v
+
+
+@pytest.mark.parametrize(("gate", "limit", "expected"), [
+    ("min_agreement", 0.90, "pass"), ("min_agreement", 0.95, "inconclusive"), ("min_agreement", 0.99, "fail"),
+    ("max_top1_drop", 0.10, "pass"), ("max_top1_drop", 0.02, "inconclusive"), ("max_top1_drop", -0.05, "fail"),
+    ("min_latency_speedup", 1.5, "pass"), ("min_latency_speedup", 1.6, "inconclusive"),
+    ("min_latency_speedup", 1.7, "fail"),
+    ("min_cosine", 0.99, "pass"), ("min_cosine", 0.995, "inconclusive"), ("min_cosine", 0.999, "fail"),
+])
+def test_a_gate_passes_fails_or_is_inconclusive_by_where_its_interval_lies(gate: str, limit: float, expected: str):
+    m, v = _interval_run()
+    row = evaluate_gates({gate: limit}, m, v)[0]
+    assert row["verdict"] == expected and row["passed"] == (expected == "pass")
+    low, high = row["interval"]
+    assert low <= row["value"] <= high and row["confidence"] == 0.95
+    assert ("straddles" in explain(row)) == (expected == "inconclusive") and gate in explain(row)
+
+
+def test_gate_intervals_are_the_statistics_libraries_at_the_confidence_asked():
+    from lcpipe.measure.stats import PairedCounts, proportion_ci, ratio_ci, top1_drop_ci
+
+    m, v = _interval_run(look_confidence=0.9875)
+    rows = _by_name(evaluate_gates({"min_agreement": 0.9, "max_top1_drop": 0.1, "min_latency_speedup": 1.0}, m, v,
+                                   confidence=0.99))
+    assert rows["min_agreement"]["interval"] == pytest.approx(proportion_ci(96, 100, 0.99), abs=1e-6)
+    assert rows["max_top1_drop"]["interval"] == pytest.approx(top1_drop_ci(PairedCounts(77, 3, 1, 19), 0.99), abs=1e-6)
+    # a speed-up gate uses the confidence of validate's last look (adaptive rounds), not gates.confidence
+    assert rows["min_latency_speedup"]["confidence"] == 0.9875
+    expected = ratio_ci(FP32_ROUNDS, INT8_ROUNDS, 0.9875).interval
+    assert rows["min_latency_speedup"]["interval"] == pytest.approx(expected, abs=1e-6)
+    wider = evaluate_gates({"min_agreement": 0.9}, m, v, confidence=0.999)[0]["interval"]
+    assert wider[0] < rows["min_agreement"]["interval"][0] and wider[1] > rows["min_agreement"]["interval"][1]
+
+
+def test_counts_and_worst_cases_decide_alone_and_the_point_mode_never_says_inconclusive():
+    m, v = _interval_run()
+    rows = _by_name(evaluate_gates({"max_top1_flips": 3, "max_rel_logit_error": 0.02}, m, v))
+    assert rows["max_top1_flips"]["verdict"] == "pass" and rows["max_top1_flips"]["interval"] is None
+    assert "exact" in rows["max_top1_flips"]["method"]
+    assert rows["max_rel_logit_error"]["verdict"] == "fail"  # 0.03 > 0.02, a worst case over the images
+    point = evaluate_gates({"min_agreement": 0.95, "min_latency_speedup": 1.6}, m, v, mode="point")
+    assert {r["verdict"] for r in point} <= {"pass", "fail"} and all(r["interval"] is None for r in point)
+
+
+def test_without_evidence_an_interval_gate_is_inconclusive_not_passed():
+    row = evaluate_gates({"min_agreement": 0.5}, _metrics())[0]
+    assert row["verdict"] == "inconclusive" and not row["passed"]
+
+
+def test_the_run_verdict_is_fail_over_inconclusive_over_pass():
+    rows = [{"verdict": "pass"}, {"verdict": "inconclusive"}]
+    assert overall(rows) == "inconclusive" and overall([*rows, {"verdict": "fail"}]) == "fail"
+    assert overall([{"verdict": "pass"}]) == "pass" and overall([]) == "pass"
+
+
+def test_metrics_json_carries_every_interval_from_the_evidence():
+    from lcpipe.measure.stats import mcnemar_exact_p, proportion_ci, ratio_ci
+
+    m, _ = _interval_run()
+    acc = m["accuracy"]
+    assert acc["fp32"]["top1_ci95"] == pytest.approx(proportion_ci(80, 100), abs=1e-6)
+    assert acc["int8"]["top1_ci95"] == pytest.approx(proportion_ci(78, 100), abs=1e-6)
+    assert acc["agreement_ci95"] == pytest.approx(proportion_ci(96, 100), abs=1e-6)
+    assert acc["top1_drop_ci95"][0] < 0.02 < acc["top1_drop_ci95"][1]
+    assert acc["flips"]["mcnemar_p"] == pytest.approx(mcnemar_exact_p(3, 1), abs=1e-4)
+    assert acc["cosine_ci95"][0] < acc["cosine"] < acc["cosine_ci95"][1]
+    est = ratio_ci(FP32_ROUNDS, INT8_ROUNDS)
+    assert m["speedup"]["latency_p50"] == pytest.approx(est.estimate, abs=1e-4)  # the centre of its interval
+    assert m["speedup"]["latency_p50_ci95"] == pytest.approx(est.interval, abs=1e-4)
+    assert m["speedup"]["throughput"] == pytest.approx(1.6) and m["speedup"]["throughput_ci95"] is None  # no rounds
+    text = render_summary({**m, "gates": evaluate_gates({"min_latency_speedup": 1.0}, m, _interval_run()[1])})
+    assert "McNemar p = 0.62" in text and "3 lost, 1 gained" in text and "verdict: PASS" in text
+    assert "latency speed-up 1.60x [1.59, 1.61]" in text

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 VALIDATE = "- validate: {rounds: 2, iterations: 20, warmup: 5, throughput_seconds: 0.2}"
 STAGES = ("import", "fuse", "export", "convert", "quantize", "validate")
-TIMING_KEYS = ("latency", "throughput", "seconds", "round_", "decode_ms", "speedup")  # e2e timings too
+TIMING_KEYS = ("latency", "throughput", "seconds", "round_", "decode_ms", "speedup", "timing")  # e2e timings too
 
 
 class Run:

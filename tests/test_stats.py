@@ -346,3 +346,17 @@ def test_importing_the_statistics_does_not_import_scipy() -> None:
             "print('scipy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_mean_interval_is_scipys_bca_bootstrap_with_the_fixed_seed() -> None:
+    """mean_ci (the label-free cosine's interval) is one scipy call: the same numbers, reproducibly."""
+    from scipy.stats import bootstrap
+
+    from lcpipe.measure.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, mean_ci
+
+    values = np.random.default_rng(7).beta(20, 1, 54)  # skewed towards 1, like per-image cosines
+    ref = bootstrap((values,), np.mean, confidence_level=0.95, method="BCa", n_resamples=BOOTSTRAP_RESAMPLES,
+                    rng=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
+    assert mean_ci(values) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    assert mean_ci(values) == mean_ci(values)
+    assert mean_ci([0.9, 0.9, 0.9]) == (0.9, 0.9) and mean_ci([0.9, 0.8]) is None

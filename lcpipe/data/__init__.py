@@ -7,7 +7,9 @@ from lcpipe.data.dataset import (
     fingerprint,
     list_samples,
     load_label_names,
+    load_samples,
     load_split,
+    samples_fingerprint,
 )
 from lcpipe.data.preprocess import load_image, preprocess_dict
 
@@ -19,6 +21,8 @@ __all__ = [
     "list_samples",
     "load_image",
     "load_label_names",
+    "load_samples",
     "load_split",
     "preprocess_dict",
+    "samples_fingerprint",
 ]

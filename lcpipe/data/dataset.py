@@ -197,17 +197,28 @@ def check_disjoint(calib: list[Sample], eval: list[Sample]) -> None:
 def load_split(data: DataConfig, split: Literal["calib", "eval"], pre: PreprocessConfig,
                cache_dir: Path | None, progress: bool = True) -> Split:
     """Preprocessed arrays of one split; cached under ``cache_dir/data/`` when enabled."""
-    samples = _split_samples(data, split)
+    return load_samples(_split_samples(data, split), pre, cache_dir if data.cache_preprocessed else None,
+                        progress=progress, what=f"data.{split}", split=split,
+                        root=_dataset_root(getattr(data, split)))
+
+
+def load_samples(samples: list[Sample], pre: PreprocessConfig, cache_dir: Path | None, *, progress: bool = True,
+                 what: str = "data", split: str | None = None, root: Path | None = None) -> Split:
+    """Preprocessed arrays of ``samples`` (e.g. the tune or verdict images of lcpipe.data.roles);
+    cached under ``cache_dir/data/`` unless ``cache_dir`` is None (``split`` names them in the
+    cache's sidecar file; ``what`` in the progress bar; names in the cache key are relative to
+    ``root``, by default the folder all samples share)."""
+    samples = list(samples)
     labels = _labels_array(samples)
-    key = _cache_key(samples, _dataset_root(getattr(data, split)), pre)
-    cache = Path(cache_dir) / "data" if cache_dir is not None and data.cache_preprocessed else None
+    key = _cache_key(samples, root or _common_root(samples), pre)
+    cache = Path(cache_dir) / "data" if cache_dir is not None else None
     if cache:
         use_entry(cache_dir, "data", key)  # kept from `lcpipe cache prune` while this run uses it
     x = _read_cache(cache, key, len(samples), pre) if cache else None
     if x is None:
-        x = _decode_all(samples, pre, progress, f"preprocessing data.{split}")
+        x = _decode_all(samples, pre, progress, f"preprocessing {what}")
         if cache:
-            _write_cache(cache, key, x, samples, pre, split)
+            _write_cache(cache, key, x, samples, pre, split or what)
     return Split(x=x, labels=labels, samples=samples)
 
 
@@ -220,7 +231,7 @@ def _split_samples(data: DataConfig, split: str) -> list[Sample]:
     samples = list_samples(ds, f"data.{split}")
     other = "eval" if split == "calib" else "calib"
     other_ds = getattr(data, other)
-    if other_ds is not None:
+    if other_ds is not None and not data.allow_calibration_overlap:  # by content: lcpipe.data.roles
         other_samples = list_samples(other_ds, f"data.{other}")
         calib, ev = (samples, other_samples) if split == "calib" else (other_samples, samples)
         check_disjoint(calib, ev)
@@ -258,6 +269,11 @@ def _decode_all(samples: list[Sample], pre: PreprocessConfig, progress: bool, ti
 
 def _dataset_root(ds: DatasetConfig) -> Path:
     return Path(ds.paddleclas_root or ds.images or ".")
+
+
+def _common_root(samples: list[Sample]) -> Path:
+    """The folder every sample is under (names in cache keys are relative to it: no absolute path)."""
+    return Path(os.path.commonpath([str(Path(s.path).parent) for s in samples])) if samples else Path(".")
 
 
 def _samples_desc(samples: list[Sample], root: Path) -> list[Any]:
@@ -309,6 +325,14 @@ def _write_cache(cache: Path, key: str, x: np.ndarray, samples: list[Sample],
         "format": CACHE_FORMAT, "split": split, "shape": list(x.shape), "preprocess": _pre.preprocess_dict(pre),
         "count": len(samples), "first": str(samples[0].path) if samples else None, "sha256": digest,
     })
+
+
+def samples_fingerprint(samples: Iterable[Sample], pre: PreprocessConfig) -> str:
+    """Stable hash of what ``load_samples`` would read (file contents and names under the samples'
+    common folder, labels, rotations, preprocessing): a cache-key part for a stage that reads them."""
+    samples = list(samples)
+    desc = [[*d, s.label] for d, s in zip(_samples_desc(samples, _common_root(samples)), samples, strict=True)]
+    return sha256_json({"format": CACHE_FORMAT, "preprocess": _pre.preprocess_dict(pre), "samples": desc})
 
 
 def fingerprint(data: DataConfig, pre: PreprocessConfig, split: str | None = None) -> str:

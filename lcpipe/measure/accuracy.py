@@ -211,3 +211,22 @@ def agreement(out: np.ndarray | None, ref: np.ndarray | None, labels: np.ndarray
     pred = out.argmax(1)
     return {"top1": None if labels is None else float(np.mean(pred == labels)),
             "agreement": float(np.mean(pred == ref.argmax(1))), "images": int(len(out))}
+
+
+def verdict_evidence(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+    """The counts and per-image figures the verdict's intervals are computed from
+    (lcpipe.measure.intervals): validation.json keeps them, so any confidence can be asked later."""
+    ref, got = fp32.astype(np.float64), int8.astype(np.float64)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+    cos = np.sum(ref * got, axis=1) / np.maximum(norms, 1e-30)
+    out: dict[str, Any] = {"images": int(len(ref)), "agree": int(np.sum(ref.argmax(1) == got.argmax(1))),
+                           "fp32_correct": None, "int8_correct": None, "paired": None,
+                           "cosines": [float(f"{c:.9g}") for c in cos]}
+    if labels is not None:
+        from lcpipe.measure.stats import paired_counts
+
+        ref_ok, got_ok = ref.argmax(1) == labels, got.argmax(1) == labels
+        pc = paired_counts(ref_ok, got_ok)
+        out.update(fp32_correct=int(ref_ok.sum()), int8_correct=int(got_ok.sum()),
+                   paired={"both": pc.both, "lost": pc.lost, "gained": pc.gained, "neither": pc.neither})
+    return out

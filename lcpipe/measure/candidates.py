@@ -35,18 +35,25 @@ def compile_candidates(specs: list[Any], irs: dict[str, Path], threads: int, cor
 
 
 def time_candidates(rows: list[dict[str, Any]], compiled: dict[str, Any], x: np.ndarray, *, warmup: int, rounds: int,
-                    iterations: int, show: bool) -> None:
-    """Every candidate in the same interleaved rounds (lcpipe.measure.timing.measure_latency), batch 1."""
+                    iterations: int, show: bool, reference: str = "fp32@f32") -> None:
+    """Every candidate in the same interleaved rounds (lcpipe.measure.timing.measure_latency), batch 1;
+    each row's speed-up over ``reference`` with its 95 % interval from the paired rounds."""
+    from lcpipe.measure.stats import ratio_ci
     from lcpipe.measure.timing import measure_latency, ov_runner
 
     if not compiled:
         return
     stats = measure_latency({n: ov_runner(c, x) for n, c in compiled.items()}, warmup=warmup, rounds=rounds,
                             iterations=iterations, show=show)
+    ref = stats.get(reference)
     for r in rows:
         if r["name"] in stats:
             s = stats[r["name"]]
             r.update(p50=s.p50, p90=s.p90, latency_ms=s.as_dict())
+            est = None if ref is None else ratio_ci(ref.round_p50, s.round_p50)
+            r.update(speedup_vs_reference=None if est is None else round(est.estimate, 4),
+                     speedup_vs_reference_ci95=None if est is None or est.interval is None
+                     else [round(v, 4) for v in est.interval])
 
 
 def check_fidelity(rows: list[dict[str, Any]], compiled: dict[str, Any], x: np.ndarray, labels: np.ndarray | None,
@@ -54,9 +61,9 @@ def check_fidelity(rows: list[dict[str, Any]], compiled: dict[str, Any], x: np.n
                    screen_images: int | None, show: bool) -> None:
     """The configured fidelity gates against the FP32 IR at f32, fastest candidate first.
 
-    ``until_winner``: each candidate is first screened on the first ``screen_images`` eval images; one
-    that passes the screen is judged on the whole eval set, and the first that passes there wins (the
-    slower ones are listed as not checked). The winner is always judged on every eval image; a
+    ``until_winner``: each candidate is first screened on the first ``screen_images`` tune images; one
+    that passes the screen is judged on all of them, and the first that passes there wins (the
+    slower ones are listed as not checked). The winner is always judged on every tune image; a
     screen can only reject a candidate, never pass one. Otherwise: every candidate on every image."""
     from lcpipe.ir import ov_config
     from lcpipe.measure.runtime import infer_ov
@@ -97,6 +104,8 @@ def judge(r: dict[str, Any], ref: np.ndarray, logits: np.ndarray, labels: np.nda
     acc = accuracy(logits, labels, 1)
     ref_top1 = accuracy(ref, labels, 1)["top1"]
     drop = None if ref_top1 is None else ref_top1 - acc["top1"]
-    results = evaluate_gates(gates, {"cpu": {"isa": isa_level()}, "accuracy": {**fid, "top1_drop": drop, "int8": acc}})
+    # point estimates: the selection chooses on the tune images; the verdict (with intervals) vouches
+    results = evaluate_gates(gates, {"cpu": {"isa": isa_level()}, "accuracy": {**fid, "top1_drop": drop, "int8": acc}},
+                             mode="point")
     r.update(fidelity={**fid, "top1": acc["top1"], "top1_drop": drop}, gates=results, fidelity_images=len(ref),
              failed_gates=[g["name"] for g in results if not g["passed"]])

@@ -80,17 +80,33 @@ def measure_e2e(fp32: Path, int8: Path, images: Sequence[np.ndarray], pre: Any, 
                 precision: Precision, *, k: int = 5, warmup: int = 10, rounds: int = 5, iterations: int = 100,
                 throughput_seconds: float = 1.0, latency: bool = True, throughput: bool = True,
                 default_precision: str | None = None, show: bool = True) -> dict[str, Any]:
-    """Per route: batch-1 latency (ms) and async throughput (images/s) from decoded BGR ``images``.
+    """Per route: batch-1 latency (ms) and async throughput (images/s) from decoded BGR ``images``,
+    ``rounds`` interleaved rounds (see e2e_tracks)."""
+    from lcpipe.measure.rounds import run_fixed
+
+    if not images:
+        return {"images": 0}
+    head, tracks = e2e_tracks(fp32, int8, images, pre, threads, precision, k=k, warmup=warmup, iterations=iterations,
+                              throughput_seconds=throughput_seconds, latency=latency, throughput=throughput,
+                              default_precision=default_precision)
+    run_fixed(tracks, rounds, show=show)
+    return e2e_result(head, tracks)
+
+
+def e2e_tracks(fp32: Path, int8: Path, images: Sequence[np.ndarray], pre: Any, threads: int, precision: Precision,
+               *, k: int = 5, warmup: int = 10, iterations: int = 100, throughput_seconds: float = 1.0,
+               latency: bool = True, throughput: bool = True, default_precision: str | None = None
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The routes compiled and ready to time, as tracks ("e2e_latency", "e2e_throughput") a caller runs
+    round by round (validate interleaves them with the model-only tracks); and the result's head.
 
     ``default_precision``: the plugin's own float precision for the FP32 IR (what validate and bench
     compiled without a hint); None: unknown, so no baseline route unless ``fp32_py`` runs at the
     plugin default itself. The baseline (``DEFAULT_ROUTE`` or ``fp32_py``) is timed in the same
     interleaved rounds as every other route."""
     from lcpipe.ir import ov_config as _cfg
-    from lcpipe.measure.timing import measure_latency
+    from lcpipe.measure.timing import LatencyTrack, ThroughputTrack, request_pool
 
-    if not images:
-        return {"images": 0}
     ov = require("openvino")
     core = ov.Core()
     routes = route_models(fp32, int8)
@@ -100,18 +116,30 @@ def measure_e2e(fp32: Path, int8: Path, images: Sequence[np.ndarray], pre: Any, 
     models.update(routes)
     precisions[DEFAULT_ROUTE] = None  # no hint: the plugin's own choice
     preps = {r: (float_prep(pre) if kind == "float" else image_prep(pre)) for r, (_, kind) in models.items()}
-    result: dict[str, Any] = {"images": len(images), "routes": list(models), "baseline_route": baseline,
-                              "default_precision": default_precision, "cv2_threads": _cv2_threads()}
+    head: dict[str, Any] = {"images": len(images), "routes": list(models), "baseline_route": baseline,
+                            "default_precision": default_precision, "cv2_threads": _cv2_threads()}
+    tracks: dict[str, Any] = {}
     if latency:
         runners = {r: latency_runner(core.compile_model(m, "CPU", _cfg("LATENCY", threads, precisions[r])),
                                       preps[r], images, k) for r, (m, _) in models.items()}
-        stats = measure_latency(runners, warmup=warmup, rounds=rounds, iterations=iterations, show=show)
-        result["latency_ms"] = {r: s.as_dict() for r, s in stats.items()}
+        tracks["e2e_latency"] = LatencyTrack(runners, iterations=iterations, warmup=warmup)
     if throughput:
-        compiled = {r: core.compile_model(m, "CPU", _cfg("THROUGHPUT", threads, precisions[r]))
-                    for r, (m, _) in models.items()}
-        result["throughput"] = _throughput(compiled, preps, images, k, throughput_seconds, rounds)
-    return result
+        pools = {r: request_pool(core.compile_model(m, "CPU", _cfg("THROUGHPUT", threads, precisions[r])))
+                 for r, (m, _) in models.items()}
+        runs = {r: (lambda s, p=p, prep=preps[r]: _run(p, prep, images, k, s)) for r, p in pools.items()}
+        tracks["e2e_throughput"] = ThroughputTrack(runs, seconds=throughput_seconds,
+                                                   info={r: {"requests": len(p)} for r, p in pools.items()})
+    return head, tracks
+
+
+def e2e_result(head: dict[str, Any], tracks: dict[str, Any]) -> dict[str, Any]:
+    """validation.json's ``e2e`` figures from the timed tracks."""
+    out = dict(head)
+    if "e2e_latency" in tracks:
+        out["latency_ms"] = tracks["e2e_latency"].results()
+    if "e2e_throughput" in tracks:
+        out["throughput"] = tracks["e2e_throughput"].results()
+    return out
 
 
 def baseline_route(fp32_precision: str | None, default_precision: str | None) -> str | None:
@@ -141,23 +169,6 @@ def latency_runner(compiled: Any, prep: Prep, images: Sequence[np.ndarray], k: i
     return run
 
 
-def _throughput(compiled: dict[str, Any], preps: dict[str, Prep], images: Sequence[np.ndarray], k: int,
-                seconds: float, rounds: int) -> dict[str, Any]:
-    from lcpipe.measure.timing import request_pool
-
-    names = list(compiled)
-    pools = {n: request_pool(compiled[n]) for n in names}
-    for n in names:  # warm-up: every request once
-        _run(pools[n], preps[n], images, k, min(0.2, seconds))
-    per_round: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for n in names if r % 2 == 0 else reversed(names):
-            count, elapsed = _run(pools[n], preps[n], images, k, seconds)
-            per_round[n].append(round(count / elapsed, 2))
-    return {n: {"images_per_s": float(np.median(per_round[n])), "round_images_per_s": per_round[n],
-                "requests": len(pools[n])} for n in names}
-
-
 def _run(requests: list[Any], prep: Prep, images: Sequence[np.ndarray], k: int, seconds: float) -> tuple[int, float]:
     """The async pool over the images: preprocess the next image on this thread while the requests
     run; take the top-k of each finished request. Inputs are shared with OpenVINO (no copy)."""
@@ -178,6 +189,11 @@ def measure_e2e_samples(fp32: Path, int8: Path, samples: Sequence[Any], pre: Any
     """measure_e2e on dataset samples (decoded here, their rotation applied) plus the decode time of
     their files and the end-to-end speed-ups: what validate and bench both report."""
     out = measure_e2e(fp32, int8, decoded_samples(samples), pre, threads, precision, **timing)
+    return with_decode_and_speedups(out, samples)
+
+
+def with_decode_and_speedups(out: dict[str, Any], samples: Sequence[Any]) -> dict[str, Any]:
+    """Route figures plus the decode time of the samples' files and the end-to-end speed-ups."""
     out["decode_ms"] = measure_decode(sorted({s.path for s in samples}))
     out["speedup"] = e2e_speedups(out)
     return out

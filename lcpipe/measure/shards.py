@@ -48,13 +48,14 @@ def shard_ranges(n: int, shards: int) -> list[tuple[int, int]]:
 
 
 def eval_samples(config: Any) -> list[Any]:
-    """data.eval of a pipeline config, subset and rotations applied (the validate stage's order)."""
-    from lcpipe.data import list_samples
+    """The verdict images of a pipeline config (data.eval, subset and rotations applied, minus the tune
+    images a selecting step looked at: lcpipe.data.roles), in the validate stage's order."""
+    from lcpipe.data.roles import resolve_roles
     from lcpipe.errors import ConfigError
 
     if config.data.eval is None:
         raise ConfigError("data.eval: not configured (sharded evaluation needs an eval set)")
-    return list_samples(config.data.eval, "data.eval")
+    return list(resolve_roles(config).verdict)
 
 
 def evaluate_sharded(fp32_xml: str | Path, int8_xml: str | Path, config: Any, *, shards: int = 4,

@@ -10,6 +10,7 @@ Which interval each figure uses (docs/verdicts.md explains them for users):
 * top-1 drop (FP32 minus INT8 on the same images): ``top1_drop_ci`` (Newcombe's hybrid score, paired);
 * flips: ``mcnemar_exact_p`` on the discordant images (lost vs gained);
 * speed-ups from interleaved rounds: ``ratio_ci`` (t interval on the per-round log ratios);
+* the mean of a per-image figure (cosine): ``mean_ci`` (BCa bootstrap over the images, seeded);
 * a gate: ``verdict(interval, threshold, kind)`` -> "pass" | "fail" | "inconclusive".
 
 The adaptive-rounds stopping rule built on ``ratio_ci`` and ``verdict`` is in measure/stopping.py.
@@ -21,7 +22,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -213,18 +214,43 @@ def _t_interval(log_r: np.ndarray, confidence: float) -> Interval:
 
 
 def _bootstrap_interval(log_r: np.ndarray, confidence: float) -> Interval | None:
+    # the median commutes with exp, so the interval of the median log ratio maps to the ratio's
+    return _bca(log_r, np.median, confidence)
+
+
+def _bca(values: np.ndarray, statistic: Any, confidence: float) -> Interval | None:
+    """BCa bootstrap interval of ``statistic`` over ``values``, fixed seed. scipy warns where BCa is
+    undefined (mostly equal values): then no interval rather than a wrong one, and no warning."""
     from scipy.stats import bootstrap
 
-    # the median commutes with exp, so the interval of the median log ratio maps to the ratio's;
-    # scipy warns where BCa is undefined (mostly equal rounds): handled below, so kept quiet
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore")
-        res = bootstrap((log_r,), np.median, confidence_level=confidence, method="BCa",
+        res = bootstrap((values,), statistic, confidence_level=confidence, method="BCa",
                         n_resamples=BOOTSTRAP_RESAMPLES, rng=np.random.default_rng(BOOTSTRAP_SEED))
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     if not (math.isfinite(low) and math.isfinite(high)):
-        return None  # BCa undefined (e.g. nearly all rounds equal): no interval rather than a wrong one
+        return None
     return low, high
+
+
+# ---------------------------------------------------------------- label-free figures: mean over images
+
+def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> Interval | None:
+    """Interval for the mean of a per-image figure (INT8-vs-FP32 cosine): BCa bootstrap over the
+    images, fixed seed (the same images give the same interval with a given scipy). None with fewer
+    than 3 images; every image the same value gives a zero-width interval at it.
+
+    The images are the sample: the interval says where the mean over images like these lies, not
+    how far a single image can stray (cosine_min reports that)."""
+    _check_confidence(confidence)
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or not np.all(np.isfinite(v)):
+        raise ValueError("need a 1-D sequence of finite values")
+    if len(v) < MIN_ROUNDS["bootstrap"]:
+        return None
+    if np.ptp(v) == 0:
+        return float(v[0]), float(v[0])
+    return _bca(v, np.mean, confidence)
 
 
 # ---------------------------------------------------------------- verdicts

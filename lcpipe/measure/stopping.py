@@ -86,14 +86,15 @@ def look_confidence(confidence: float, min_rounds: int, max_rounds: int) -> floa
 
 
 def should_stop(ratios: Sequence[GatedRatio], *, rounds_done: int, elapsed_s: float, confidence: float = 0.95,
-                budget: RoundsBudget = RoundsBudget(), method: RatioMethod = "t") -> StopDecision:
+                budget: RoundsBudget = RoundsBudget(), method: RatioMethod = "t",
+                next_round_s: float | None = None) -> StopDecision:
     """Call after every round (``rounds_done`` >= 1; ``elapsed_s`` since the first round started).
 
     Order: below ``min_rounds`` always continue; at a look, stop "decided" when no gate is
     inconclusive; then stop "max_rounds" at ``max_rounds``; then stop "budget" when one more round
-    (at the mean round time so far) would end past ``max_seconds``; else continue. A stop is always
-    a look, so the decision carries the verdicts the gates should use. No gated ratio: "decided" at
-    ``min_rounds``.
+    (``next_round_s``, by default the mean round time so far) would end past ``max_seconds``; else
+    continue. A stop is always a look, so the decision carries the verdicts the gates should use. No
+    gated ratio: "decided" at ``min_rounds``.
     """
     if rounds_done < 1:
         raise ValueError(f"rounds_done must be >= 1, got {rounds_done}")
@@ -101,7 +102,8 @@ def should_stop(ratios: Sequence[GatedRatio], *, rounds_done: int, elapsed_s: fl
     if rounds_done < budget.min_rounds:
         return StopDecision(stop=False, reason=None, looked=False, confidence=conf)
     at_max = rounds_done >= budget.max_rounds
-    over_budget = elapsed_s + elapsed_s / rounds_done > budget.max_seconds
+    next_s = elapsed_s / rounds_done if next_round_s is None else next_round_s
+    over_budget = elapsed_s + next_s > budget.max_seconds
     if not (rounds_done in look_rounds(budget.min_rounds, budget.max_rounds) or at_max or over_budget):
         return StopDecision(stop=False, reason=None, looked=False, confidence=conf)
     intervals: dict[str, Interval | None] = {}

@@ -24,25 +24,48 @@ def png_bytes(fig: Any) -> bytes:
 
 
 def report_chart(m: dict[str, Any]) -> bytes:
-    """metrics.json: accuracy (or agreement/cosine when unlabeled) and latency, FP32 vs INT8."""
+    """metrics.json: accuracy (or agreement/cosine when unlabeled) with 95 % intervals, latency, and the
+    speed-ups with their 95 % intervals from the interleaved rounds."""
     plt = pyplot()
     from lcpipe.metrics import model_latency
 
     acc, lat = m["accuracy"], model_latency(m)
-    fig, axes = plt.subplots(1, 2 if lat else 1, figsize=(9 if lat else 4.5, 3.2), squeeze=False)
+    sp = {k: v for k, v in (m.get("speedup") or {}).items()
+          if k != "size" and not k.endswith("_ci95") and v is not None}
+    panels = 1 + bool(lat) + bool(sp)
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.4), squeeze=False)
     ax = axes[0][0]
     if acc["labeled"]:  # a figure that was not measured (null: e.g. NaN outputs) gets no bar
         names = [n for n in ("fp32", "int8", "int8_ptq", "onnxruntime") if n in acc and acc[n]["top1"] is not None]
-        _bars(ax, [short_name(n, m) for n in names], [100 * acc[n]["top1"] for n in names], "top-1 (%)")
+        values = [100 * acc[n]["top1"] for n in names]
+        _bars(ax, [short_name(n, m) for n in names], values, "top-1 (%), whisker: 95 % interval",
+              _ci_err(values, [acc[n].get("top1_ci95") for n in names], 100))
     else:
         names = [n for n in ("agreement", "cosine") if acc[n] is not None]
-        _bars(ax, names, [100 * acc[n] for n in names], f"{short_name('int8', m)} vs FP32 (%)")
+        values = [100 * acc[n] for n in names]
+        _bars(ax, names, values, f"{short_name('int8', m)} vs FP32 (%), whisker: 95 % interval",
+              _ci_err(values, [acc.get(f"{n}_ci95") for n in names], 100))
     if lat:
         names = list(lat)
         p50 = [lat[n]["p50"] for n in names]
         err = [[0] * len(names), [lat[n]["p90"] - lat[n]["p50"] for n in names]]
         _bars(axes[0][1], [short_name(n, m) for n in names], p50, "batch-1 latency p50 ms (whisker: p90)", err)
+    if sp:
+        ax = axes[0][panels - 1]
+        names = list(sp)
+        values = [sp[n] for n in names]
+        _bars(ax, [n.replace("_", " ") for n in names], values, "speed-up (whisker: 95 % interval)",
+              _ci_err(values, [m["speedup"].get(f"{n}_ci95") for n in names], 1))
+        ax.axhline(1.0, color="0.4", lw=0.8, ls="--")
+        ax.tick_params(axis="x", labelrotation=30)
     return png_bytes(fig)
+
+
+def _ci_err(values: list[float], intervals: list[Any], scale: float) -> list[list[float]]:
+    """matplotlib yerr (below, above) from [low, high] intervals; 0 where there is none."""
+    low = [0.0 if iv is None else max(0.0, v - scale * iv[0]) for v, iv in zip(values, intervals, strict=True)]
+    high = [0.0 if iv is None else max(0.0, scale * iv[1] - v) for v, iv in zip(values, intervals, strict=True)]
+    return [low, high]
 
 
 def short_name(name: str, m: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """The one JSON document a ``--json`` command prints on stdout (besides the files it writes).
 
 run / quantize   run_document: run directory, each stage (cached?, seconds, cache key), artifacts by
-                 kind, metrics.json, the gates that did not pass, the exit code
+                 kind, metrics.json, the verdict and the gates that failed or were inconclusive, the exit code
 sweep            sweep_document: sweep.json as written, plus where its files are
 bench, inspect, predict and check print their own records (bench.json, the inspect facts, the
 predictions, {ok, problems, config}).
@@ -21,7 +21,9 @@ def run_document(result: Any, exit_code: int) -> dict[str, Any]:
         "exit_code": exit_code,
         "stages": [{"name": r.name, "cached": r.cached, "seconds": r.seconds, "key": r.key} for r in result.records],
         "artifacts": {kind: str(path) for kind, path in result.artifacts.items()},
+        "verdict": (result.metrics or {}).get("verdict"),
         "failed_gates": [g.get("name") for g in result.failed_gates],
+        "inconclusive_gates": [g.get("name") for g in result.inconclusive_gates],
         "metrics": result.metrics,
     }
 

@@ -26,3 +26,10 @@ def pct(v: Any, digits: int = 2) -> str:
 def times(v: Any) -> str:
     """A speed-up ratio: "1.6x", or "n/a" (not "n/ax") when it was not measured."""
     return MISSING if v is None else f"{num(v)}x"
+
+
+def ci(v: Any, scale: float = 1.0, digits: int = 2, suffix: str = "") -> str:
+    """" [low, high]" of an interval (scaled: 100 for percentages), or "" when there is none."""
+    if not v:
+        return ""
+    return f" [{scale * v[0]:.{digits}f}, {scale * v[1]:.{digits}f}]{suffix}"

@@ -6,7 +6,7 @@ from typing import Any
 
 from lcpipe.metrics import model_latency
 from lcpipe.render.charts import report_chart
-from lcpipe.render.format import fixed, num, pct, times
+from lcpipe.render.format import MISSING, ci, fixed, num, pct, times
 from lcpipe.render.html import png_base64, render_template
 from lcpipe.render.plan import plan_headline, plan_rows
 from lcpipe.render.shipped import (
@@ -16,6 +16,14 @@ from lcpipe.render.shipped import (
     shipped_headline,
     shipped_of,
     speedup_headline,
+)
+from lcpipe.render.summary import (
+    gate_verdict,
+    interval_cell,
+    overall_verdict,
+    p_value,
+    timing_lines,
+    verdict_line,
 )
 from lcpipe.render.tables import md_table
 
@@ -53,27 +61,38 @@ def report_tables(m: dict[str, Any]) -> dict[str, list[list[str]]]:
     acc = m["accuracy"]
     models = [n for n in ("fp32", "int8", "int8_ptq", "onnxruntime") if n in acc]
     tables: dict[str, list[list[str]]] = {}
-    tables["gates"] = [["gate", "value", "limit", "ISA key", "result", "baseline"]] + [
-        [g["name"], num(g["value"]), num(g["threshold"]), str(g["isa_key"]),
-         ("PASS" if g["passed"] else "FAIL") + (f" ({g['note']})" if g["note"] else ""), g.get("baseline") or ""]
+    tables["gates"] = [["gate", "value", "interval (confidence)", "limit", "ISA key", "verdict", "baseline"]] + [
+        [g["name"], num(g["value"]), interval_cell(g), num(g["threshold"]), str(g["isa_key"]),
+         gate_verdict(g).upper() + (f" ({g['note']})" if g["note"] else ""), g.get("baseline") or ""]
         for g in m["gates"]]
-    tables["accuracy"] = [["model", "top-1", f"top-{acc['top_k']}"]] + [
-        [display_name(n, m), pct(acc[n]["top1"]), pct(acc[n]["topk"])] for n in models]
+    tables["accuracy"] = [["model", "top-1", "95 % interval", f"top-{acc['top_k']}"]] + [
+        [display_name(n, m), pct(acc[n]["top1"]), ci(acc[n].get("top1_ci95"), 100, 2, " %").strip() or MISSING,
+         pct(acc[n]["topk"])] for n in models]
     flips = acc.get("flips") or {}
-    tables["fidelity"] = [[f"{model_label(m)} vs FP32", "value"],
-                          ["top-1 agreement", pct(acc["agreement"])],
-                          ["top-1 drop", pct(acc["top1_drop"])],
+
+    def band(key: str, scale: float = 100, digits: int = 2, suffix: str = " %") -> str:
+        return ci(acc.get(key), scale, digits, suffix).strip() or MISSING
+
+    p = flips.get("mcnemar_p")
+    tables["fidelity"] = [[f"{model_label(m)} vs FP32", "value", "95 % interval"],
+                          ["top-1 agreement", pct(acc["agreement"]), band("agreement_ci95")],
+                          ["top-1 drop", pct(acc["top1_drop"]), band("top1_drop_ci95")],
                           ["flips right->wrong / wrong->right",
-                           f"{num(flips.get('lost'))} / {num(flips.get('gained'))}"],
-                          ["cosine (mean / min)", f"{fixed(acc['cosine'], 5)} / {fixed(acc['cosine_min'], 5)}"],
+                           f"{num(flips.get('lost'))} / {num(flips.get('gained'))}",
+                           MISSING if p is None else f"McNemar p = {p_value(p)}"],
+                          ["cosine (mean / min)", f"{fixed(acc['cosine'], 5)} / {fixed(acc['cosine_min'], 5)}",
+                           band("cosine_ci95", 1, 5, "")],
                           ["max / mean abs logit diff",
-                           f"{num(acc['max_abs_logit_diff'])} / {num(acc['mean_abs_logit_diff'])}"],
-                          ["relative logit error", num(acc["rel_logit_error"])]]
+                           f"{num(acc['max_abs_logit_diff'])} / {num(acc['mean_abs_logit_diff'])}", ""],
+                          ["relative logit error", num(acc["rel_logit_error"]), "worst image (exact)"]]
     if model_latency(m):
         ips = m.get("throughput_ips") or {}
-        tables["speed"] = [["model", "p50 ms", "p90 ms", "mean ms", "images/s"]] + [
-            [display_name(n, m), num(s["p50"]), num(s["p90"]), num(s["mean"]), num(ips.get(n))]
+        tables["speed"] = [["model", "p50 ms", "p90 ms", "mean ms", "images/s", "timed at (load average)"]] + [
+            [display_name(n, m), num(s["p50"]), num(s["p90"]), num(s["mean"]), num(ips.get(n)), _when(s)]
             for n, s in model_latency(m).items()]
+    speedups = speedup_rows(m)
+    if speedups:
+        tables["speedups"] = speedups
     e2e = e2e_rows(m)
     if e2e:
         tables["e2e"] = e2e
@@ -96,6 +115,44 @@ def report_tables(m: dict[str, Any]) -> dict[str, list[list[str]]]:
             [k, acc["routes"]["compared_on"], num(r["max_abs_diff"]), pct(r["argmax_agreement"])]
             for k, r in routes.items()]
     return tables
+
+
+def _when(stats: dict[str, Any]) -> str:
+    load = stats.get("load_avg") or {}
+    before, after = (load.get("before") or [None])[0], (load.get("after") or [None])[0]
+    at = stats.get("measured_at") or MISSING
+    return at if before is None or after is None else f"{at} ({before} -> {after})"
+
+
+def speedup_labels(m: dict[str, Any]) -> dict[str, str]:
+    """speedup.* key -> what it compares, the shipped model named for what it is (INT8 only when it is)."""
+    label = model_label(m)
+    f32 = f"FP32 ({(m.get('inference_precision') or {}).get('fp32') or 'f32'})"
+    default = f"FP32 ({m.get('default_precision') or 'plugin default'}, plugin default)"
+    return {"latency_p50": f"latency p50, {label} vs {f32}", "throughput": f"throughput, {label} vs {f32}",
+            "latency_p50_vs_default": f"latency p50, {label} vs {default}",
+            "latency_p50_ptq": f"latency p50, plain PTQ vs {f32}",
+            "e2e_latency_p50": f"end-to-end latency, {label} image-input vs {f32} + Python",
+            "e2e_throughput": f"end-to-end throughput, {label} image-input vs {f32} + Python",
+            "e2e_latency_p50_vs_default": f"end-to-end latency, {label} image-input vs the baseline, {default} "
+                                          "+ Python (headline)",
+            "e2e_throughput_vs_default": f"end-to-end throughput, {label} image-input vs the baseline, {default} "
+                                         "+ Python",
+            "size": f"size, FP32 / {label}"}
+
+
+def speedup_rows(m: dict[str, Any]) -> list[list[str]]:
+    """Every speed-up with its 95 % interval from the interleaved rounds (first row: header)."""
+    sp = m.get("speedup") or {}
+    names = [k for k, v in sp.items() if not k.endswith("_ci95") and v is not None]
+    if not names:
+        return []
+    labels = speedup_labels(m)
+    rows = [["speed-up", "value", "95 % interval"]]
+    for k in names:
+        band = ci(sp.get(f"{k}_ci95"), 1, 3, "").strip()
+        rows.append([labels.get(k, k), times(sp[k]), band or ("exact" if k == "size" else MISSING)])
+    return rows
 
 
 def e2e_rows(m: dict[str, Any]) -> list[list[str]]:
@@ -145,32 +202,42 @@ def headline(m: dict[str, Any]) -> dict[str, str]:
         "threads": str(m["threads"]),
         "precision": precision_sentence(m),
         "versions": versions,
-        "speedup": f"{label} vs FP32 IR ({fp32}): latency p50 {times(sp['latency_p50'])}, throughput "
-                   f"{times(sp['throughput'])}, size {times(sp['size'])}"
+        "speedup": f"{label} vs FP32 IR ({fp32}): latency p50 {_x(sp, 'latency_p50')}, throughput "
+                   f"{_x(sp, 'throughput')}, size {times(sp['size'])}"
                    + (f"; model only vs FP32 at the plugin default precision "
                       f"{times(shipped.get('speedup_vs_default_latency_p50'))}"
+                      f"{ci(shipped.get('speedup_vs_default_latency_p50_ci95'))}"
                       if shipped.get("speedup_vs_default_latency_p50") else "")
                    + (f"; end to end ({label} image-input IR vs FP32 IR ({fp32}) + Python preprocessing): latency "
-                      f"p50 {times(sp.get('e2e_latency_p50'))}, throughput {times(sp.get('e2e_throughput'))}"
+                      f"p50 {_x(sp, 'e2e_latency_p50')}, throughput {_x(sp, 'e2e_throughput')}"
                       if sp.get("e2e_latency_p50") or sp.get("e2e_throughput") else ""),
         "quantize": (f"preset {q.get('preset')} ({q.get('preset_reason')}), {q.get('subset_size')} calibration "
                      f"images, {q.get('quantized_ops')}/{q.get('quantizable_ops')} convs+matmuls quantized, "
                      f"{q.get('fake_quantize_ops')} FakeQuantize, PTQ {q.get('seconds')} s{unshipped}") if q else "n/a",
-        "verdict": "PASS" if m["passed"] else "FAIL",
+        "verdict": overall_verdict(m).upper(),
+        "rests_on": verdict_line(m),
+        "timing": "; ".join(timing_lines(m)),
         **({"plan": plan_headline(m["plan"])} if m.get("plan") else {}),
     }
+
+
+def _x(sp: dict[str, Any], name: str) -> str:
+    """A speed-up and its 95 % interval: "1.1x [1.04, 1.16]"."""
+    return times(sp.get(name)) + ci(sp.get(f"{name}_ci95"))
 
 
 def render_markdown(m: dict[str, Any]) -> str:
     h = headline(m)
     parts = [f"# lcpipe report: {m['pipeline']} - {h['verdict']}", "",
              f"**{h['shipped']}: {h['headline_speedup']}**", "",
+             f"**{h['rests_on']}**", "", *_overlap_warning(m),
              f"- CPU: {h['cpu']}", f"- threads: {h['threads']}; {h['precision']}", f"- versions: {h['versions']}",
              f"- other speed-ups: {h['speedup']}", f"- quantization: {h['quantize']}",
              f"- images: {m['accuracy']['images']}{'' if m['accuracy']['labeled'] else ' (unlabeled)'}",
+             *([f"- {h['timing']}"] if h["timing"] else []),
              *([f"- plan: {h['plan']}"] if h.get("plan") else []), ""]
     titles = {"gates": "Gates", "accuracy": "Accuracy", "fidelity": f"{model_label(m)} fidelity",
-              "speed": "Speed (batch 1)",
+              "speed": "Speed (batch 1)", "speedups": "Speed-ups (95 % intervals from the interleaved rounds)",
               "groups": "Per-group top-1", "routes": "Other conversion routes",
               "e2e": "End to end (decoded image -> top-k, batch 1)", "image_input": "Image-input IRs",
               "plan": "Precision plan (candidates measured on this CPU)"}
@@ -186,7 +253,24 @@ def render_markdown(m: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _overlap_warning(m: dict[str, Any]) -> list[str]:
+    text = overlap_warning(m)
+    return [f"> **Warning:** {text}", ""] if text else []
+
+
+def overlap_warning(m: dict[str, Any]) -> str:
+    """The opt-in overlap of calibration and verdict images, said plainly (empty when there is none)."""
+    data = m.get("data") or {}
+    if not data.get("overlap"):
+        return ""
+    files = ", ".join(data.get("overlap_files") or [])
+    return (f"{data['overlap']} verdict image(s) are also calibration images (data.allow_calibration_overlap: true): "
+            f"the INT8 model was calibrated on images it is judged on, so its accuracy figures may be optimistic. "
+            f"{files}")
+
+
 def render_html(m: dict[str, Any]) -> str:
     """report.html: self-contained (the chart is an inline PNG)."""
     return render_template("report.html.j2", m=m, h=headline(m), tables=report_tables(m), label=model_label(m),
-                           chart=png_base64(report_chart(m)), ac=(m.get("quantize") or {}).get("accuracy_control"))
+                           chart=png_base64(report_chart(m)), ac=(m.get("quantize") or {}).get("accuracy_control"),
+                           overlap=overlap_warning(m))

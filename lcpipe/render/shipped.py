@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lcpipe.render.format import fixed
+from lcpipe.render.format import ci, fixed
 
 
 def shipped_of(m: dict[str, Any]) -> dict[str, Any]:
@@ -43,14 +43,17 @@ def baseline_label(m: dict[str, Any]) -> str:
 
 
 def speedup_headline(m: dict[str, Any]) -> str:
-    """The headline speed-up: the shipped image-input route vs the baseline, end to end (decoded image ->
-    top-k, batch 1); model-only vs the FP32 IR at the plugin default where no end-to-end figure exists."""
+    """The headline speed-up and its 95 % interval from the interleaved rounds: the shipped image-input
+    route vs the baseline, end to end (decoded image -> top-k, batch 1); model-only vs the FP32 IR at the
+    plugin default where no end-to-end figure exists."""
     s = shipped_of(m)
     if s.get("speedup_vs_default_e2e_p50"):
-        return (f"{fixed(s['speedup_vs_default_e2e_p50'], 2, 'x')} end to end vs {baseline_label(m)} "
+        return (f"{fixed(s['speedup_vs_default_e2e_p50'], 2, 'x')}{ci(s.get('speedup_vs_default_e2e_p50_ci95'))} "
+                f"end to end vs {baseline_label(m)} "
                 f"(p50 {_ms(s.get('e2e_p50_ms'))} vs {_ms(s.get('baseline_e2e_p50_ms'))} ms, batch 1)")
     if s.get("speedup_vs_default_latency_p50"):
-        return (f"{fixed(s['speedup_vs_default_latency_p50'], 2, 'x')} model only vs the FP32 IR at "
+        return (f"{fixed(s['speedup_vs_default_latency_p50'], 2, 'x')}"
+                f"{ci(s.get('speedup_vs_default_latency_p50_ci95'))} model only vs the FP32 IR at "
                 f"{m.get('default_precision')} (plugin default), batch 1")
     return "speed-up against the plugin default not measured"
 

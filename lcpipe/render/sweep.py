@@ -13,7 +13,7 @@ from lcpipe.render.format import MISSING, fixed, num, pct
 # names it); the headline speed-up is e2e_speedup_vs_default (lcpipe.metrics.shipped_metrics).
 COLUMNS = ("point", "status", "arch", "params", "flops", "preset", "shipped", "fp32_top1", "int8_top1", "top1_drop",
            "agreement", "cosine", "e2e_speedup_vs_default", "latency_p50_fp32_ms", "latency_p50_int8_ms",
-           "latency_speedup",
+           "latency_speedup", "timed_at", "timed_earlier",
            "throughput_fp32", "throughput_int8", "size_fp32", "size_int8", "size_onnx", "images", "seconds",
            "error_class", "exit_code", "error", "run_dir", "cpu_kind", "cpu_model", "node_id")
 
@@ -58,7 +58,14 @@ def format_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
     for r in rows:
         if r["status"] == "failed":
             out.append(f"{r['point']}: {r.get('error_class')} error (exit {r.get('exit_code')}): {r.get('error')}")
+    earlier = [r["point"] for r in rows if r.get("timed_earlier")]
+    if earlier:
+        out.append(f"{', '.join(earlier)}: {EARLIER}")
     return "\n".join(out)
+
+
+EARLIER = ("latency timed in an earlier run (cached or resumed), under another load: not compared with this "
+           "run's figures (Pareto fronts, fleet); --force re-times them")
 
 
 def format_fleet(fleet: list[dict[str, Any]]) -> str:
@@ -66,7 +73,9 @@ def format_fleet(fleet: list[dict[str, Any]]) -> str:
     lines = [["point", "CPU kind", "status", "p50 FP32", "p50 shipped", "speed-up", "img/s shipped", "from", "node"]]
     for f in sorted(fleet, key=lambda r: (r["point"], str(r["cpu_kind"]))):
         ok = f["status"] == "ok"
-        lines.append([f["point"], str(f["cpu_kind"]), f["status"] if ok else f"failed: {f.get('error')}",
+        status = ("ok (earlier run, not compared)" if f.get("timed_earlier") else "ok") if ok \
+            else f"failed: {f.get('error')}"
+        lines.append([f["point"], str(f["cpu_kind"]), status,
                       ms(f.get("latency_p50_fp32_ms")), ms(f.get("latency_p50_int8_ms")),
                       fixed(f.get("latency_speedup") or None, 2, "x"), fixed(f.get("throughput_int8") or None, 0),
                       str(f.get("source")), str(f.get("node_id") or MISSING)[:12]])
@@ -112,7 +121,7 @@ def fronts(fleet: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str,
     acc = {r["point"]: r.get(axis) for r in rows}
     out = {}
     for kind in kinds(fleet):
-        pts = [f for f in fleet if f["cpu_kind"] == kind and f["status"] == "ok"
+        pts = [f for f in fleet if f["cpu_kind"] == kind and f["status"] == "ok" and not f.get("timed_earlier")
                and f.get("latency_p50_int8_ms") is not None and acc.get(f["point"]) is not None]
         front = pareto_front([(float(f["latency_p50_int8_ms"]), float(acc[f["point"]])) for f in pts])
         out[kind] = [pts[i]["point"] for i in front]
@@ -135,7 +144,8 @@ def fleet_doc(fleet: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[s
 # ---------------------------------------------------------------- sweep.html
 
 def scatter_png(rows: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
-    """Base64 PNG of accuracy vs INT8 latency with the Pareto front, and the front's point ids."""
+    """Base64 PNG of accuracy vs the shipped model's latency with the Pareto front, and the front's point ids. Points
+    timed in an earlier run (``timed_earlier``) are drawn apart, grey, and are not on the front."""
     timed = [r for r in rows if r["status"] != "failed" and r.get("latency_p50_int8_ms") is not None]
     yk = accuracy_axis(timed) if timed else None
     if yk is None:
@@ -145,7 +155,9 @@ def scatter_png(rows: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
 
     plt = pyplot()
     xk = "latency_p50_int8_ms"
-    pts = [r for r in rows if r["status"] != "failed" and r.get(xk) is not None and r.get(yk) is not None]
+    both = [r for r in rows if r["status"] != "failed" and r.get(xk) is not None and r.get(yk) is not None]
+    pts = [r for r in both if not r.get("timed_earlier")]
+    old = [r for r in both if r.get("timed_earlier")]
     xy = [(float(r[xk]), float(r[yk])) for r in pts]
     front = pareto_front(xy)
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
@@ -155,10 +167,13 @@ def scatter_png(rows: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
     if fp32:
         ax.scatter(*zip(*fp32, strict=True), marker="o", facecolors="none", edgecolors="0.6", label="FP32")
     ax.scatter([x for x, _ in xy], [y for _, y in xy], color="tab:blue", label="shipped", zorder=3)
+    if old:
+        ax.scatter([float(r[xk]) for r in old], [float(r[yk]) for r in old], marker="x", color="0.6",
+                   label="shipped, timed in an earlier run (not compared)", zorder=3)
     fx, fy = [xy[i][0] for i in front], [xy[i][1] for i in front]
     ax.step(fx, fy, where="post", color="tab:red", lw=1.5, zorder=2, label="Pareto front (shipped)")
     ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="tab:red", lw=1.5, zorder=4)
-    for (x, y), r in zip(xy, pts, strict=True):
+    for (x, y), r in zip([*xy, *((float(r[xk]), float(r[yk])) for r in old)], [*pts, *old], strict=True):
         ax.annotate(r["point"].split("-")[0], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_title("points labelled by index (p00 ...), see the table", fontsize=9)
     ax.set_xlabel("latency p50, batch 1 (ms)  - lower is better")

@@ -48,6 +48,10 @@ class Stage:
     older_files: ClassVar[frozenset[str]] = frozenset()
     summary: ClassVar[str] = ""
 
+    def precheck(self, config: PipelineConfig) -> None:
+        """Refuse bad input before any stage of the run starts (e.g. calibration images that are verdict
+        images): raise ConfigError / InputError. Default: nothing to check."""
+
     def cache_salt(self, config: PipelineConfig) -> str:
         """Extra cache-key material from things outside the options and inputs (data files, CPU, versions)."""
         return ""

@@ -9,9 +9,12 @@ the stage's own INT8 IR.
 Candidates (lcpipe/plan.py): INT8 with each preset, with the stem conv and/or the classifier (fc)
 kept in float (NNCF ignored_scope by node name), each with its float ops in f32 and in bf16 where
 the CPU has bf16, and the FP32 IR at f32 and bf16. All are timed in the same interleaved rounds,
-batch 1, same threads, and checked against the pipeline's fidelity gates on data.eval; the
-fastest that passes replaces ``ir_int8`` for validate/report (so validate measures, and the
-bundle ships, the winner). plan.json records every candidate and why it won or lost.
+batch 1, same threads, and checked against the pipeline's fidelity gates on the tune images
+(data.tune, else a split of data.eval: lcpipe.data.roles; the verdict is computed on the rest, images
+this choice never saw), as point estimates: the selection chooses, the verdict vouches. Unlabeled tune
+images check only the label-free gates. The fastest that passes replaces ``ir_int8`` for
+validate/report (so validate measures, and the bundle ships, the winner). plan.json records every
+candidate and why it won or lost.
 
 Cost: the quantize stage's IR is reused as the candidate it matches; the other INT8 IRs come from
 ONE calibration statistics pass over the FP32 model (lcpipe.quantization.shared_statistics: NNCF's own
@@ -51,16 +54,19 @@ class PlanOptions(StageOptions):
     # work is most of their cost (V2 base, 2 cores: ~1/3 of the stage per 100 images); the quantize
     # stage's own IR (its full subset) stays a candidate, and the gates judge every one.
     candidate_subset_size: int | None = Field(100, gt=0)
-    eval_images: int | None = Field(None, gt=0)  # fidelity on the first N of data.eval (None: all)
+    eval_images: int | None = Field(None, gt=0)  # fidelity on the first N tune images (None: all)
     # all: every candidate's fidelity (the full table); until_winner: fastest first, stop at the first
     # that passes (the slower ones cannot win; ~1 eval pass instead of one per candidate)
     fidelity: Literal["until_winner", "all"] = "until_winner"
-    screen_images: int | None = Field(200, gt=0)  # until_winner: first screen on this many eval images
+    screen_images: int | None = Field(200, gt=0)  # until_winner: first screen on this many tune images
     # Many candidates: short rounds, many of them, so a burst of load on a shared machine hits all alike.
     warmup: int = Field(10, ge=0)
     rounds: int = Field(10, gt=0)  # interleaved timing rounds over all candidates
     iterations: int = Field(25, gt=0)  # timed calls per candidate per round
     progress: bool = True  # rich progress bars (silent anyway when stderr is not a terminal)
+
+    def selects(self) -> bool:
+        return True  # its fidelity checks choose the plan: they look at tune images
 
 
 class PlanStage(Stage):
@@ -73,23 +79,30 @@ class PlanStage(Stage):
     uses_config = ("preprocess", "runtime", "gates")
     summary = "precision plan by measurement: INT8 presets / float layers / bf16 / FP32, fastest passing wins"
 
+    def precheck(self, config: Any) -> None:
+        from lcpipe.data.roles import resolve_roles
+
+        resolve_roles(config)  # tune / verdict / calibration overlaps refused before anything runs
+
     def cache_salt(self, config: Any) -> str:
         from lcpipe.data import fingerprint
+        from lcpipe.data.roles import resolve_roles
         from lcpipe.sysinfo import cpu_info, versions
 
         cpu = cpu_info()
         quantize = config.stage_options("quantize")
         return sha256_json({"calib": fingerprint(config.data, config.preprocess, "calib"),
-                            "eval": fingerprint(config.data, config.preprocess, "eval"),
+                            "tune": resolve_roles(config).fingerprint("tune", config.preprocess),
                             "quantize": quantize.model_dump(mode="json") if quantize is not None else None,
                             "cpu": [cpu["model"], cpu["isa"], cpu["flags"], cpu["cores"]], "versions": versions()})
 
     def run(self, ctx: StageContext, options: PlanOptions, inputs: dict[str, Path]) -> dict[str, Path]:
-        from lcpipe.data import load_split
+        from lcpipe.data import load_samples
+        from lcpipe.data.roles import resolve_roles
         from lcpipe.deps import require
         from lcpipe.ir import read_ir
         from lcpipe.measure.candidates import check_fidelity, compile_candidates, time_candidates
-        from lcpipe.plan import candidate_grid, plan_gates, select_plan
+        from lcpipe.plan import LABEL_GATES, candidate_grid, plan_gates, select_plan
         from lcpipe.sysinfo import cpu_info, default_threads, versions
 
         ov = require("openvino")
@@ -105,7 +118,12 @@ class PlanStage(Stage):
         if not specs:
             raise ConfigError("stages.plan: no candidates (presets or keep_float empty, and fp32: false)")
         quant = read_json(inputs.get("quantize_report"))
-        ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir, progress=options.progress)
+        roles = resolve_roles(ctx.config)
+        if not roles.tune:
+            raise ConfigError("stages.plan: no tune images (give data.tune, or data.eval to split)")
+        cache = ctx.cache_dir if ctx.config.data.cache_preprocessed else None
+        ev = load_samples(list(roles.tune), ctx.config.preprocess, cache, progress=options.progress, what="tune images")
+        ctx.log.info("plan: fidelity checks on %d tune images (%s); %s", len(ev.x), roles.tune_from, roles.describe())
         x_eval = ev.x[: options.eval_images] if options.eval_images else ev.x
         labels = None if ev.labels is None else ev.labels[: len(x_eval)]
         ev.check_classes(output_classes(read_ir(inputs["ir_fp32"])))
@@ -120,7 +138,12 @@ class PlanStage(Stage):
                         iterations=options.iterations, show=options.progress)
         time_seconds = round(time.perf_counter() - t_time, 2)
         t_check = time.perf_counter()
-        gates = plan_gates(ctx.config.gates.model_dump(exclude_none=True), labels is not None)
+        configured = ctx.config.gates.thresholds()
+        gates = plan_gates(configured, labels is not None)
+        skipped = [g for g in configured if g in LABEL_GATES and g not in gates]
+        if skipped:
+            ctx.log.warning("plan: the tune images are unlabeled: %s not checked while choosing (the verdict checks "
+                            "them on the labeled verdict images)", ", ".join(skipped))
         check_fidelity(rows, compiled, x_eval, labels, gates, threads=threads, core=core, fp32_xml=irs["fp32"],
                        until_winner=options.fidelity == "until_winner", screen_images=options.screen_images,
                        show=options.progress)
@@ -138,11 +161,10 @@ class PlanStage(Stage):
         report = _plan_json(ctx, rows, spec, why[winner], builds, quant, threads, bf16, len(x_eval), list(gates),
                             {"build_irs": build_seconds, "fidelity": check_seconds, "latency": time_seconds,
                              "total": round(time.perf_counter() - t0, 2)}, options)
-        report.update(cpu=cpu_info(), versions=versions())
+        report.update(tune=roles.record(), cpu=cpu_info(), versions=versions())
         PlanRecord.build(**report).save(ctx.workdir / "plan.json")
         _log(ctx, rows, report)
         return {"ir_int8": out, "plan_report": ctx.workdir / "plan.json"}
-
 
 
 # ---------------------------------------------------------------- building the IRs
@@ -235,7 +257,10 @@ def _plan_json(ctx: StageContext, rows: list[dict[str, Any]], spec: Any, why: st
         "quantize_stage_preset": quant.get("preset"),
         "winner_vs_best_passing": round(winner["p50"] / min(passing), 4) if passing else None,
         "winner_vs_fastest_measured": round(winner["p50"] / min(measured), 4) if measured else None,
-        "speedup_vs_fp32_f32": round(fp32["p50"] / winner["p50"], 4) if fp32 and fp32["p50"] else None,
+        # the geometric mean of the per-round ratios (the centre of its interval), else the p50 ratio
+        "speedup_vs_fp32_f32": winner.get("speedup_vs_reference") or (
+            round(fp32["p50"] / winner["p50"], 4) if fp32 and fp32["p50"] else None),
+        "speedup_vs_fp32_f32_ci95": winner.get("speedup_vs_reference_ci95"),
         "seconds": seconds,
         "options": options.model_dump(mode="json"),
     }

@@ -32,7 +32,9 @@ class IgnoredScopeOptions(StageOptions):
 
 
 class AccuracyControlOptions(StageOptions):
-    max_drop: float = Field(0.01, ge=0.0, lt=1.0)  # top-1 on data.eval, fraction (absolute) or relative
+    # top-1 on the tune images (data.tune, else a split of data.eval; unlabeled: agreement with the FP32
+    # IR's top-1), fraction (absolute) or relative
+    max_drop: float = Field(0.01, ge=0.0, lt=1.0)
     drop_type: Literal["absolute", "relative"] = "absolute"  # how max_drop is read
     max_iterations: int | None = Field(None, gt=0)  # cap on revert steps (None: NNCF's default, unlimited)
 
@@ -48,6 +50,9 @@ class QuantizeOptions(StageOptions):
     target_device: Literal["ANY", "CPU"] = "ANY"  # NNCF target device (CPU: its CPU-specific rules)
     accuracy_control: AccuracyControlOptions | None = None  # NNCF accuracy control: revert ops until top-1 holds
 
+    def selects(self) -> bool:
+        return self.accuracy_control is not None  # its metric chooses which ops stay INT8
+
 
 class QuantizeStage(Stage):
     name = "quantize"
@@ -59,13 +64,22 @@ class QuantizeStage(Stage):
     uses_config = ("preprocess",)
     summary = "NNCF PTQ on the OpenVINO model (bias correction, presets, ignored scope, accuracy control)"
 
+    def precheck(self, config: Any) -> None:
+        options = config.stage_options("quantize")
+        if options is not None and options.selects():
+            from lcpipe.data.roles import resolve_roles
+
+            resolve_roles(config)  # its tune images must not be verdict images
+
     def cache_salt(self, config: Any) -> str:
         from lcpipe.data import fingerprint
 
         salt = {"calib": fingerprint(config.data, config.preprocess, "calib"), "versions": library_versions()}
         options = config.stage_options("quantize")
         if options is not None and options.accuracy_control is not None:
-            salt["eval"] = fingerprint(config.data, config.preprocess, "eval")
+            from lcpipe.data.roles import resolve_roles
+
+            salt["tune"] = resolve_roles(config).fingerprint("tune", config.preprocess)
         return sha256_json(salt)
 
     def run(self, ctx: StageContext, options: QuantizeOptions, inputs: dict[str, Path]) -> dict[str, Path]:
@@ -113,19 +127,33 @@ class QuantizeStage(Stage):
 
 def _accuracy_control(ctx: StageContext, fp32: Any, calib_x: Any, params: dict[str, Any],
                       ac: AccuracyControlOptions) -> tuple[Any, dict[str, Any]]:
-    """Accuracy control with top-1 on data.eval as the metric."""
-    from lcpipe.data import load_split
+    """Accuracy control with top-1 on the tune images as the metric (lcpipe.data.roles: the verdict is
+    computed on other images); unlabeled tune images: agreement with the FP32 IR's top-1."""
+    from lcpipe.data import load_samples
+    from lcpipe.data.roles import resolve_roles
 
-    ev = load_split(ctx.config.data, "eval", ctx.config.preprocess, ctx.cache_dir)
-    if ev.labels is None:
-        raise InputError("stages.quantize.accuracy_control: data.eval has no labels; top-1 needs them")
+    roles = resolve_roles(ctx.config)
+    if not roles.tune:
+        raise InputError("stages.quantize.accuracy_control: no tune images (give data.tune, or data.eval to split)")
+    cache = ctx.cache_dir if ctx.config.data.cache_preprocessed else None
+    ev = load_samples(list(roles.tune), ctx.config.preprocess, cache, what="tune images")
     ev.check_classes(output_classes(fp32))
-    ctx.log.info("quantize: accuracy control (max %s drop %g) on %d eval images", ac.drop_type, ac.max_drop,
-                 len(ev.x))
-    model, cost = quantize_with_accuracy_control(fp32, calib_x, ev.x, ev.labels, params, max_drop=ac.max_drop,
+    targets, metric = ev.labels, "top-1"
+    if targets is None:
+        from lcpipe.deps import require
+        from lcpipe.ir import ov_config
+        from lcpipe.measure.runtime import infer_ov
+
+        compiled = require("openvino").Core().compile_model(fp32, "CPU", ov_config("THROUGHPUT", None, "f32"))
+        targets = infer_ov(compiled, ev.x, show=False).argmax(1)
+        metric = "agreement with the FP32 top-1 (unlabeled tune images)"
+    ctx.log.info("quantize: accuracy control (max %s drop %g, %s) on %d tune images (%s); %s", ac.drop_type,
+                 ac.max_drop, metric, len(ev.x), roles.tune_from, roles.describe())
+    model, cost = quantize_with_accuracy_control(fp32, calib_x, ev.x, targets, params, max_drop=ac.max_drop,
                                                  drop_type=ac.drop_type, max_iterations=ac.max_iterations)
     return model, {"max_drop": ac.max_drop, "drop_type": ac.drop_type, "seconds": cost["seconds"],
-                   "validation_images": len(ev.x), "validations": cost["validations"]}
+                   "validation_images": len(ev.x), "validations": cost["validations"], "metric": metric,
+                   "tune_from": roles.tune_from}
 
 
 def _log_reverts(ctx: StageContext, ac: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """report: metrics.json (stable keys, lcpipe.metrics), gates (lcpipe.gates), report.md and a
 self-contained report.html (lcpipe.render.report). The deploy bundle is the deploy stage's.
 
-A failed gate never raises here: the verdict goes into metrics.json["gates"] and the CLI exits 3.
+A gate never raises here: the verdicts (pass / fail / inconclusive, lcpipe.gates) go into
+metrics.json["gates"]; the CLI exits 3 when any fails, 4 when the rest pass but some are inconclusive.
 Cached: the report is a pure function of its inputs (validation.json, quantize.json, the IRs)
 and ``gates`` (in the key), so a changed threshold re-renders it and a cache hit can never
 carry a stale verdict; rendering costs about a second anyway.
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lcpipe.gates import evaluate_gates
+from lcpipe.gates import evaluate_gates, explain, overall
 from lcpipe.metrics import build_metrics, plan_metrics, shipped_metrics
 from lcpipe.records import MetricsRecord, PlanRecord, QuantizeRecord, ValidationRecord, read_json
 from lcpipe.stages.base import Stage, StageContext, StageOptions
@@ -28,9 +29,9 @@ class ReportStage(Stage):
     consumes = ("validation", "ir_fp32", "ir_int8")
     optional_consumes = ("quantize_report", "model_info", "plan_report")
     produces = ("metrics", "report_md", "report_html")
-    uses_config = ("gates",)
+    uses_config = ("gates",)  # thresholds, confidence and mode: a changed gate re-renders
     publish = ("metrics.json", "report.md", "report.html")
-    summary = "metrics.json + gates (per-ISA thresholds), report.md/html with chart"
+    summary = "metrics.json + gates (pass / fail / inconclusive, per-ISA thresholds), report.md/html with chart"
 
     def cache_salt(self, config: Any) -> str:
         return config.name
@@ -42,8 +43,11 @@ class ReportStage(Stage):
         if "plan_report" in inputs:
             metrics["plan"] = plan_metrics(PlanRecord.load(inputs["plan_report"]).to_dict())
         metrics["shipped"] = shipped_metrics(metrics)
-        metrics["gates"] = evaluate_gates(ctx.config.gates.model_dump(exclude_none=True), metrics)
+        gates = ctx.config.gates
+        metrics["gates"] = evaluate_gates(gates.thresholds(), metrics, validation, confidence=gates.confidence,
+                                          mode=gates.mode)
         metrics["passed"] = all(g["passed"] for g in metrics["gates"])
+        metrics["verdict"] = overall(metrics["gates"])
         out = {"metrics": ctx.workdir / "metrics.json", "report_md": ctx.workdir / "report.md"}
         MetricsRecord.build(**metrics).save(out["metrics"])
         from lcpipe.render.report import render_html, render_markdown
@@ -56,10 +60,10 @@ class ReportStage(Stage):
         return out
 
 
-
 def _log_verdict(ctx: StageContext, gates: list[dict[str, Any]]) -> None:
-    failed = [g for g in gates if not g["passed"]]
-    for g in failed:
-        ctx.log.warning("report: gate %s FAILED: value %s, limit %s (%s)%s", g["name"], g["value"], g["threshold"],
-                        g["isa_key"], f" - {g['note']}" if g["note"] else "")
-    ctx.log.info("report: %d gate(s), %d failed", len(gates), len(failed))
+    for g in gates:
+        if g["verdict"] != "pass":
+            ctx.log.warning("report: gate %s", explain(g))
+    counts = {v: sum(g["verdict"] == v for g in gates) for v in ("pass", "fail", "inconclusive")}
+    ctx.log.info("report: %d gate(s): %d pass, %d fail, %d inconclusive", len(gates), counts["pass"], counts["fail"],
+                 counts["inconclusive"])

@@ -17,7 +17,7 @@ from lcpipe.render.sweep import COLUMNS
 from lcpipe.rundir import claim_output_dir
 from lcpipe.sweep import on_ray, shipping
 from lcpipe.sweep.fleet import FLEET_FILE, failed_fleet_row, fleet_row
-from lcpipe.sweep.point import PointTask, run_point
+from lcpipe.sweep.point import GATED_OK, PointTask, run_point, timed_earlier
 from lcpipe.sweep.results import write_results
 from lcpipe.sweep.schema import MAX_POINTS, Sweep, load_sweep
 
@@ -46,6 +46,10 @@ class SweepResult:
     @property
     def gate_failed(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r["status"] == "gate_failed"]
+
+    @property
+    def gate_inconclusive(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "gate_inconclusive"]
 
 
 def run_sweep(sweep: Sweep | str | Path, *, out: str | Path | None = None, local: bool = False,
@@ -86,7 +90,8 @@ def run_sweep(sweep: Sweep | str | Path, *, out: str | Path | None = None, local
         fleet, tasks = run.fleet, run.tasks
     for r in rows:  # flat node columns for the table and CSV
         node = r.get("node") or {}
-        r.update(node_id=node.get("node_id"), cpu_kind=node.get("cpu_kind"), cpu_model=node.get("cpu_model"))
+        r.update(node_id=node.get("node_id"), cpu_kind=node.get("cpu_kind"), cpu_model=node.get("cpu_model"),
+                 timed_earlier=timed_earlier(r))
     rows = sorted(({**dict.fromkeys(COLUMNS), **r} for r in rows), key=lambda r: r["index"])  # every column
     seconds = time.perf_counter() - t0
     files = write_results(sweep, rows, {**cpu_info(), "executor": executor, "seconds": round(seconds, 1)}, fleet)
@@ -221,7 +226,7 @@ class _RaySweep:
         if not self.per_cpu_kind:
             return
         home = Path(row["run_dir"])
-        have = on_ray.fleet_from_row(row, home) if row.get("status") in ("ok", "gate_failed") else []
+        have = on_ray.fleet_from_row(row, home) if row.get("status") in GATED_OK else []
         self.fleet += have
         point = self.points.get(row["point"])
         if not self.kinds or not have or point is None:
@@ -232,8 +237,8 @@ class _RaySweep:
         if irs is None:
             return
         vopts = point.config.stage_options("validate")
-        timing = {k: getattr(vopts, k) for k in ("latency", "throughput", "warmup", "rounds", "iterations",
-                                                  "throughput_seconds")}
+        timing = {k: getattr(vopts, k) for k in ("latency", "throughput", "warmup", "iterations", "throughput_seconds")}
+        timing["rounds"] = vopts.rounds or vopts.min_rounds  # adaptive validate: its minimum
         timing["threads"] = point.config.runtime.threads
         timing["inference_precision"] = getattr(vopts, "inference_precision", "f32")
         irs_ref = self.ray.put(irs)

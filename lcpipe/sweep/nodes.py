@@ -107,7 +107,8 @@ def retime(irs: dict[str, bytes], timing: dict[str, Any]) -> dict[str, Any]:
             lat = time_irs(xml, x, threads=threads, precision=precisions, warmup=timing["warmup"],
                            rounds=timing["rounds"], iterations=timing["iterations"], show=False)
             row.update(latency_p50_fp32_ms=lat["fp32"]["p50"], latency_p50_int8_ms=lat["int8"]["p50"],
-                       latency_speedup=round(lat["fp32"]["p50"] / lat["int8"]["p50"], 4))
+                       latency_speedup=round(lat["fp32"]["p50"] / lat["int8"]["p50"], 4),
+                       timed_at=lat["int8"]["measured_at"])
         if timing.get("throughput", True):
             thr = measure_throughput(compiled, x, seconds=timing["throughput_seconds"], rounds=timing["rounds"],
                                      show=False)

@@ -35,7 +35,7 @@ from lcpipe.fileio import sha256_json, write_json
 from lcpipe.sweep import shipping
 from lcpipe.sweep.fleet import FLEET_FILE, fleet_row
 from lcpipe.sweep.nodes import KIND_RESOURCE
-from lcpipe.sweep.point import POINT_FILE, PointTask, error_fields, run_point
+from lcpipe.sweep.point import GATED_OK, POINT_FILE, PointTask, error_fields, run_point, timed_earlier
 from lcpipe.sweep.schema import Sweep
 from lcpipe.sweep.storage import Storage
 
@@ -84,7 +84,7 @@ def _resumed(home: Path, fingerprint: str, stages: list[str]) -> dict[str, Any] 
         finished = json.loads((home / "manifest.json").read_text()).get("finished")
     except (OSError, ValueError):
         return None
-    if row.get("fingerprint") != fingerprint or row.get("status") not in ("ok", "gate_failed") or not finished:
+    if row.get("fingerprint") != fingerprint or row.get("status") not in GATED_OK or not finished:
         return None
     # nothing of it is computed in this run: every stage is reused
     return {**row, "run_dir": str(home), "resumed": True, "cached_stages": stages, "computed_stages": []}
@@ -388,5 +388,6 @@ def fleet_from_row(row: dict[str, Any], home: Path) -> list[dict[str, Any]]:
         kept = json.loads((home / FLEET_FILE).read_text())
     except (OSError, ValueError):
         kept = []
-    own = fleet_row(row, row.get("node") or {}, source="point")
+    own = fleet_row(row, row.get("node") or {}, source="point", timed_earlier=timed_earlier(row))
+    kept = [{**r, "timed_earlier": True} for r in kept]  # re-timed by an earlier sweep run
     return [own, *[r for r in kept if r.get("cpu_kind") != own["cpu_kind"]]] if own else kept

@@ -17,6 +17,7 @@ from lcpipe.records import read_json
 log = logging.getLogger("lcpipe")
 
 POINT_FILE = "point.json"  # a point's row, written into its run dir
+GATED_OK = ("ok", "gate_failed", "gate_inconclusive")  # statuses of a point whose run finished
 POINT_LOG = "point.log"
 
 
@@ -68,6 +69,9 @@ def run_point(task: PointTask, config: PipelineConfig | None = None, run_dir: st
         if result.failed_gates:
             row.update(status="gate_failed", exit_code=3,
                        error="gates failed: " + ", ".join(g["name"] for g in result.failed_gates))
+        elif result.inconclusive_gates:
+            row.update(status="gate_inconclusive", exit_code=4,
+                       error="gates inconclusive: " + ", ".join(g["name"] for g in result.inconclusive_gates))
     except Exception as exc:  # a point's failure is data for the sweep, not the end of it
         row.update(error_fields(exc))
         log.error("%s: %s", task.id, row["error"])
@@ -120,6 +124,15 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
     code = exc.exit_code if isinstance(exc, LcpipeError) else 1
     text = str(exc) if isinstance(exc, LcpipeError) else f"{type(exc).__name__}: {exc}"
     return {"status": "failed", "error": text, "error_class": cls, "exit_code": code}
+
+
+def timed_earlier(row: dict[str, Any]) -> bool:
+    """Was the row's latency measured before this sweep run (its validate stage reused from the cache, or
+    the whole point resumed from an earlier run)? Such figures were timed under another load and are
+    not compared with this run's (Pareto fronts, fleet table); ``--force`` re-times them."""
+    if row.get("latency_p50_int8_ms") is None:
+        return False
+    return bool(row.get("resumed")) or "validate" in (row.get("cached_stages") or [])
 
 
 def collect_metrics(config: PipelineConfig, result: Any) -> dict[str, Any]:
@@ -210,11 +223,14 @@ def metrics_columns(metrics: dict[str, Any]) -> dict[str, Any]:
         "shipped": shipped.get("plan"),
         "e2e_speedup_vs_default": shipped.get("speedup_vs_default_e2e_p50"),
         "latency_speedup": sp.get("latency_p50"),
+        "latency_speedup_ci95": sp.get("latency_p50_ci95"),
+        "timed_at": (lat.get("int8") or {}).get("measured_at"),
         "throughput_speedup": sp.get("throughput"),
         "preset": quant.get("preset"),
         "quantized_ops": quant.get("quantized_ops"),
         **({"plan": plan.get("chosen"), "int8_precision": plan.get("inference_precision")} if plan else {}),
-        "gates_failed": [g["name"] for g in metrics.get("gates") or [] if not g.get("passed")],
+        "gates_failed": [g["name"] for g in metrics.get("gates") or [] if g.get("verdict", "fail") == "fail"],
+        "gates_inconclusive": [g["name"] for g in metrics.get("gates") or [] if g.get("verdict") == "inconclusive"],
         "threads": metrics.get("threads"),
     }
 
