@@ -67,7 +67,7 @@ class ValidateOptions(StageOptions):
     # min_rounds and max_rounds within max_seconds (docs/verdicts.md); a number: exactly that many.
     rounds: int | None = Field(None, gt=0)
     min_rounds: int = Field(4, ge=2)  # adaptive: always timed; then only tracks with a gated speed-up
-    max_rounds: int = Field(32, ge=2)
+    max_rounds: int = Field(32, ge=2)  # adaptive: no more rounds than this, decided or not
     max_seconds: float = Field(30.0, gt=0)  # adaptive: no round is started that would end past this
     iterations: int = Field(100, gt=0)  # timed inferences per model per round
     throughput_seconds: float = Field(0.25, gt=0)  # per model per round
