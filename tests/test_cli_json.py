@@ -152,8 +152,6 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
             if p.is_file() and p.name not in ("lcpipe.log", ".lcpipe.lock")}
 
 
-@pytest.mark.xfail(strict=True, reason="lcpipe bench still re-runs the pipeline up to quantize and drops the later "
-                   "stages' outputs; the 'safety' branch (issue 19 item 1) fixes it: remove this mark when it lands")
 def test_run_bench_predict_inspect_on_one_out_lose_nothing(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     res = _cli("run", "textline_ori_int8", "--out", "run", *FAST, cwd=tmp_path, cache=cache)
