@@ -140,10 +140,23 @@ def install() -> None:
     global _installed
     _set_handlers()
     sys.unraisablehook = _unraisable
+    if not _installed:
+        os.register_at_fork(after_in_child=_defaults_in_child)
     _installed = True
     if not any(isinstance(f, _PaddleImportHook) for f in sys.meta_path):
         sys.meta_path.insert(0, _PaddleImportHook())
     _calm_paddle()  # in case Paddle is loaded already
+
+
+def _defaults_in_child() -> None:
+    """A forked child (a library's helper process) gets Python's default dispositions: lcpipe's
+    handler runs only when Python code does, and a child blocked in C (NNCF's telemetry sender stuck
+    in getaddrinfo after a fork) then ignored SIGTERM: terminate() and the exit-time join hung."""
+    global _installed
+    _installed = False
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
 def _set_handlers() -> None:

@@ -104,3 +104,29 @@ def test_the_handlers_run_on_the_threads_own_stack(tmp_path: Path) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
     """)
     assert res.returncode == 143 and res.stderr == "stopped after [0, 0, 0]\n", res.stderr
+
+
+def test_a_forked_child_stops_on_sigterm_whatever_it_is_blocked_in(tmp_path: Path) -> None:
+    """A library's forked helper (NNCF's telemetry sends from a multiprocessing child, forked from a
+    process with threads, which can deadlock in getaddrinfo) is stopped by SIGTERM: terminate() at its
+    timeout, and multiprocessing's exit hook, rely on that. With lcpipe's Python-level handler inherited,
+    a child blocked in C never ran it: `lcpipe run` hung at exit, joining that child, after its last stage."""
+    res = _child(tmp_path, """
+        import ctypes, multiprocessing
+        def blocked_in_c():  # a second lock of a default pthread mutex: waits in a futex for ever
+            libc = ctypes.CDLL(None)
+            mutex = ctypes.create_string_buffer(64)
+            libc.pthread_mutex_lock(mutex)
+            libc.pthread_mutex_lock(mutex)
+        child = multiprocessing.get_context("fork").Process(target=blocked_in_c, daemon=True)
+        child.start()
+        time.sleep(0.5)
+        child.terminate()
+        child.join(10)
+        alive = child.is_alive()
+        if alive:
+            os.kill(child.pid, signal.SIGKILL)
+        print(alive, child.exitcode, signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, flush=True)
+        sys.exit(0)
+    """)
+    assert res.returncode == 0 and res.stdout.split() == ["False", "-15", "True"], (res.stdout, res.stderr)
