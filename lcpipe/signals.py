@@ -149,12 +149,14 @@ def install() -> None:
 
 
 def _defaults_in_child() -> None:
-    """A forked child (a library's helper process) gets Python's default dispositions: lcpipe's
+    """A forked child (a library's helper process) gets the system's default dispositions: lcpipe's
     handler runs only when Python code does, and a child blocked in C (NNCF's telemetry sender stuck
-    in getaddrinfo after a fork) then ignored SIGTERM: terminate() and the exit-time join hung."""
+    in getaddrinfo after a fork) then ignored SIGTERM: terminate() and the exit-time join hung. SIGINT
+    too ends it at once and quietly (Python's KeyboardInterrupt would print the child's traceback when
+    Ctrl-C reaches the whole process group)."""
     global _installed
     _installed = False
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
