@@ -38,10 +38,15 @@ def cpu_kind(facts: dict[str, Any], resources: dict[str, Any]) -> str:
     env = os.environ.get("LCPIPE_CPU_KIND")
     if env:
         return env
-    tagged = sorted(k[len(KIND_RESOURCE):] for k in resources if k.startswith(KIND_RESOURCE))
+    tagged = tagged_kinds(resources)
     if tagged:
         return tagged[0]
     return f"{facts['cpu_model']} [{facts['isa']}]"
+
+
+def tagged_kinds(resources: dict[str, Any]) -> list[str]:
+    """The CPU kinds a node was started with as ``cpu_kind:<name>`` resources, sorted."""
+    return sorted(k[len(KIND_RESOURCE):] for k in resources if k.startswith(KIND_RESOURCE))
 
 
 def probe_nodes(ray: Any) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from lcpipe.errors import ConfigError, InputError, MissingDependencyError
 from lcpipe.fileio import sha256_json, write_json
 from lcpipe.sweep import shipping
 from lcpipe.sweep.fleet import FLEET_FILE, fleet_row
-from lcpipe.sweep.nodes import KIND_RESOURCE
+from lcpipe.sweep.nodes import tagged_kinds
 from lcpipe.sweep.point import GATED_OK, POINT_FILE, PointTask, error_fields, run_point, timed_earlier
 from lcpipe.sweep.schema import Sweep
 from lcpipe.sweep.storage import Storage
@@ -243,7 +243,7 @@ def _node_in(exc: BaseException, cluster_nodes: list[dict[str, Any]]) -> str:
     known = next((n for n in cluster_nodes if str(n.get("NodeID", "")).startswith(node_id)), None)
     if known is None:
         return node_id[:12]
-    kinds = sorted(k[len(KIND_RESOURCE):] for k in known.get("Resources") or {} if k.startswith(KIND_RESOURCE))
+    kinds = tagged_kinds(known.get("Resources") or {})
     return f"{node_id[:12]} ({', '.join([known.get('NodeManagerHostname') or '?', *kinds])})"
 
 
